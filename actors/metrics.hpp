@@ -1,0 +1,54 @@
+#pragma once
+// Process-wide counters for /metrics and /readyz. Relaxed atomics: they are
+// read by the HTTP endpoint on an I/O thread and bumped by actors and sessions.
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+namespace chat {
+
+// Error codes of the protocol, in a fixed order for the per-code counters.
+constexpr std::array<const char*, 10> error_codes = {
+    "bad_request", "unauthorized", "forbidden",     "not_found",   "not_member",
+    "too_large",   "rate_limited", "token_expired", "unavailable", "internal"};
+
+// Fixed latency buckets (seconds) of the room round trip histogram.
+constexpr std::array<double, 12> latency_buckets = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                                    0.05,   0.1,   0.25,  0.5,   1.0,  2.5};
+
+struct metrics {
+  std::atomic<int64_t> connections{0};        // open WebSocket sessions
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<int64_t> rooms{0};              // live room actors
+  std::atomic<uint64_t> messages_in{0};       // send/dm requests accepted by a session
+  std::atomic<uint64_t> messages_stored{0};   // committed by a room
+  std::atomic<uint64_t> deliveries{0};        // message objects queued to sessions
+  std::atomic<uint64_t> frames_out{0};        // WebSocket frames written
+  std::atomic<uint64_t> bytes_out{0};
+  std::atomic<uint64_t> slow_closes{0};       // closed with 4008
+  std::atomic<uint64_t> store_commits{0};
+  std::atomic<uint64_t> store_failures{0};
+  std::array<std::atomic<uint64_t>, error_codes.size() + 1> errors{};  // last: other
+  std::array<std::atomic<uint64_t>, latency_buckets.size() + 1> rtt_buckets{};  // last: +Inf
+  std::atomic<uint64_t> rtt_count{0};
+  std::atomic<uint64_t> rtt_sum_us{0};
+  std::atomic<uint64_t> closes_by_code_4008{0};
+
+  // Store health for /readyz.
+  std::atomic<bool> store_ok{false};
+  std::mutex store_mtx;
+  std::string store_status = "not open";
+
+  void count_error(const std::string& code);
+  void observe_rtt_us(uint64_t us);
+  void set_store_status(bool ok, const std::string& status);
+  std::string store_status_text();
+  // Prometheus text exposition of everything above.
+  std::string render_prometheus();
+};
+
+metrics& global_metrics();
+
+}  // namespace chat

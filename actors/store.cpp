@@ -1,0 +1,125 @@
+#include "actors/store.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "actors/metrics.hpp"
+
+namespace chat {
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+namespace {
+
+caf::error store_error(const std::string& what) {
+  return caf::make_error(caf::sec::runtime_error, "store: " + what);
+}
+
+// Commits everything pending. One transaction for all rooms; if it fails, each
+// room's batch is retried alone so that one bad batch fails only its own room.
+void flush(store_actor::stateful_pointer<store_state> self) {
+  auto& st = self->state;
+  st.flush_scheduled = false;
+  if (st.pending.empty()) return;
+  auto pending = std::move(st.pending);
+  st.pending.clear();
+  std::vector<append_batch> batches;
+  batches.reserve(pending.size());
+  for (auto& p : pending) batches.push_back(p.batch);
+  std::string err;
+  auto& m = global_metrics();
+  if (st.backend->append(batches, err)) {
+    m.store_commits.fetch_add(1, std::memory_order_relaxed);
+    if (!m.store_ok.load()) m.set_store_status(true, "ok");
+    for (auto& p : pending) p.promise.deliver(p.batch.msgs.back().seq);
+    return;
+  }
+  m.store_failures.fetch_add(1, std::memory_order_relaxed);
+  spdlog::error("event=store_commit_failed batches={} error=\"{}\"", batches.size(), err);
+  bool any_ok = false;
+  for (auto& p : pending) {
+    std::string one_err;
+    std::vector<append_batch> one{p.batch};
+    if (pending.size() > 1 && st.backend->append(one, one_err)) {
+      any_ok = true;
+      p.promise.deliver(p.batch.msgs.back().seq);
+    } else {
+      p.promise.deliver(store_error(one_err.empty() ? err : one_err));
+    }
+  }
+  m.set_store_status(any_ok, any_ok ? "ok" : err);
+}
+
+}  // namespace
+
+store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state> self,
+                                      std::shared_ptr<store_backend> backend, store_config cfg) {
+  self->state.backend = std::move(backend);
+  self->state.cfg = cfg;
+  {
+    std::string err;
+    bool ok = self->state.backend->healthy(err);
+    global_metrics().set_store_status(ok, ok ? "ok" : err);
+  }
+  if (cfg.retention.max_messages > 0 || cfg.retention.max_age_ms > 0)
+    self->delayed_send(self, cfg.trim_interval, trim_atom_v);
+  // Commit what is pending before going away (graceful shutdown).
+  self->attach_functor([self] { flush(self); });
+  return {
+      [=](load_atom, const std::string& room) -> caf::result<room_snapshot> {
+        auto& st = self->state;
+        room_snapshot snap;
+        std::string err;
+        if (!st.backend->load_room(room, st.cfg.recent_limit, now_ms() - st.cfg.idem_window_ms,
+                                   snap, err))
+          return store_error(err);
+        return snap;
+      },
+      [=](append_atom, append_batch& batch) -> caf::result<uint64_t> {
+        auto& st = self->state;
+        if (batch.msgs.empty()) return store_error("empty batch");
+        auto promise = self->make_response_promise<uint64_t>();
+        st.pending.push_back({std::move(batch), promise});
+        // The flush message queues behind every append already in the mailbox:
+        // one commit then covers all of them.
+        if (!st.flush_scheduled) {
+          st.flush_scheduled = true;
+          self->send(self, flush_now_atom_v);
+        }
+        return promise;
+      },
+      [=](range_atom, const range_query& q) -> caf::result<std::vector<stored_msg>> {
+        std::vector<stored_msg> out;
+        std::string err;
+        if (!self->state.backend->range(q, out, err)) return store_error(err);
+        return out;
+      },
+      [=](rooms_atom) -> caf::result<std::vector<std::string>> {
+        std::vector<std::string> out;
+        std::string err;
+        if (!self->state.backend->rooms(out, err)) return store_error(err);
+        return out;
+      },
+      [=](flush_now_atom) { flush(self); },
+      [=](trim_atom) {
+        auto& st = self->state;
+        uint64_t removed = 0;
+        std::string err;
+        if (!st.backend->trim(st.cfg.retention, now_ms(), removed, err))
+          spdlog::warn("event=store_trim_failed error=\"{}\"", err);
+        else if (removed > 0)
+          spdlog::info("event=store_trim removed={}", removed);
+        self->delayed_send(self, st.cfg.trim_interval, trim_atom_v);
+      },
+  };
+}
+
+store_actor spawn_store(caf::actor_system& sys, std::shared_ptr<store_backend> backend,
+                        store_config cfg, bool detached) {
+  if (detached) return sys.spawn<caf::detached>(store_impl, std::move(backend), cfg);
+  return sys.spawn(store_impl, std::move(backend), cfg);
+}
+
+}  // namespace chat

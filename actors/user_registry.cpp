@@ -1,0 +1,91 @@
+#include "actors/user_registry.hpp"
+
+namespace chat {
+
+namespace {
+
+void drop_gateway_ref(user_registry_actor* self, const caf::actor& gw) {
+  auto& gws = self->state.gateways;
+  auto it = gws.find(gw);
+  if (it != gws.end() && --it->second == 0) {
+    self->demonitor(gw);
+    gws.erase(it);
+  }
+}
+
+void remove_conn(user_registry_actor* self, const std::string& user, const conn_ref& c) {
+  auto& users = self->state.users;
+  auto it = users.find(user);
+  if (it == users.end()) return;
+  auto& v = it->second;
+  for (auto e = v.begin(); e != v.end(); ++e)
+    if (e->conn == c) {
+      v.erase(e);
+      drop_gateway_ref(self, c.gateway);
+      break;
+    }
+  if (v.empty()) users.erase(it);
+}
+
+}  // namespace
+
+caf::behavior user_registry_impl(user_registry_actor* self, size_t max_conns_per_user) {
+  self->state.max_conns_per_user = max_conns_per_user;
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto gw = caf::actor_cast<caf::actor>(dm.source);
+    auto& st = self->state;
+    st.gateways.erase(gw);
+    for (auto it = st.users.begin(); it != st.users.end();) {
+      auto& v = it->second;
+      v.erase(std::remove_if(v.begin(), v.end(), [&](auto& e) { return e.conn.gateway == gw; }),
+              v.end());
+      it = v.empty() ? st.users.erase(it) : std::next(it);
+    }
+  });
+  return {
+      [=](user_online& on) {
+        auto& st = self->state;
+        auto& v = st.users[on.user];
+        v.push_back({on.conn, on.since_ms});
+        if (st.gateways[on.conn.gateway]++ == 0) self->monitor(on.conn.gateway);
+        while (v.size() > st.max_conns_per_user) {
+          auto oldest = v.front();
+          v.erase(v.begin());
+          drop_gateway_ref(self, oldest.conn.gateway);
+          self->send(oldest.conn.gateway,
+                     close_conn{oldest.conn.id, 4009, "replaced by a newer connection"});
+        }
+      },
+      [=](const user_offline& off) { remove_conn(self, off.user, off.conn); },
+      [=](const user_deliver& d) {
+        // Group by gateway: one CAF message per gateway.
+        std::map<caf::actor, std::vector<uint64_t>> per_gw;
+        for (auto& user : d.users) {
+          auto it = self->state.users.find(user);
+          if (it == self->state.users.end()) continue;
+          for (auto& e : it->second) per_gw[e.conn.gateway].push_back(e.conn.id);
+        }
+        for (auto& [gw, ids] : per_gw)
+          self->send(gw, conns_deliver{std::move(ids), d.room, d.seq, d.frame});
+      },
+      [=](const kick_user& k) -> uint64_t {
+        auto& st = self->state;
+        auto it = st.users.find(k.user);
+        if (it == st.users.end()) return 0;
+        auto v = std::move(it->second);
+        st.users.erase(it);
+        for (auto& e : v) {
+          drop_gateway_ref(self, e.conn.gateway);
+          self->send(e.conn.gateway, close_conn{e.conn.id, k.code, k.reason});
+        }
+        return v.size();
+      },
+      // How many connections a user has (0 = offline).
+      [=](caf::get_atom, const std::string& user) -> uint64_t {
+        auto it = self->state.users.find(user);
+        return it == self->state.users.end() ? 0 : it->second.size();
+      },
+  };
+}
+
+}  // namespace chat

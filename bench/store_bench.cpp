@@ -1,0 +1,153 @@
+// Micro-benchmark of the SQLite store backend's group commit: appends N
+// messages in calls of B messages spread round-robin over R rooms, each call
+// one transaction, and prints messages/s and per-commit latency percentiles.
+//
+//   store_bench [--messages N] [--batch B] [--rooms R] [--text-bytes T]
+//               [--sync full|normal] [--path FILE] [--pragma SQL]...
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "actors/store_backend.hpp"
+
+namespace chat::detail {
+bool sqlite_exec(store_backend& b, const std::string& sql, std::string& err);
+}  // namespace chat::detail
+
+namespace {
+
+struct options {
+  uint64_t messages = 20000;
+  uint64_t batch = 1;
+  uint64_t rooms = 1;
+  size_t text_bytes = 100;
+  std::string sync = "full";
+  std::string path = "/tmp/store_bench_data/chat.db";
+  std::vector<std::string> pragmas;  // extra SQL run on the connection after open
+};
+
+[[noreturn]] void usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--messages N] [--batch B] [--rooms R] [--text-bytes T]"
+               " [--sync full|normal] [--path FILE] [--pragma SQL]...\n",
+               argv0);
+  std::exit(2);
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) usage(argv[0]);
+    std::string v = argv[++i];
+    if (a == "--messages")
+      o.messages = std::stoull(v);
+    else if (a == "--batch")
+      o.batch = std::stoull(v);
+    else if (a == "--rooms")
+      o.rooms = std::stoull(v);
+    else if (a == "--text-bytes")
+      o.text_bytes = std::stoull(v);
+    else if (a == "--sync")
+      o.sync = v;
+    else if (a == "--path")
+      o.path = v;
+    else if (a == "--pragma")
+      o.pragmas.push_back(v);
+    else
+      usage(argv[0]);
+  }
+  if (o.batch == 0 || o.rooms == 0 || (o.sync != "full" && o.sync != "normal")) usage(argv[0]);
+  return o;
+}
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  auto k = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using clock = std::chrono::steady_clock;
+  auto o = parse(argc, argv);
+  // A fresh file each run, so runs compare.
+  std::error_code ec;
+  for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(o.path + suffix, ec);
+
+  std::string err;
+  auto b = chat::make_sqlite_backend(o.path, err);
+  if (!b) {
+    std::fprintf(stderr, "open: %s\n", err.c_str());
+    return 1;
+  }
+  if (o.sync == "normal" && !chat::detail::sqlite_exec(*b, "PRAGMA synchronous=NORMAL", err)) {
+    std::fprintf(stderr, "pragma: %s\n", err.c_str());
+    return 1;
+  }
+  for (auto& sql : o.pragmas)
+    if (!chat::detail::sqlite_exec(*b, sql, err)) {
+      std::fprintf(stderr, "pragma: %s\n", err.c_str());
+      return 1;
+    }
+  std::vector<std::string> names;
+  std::vector<uint64_t> last(o.rooms, 0);
+  for (uint64_t r = 0; r < o.rooms; ++r) {
+    names.push_back("room-" + std::to_string(r));
+    chat::room_snapshot s;
+    if (!b->load_room(names.back(), 0, 0, s, err)) {
+      std::fprintf(stderr, "load_room: %s\n", err.c_str());
+      return 1;
+    }
+  }
+
+  const std::string text(o.text_bytes, 'x');
+  std::vector<double> latencies_ms;
+  uint64_t done = 0;
+  uint64_t next_room = 0;
+  auto start = clock::now();
+  while (done < o.messages) {
+    auto n = std::min(o.batch, o.messages - done);
+    // One append_batch per room touched in this call.
+    std::vector<chat::append_batch> batches(std::min(n, o.rooms));
+    for (uint64_t i = 0; i < n; ++i) {
+      auto r = (next_room + i) % o.rooms;
+      auto& ab = batches[i % batches.size()];
+      ab.room = names[r];
+      chat::stored_msg m;
+      m.seq = ++last[r];
+      m.ts = 1764090000000 + static_cast<int64_t>(done + i);
+      m.from = "user-" + std::to_string(i % 50);
+      m.name = "User";
+      m.text = text;
+      ab.msgs.push_back(std::move(m));
+    }
+    next_room = (next_room + n) % o.rooms;
+    auto t0 = clock::now();
+    if (!b->append(batches, err)) {
+      std::fprintf(stderr, "append: %s\n", err.c_str());
+      return 1;
+    }
+    latencies_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+    done += n;
+  }
+  double secs = std::chrono::duration<double>(clock::now() - start).count();
+  auto commits = latencies_ms.size();
+  double p50 = percentile(latencies_ms, 0.50);
+  double p99 = percentile(latencies_ms, 0.99);
+  std::printf(
+      "rooms=%llu batch=%llu messages=%llu text=%zuB sync=%s: %.0f msgs/s, %.0f commits/s,"
+      " commit p50=%.3f ms p99=%.3f ms\n",
+      static_cast<unsigned long long>(o.rooms), static_cast<unsigned long long>(o.batch),
+      static_cast<unsigned long long>(done), o.text_bytes, o.sync.c_str(),
+      static_cast<double>(done) / secs, static_cast<double>(commits) / secs, p50, p99);
+  return 0;
+}

@@ -1,0 +1,75 @@
+#include "gateway/config.hpp"
+
+#include <CLI/CLI.hpp>
+
+namespace chat {
+
+void add_server_options(CLI::App& app, server_config& c) {
+  app.set_config("--config", "", "Config file (key = value lines, INI/TOML)");
+  auto opt = [&](const char* flags, auto& var, const char* env, const char* help) {
+    return app.add_option(flags, var, help)->envname(env)->capture_default_str();
+  };
+  opt("--listen", c.listen, "CHAT_LISTEN", "HTTP/WebSocket listen address host:port (port 0: any)");
+  opt("--node", c.node, "CHAT_NODE", "Node name reported in welcome");
+  opt("--port-file", c.port_file, "CHAT_PORT_FILE", "Write the bound port to this file");
+  app.add_flag("--allow-anonymous", c.allow_anonymous, "Accept hello with a bare name (demo)")
+      ->envname("CHAT_ALLOW_ANONYMOUS");
+  opt("--jwt-secret", c.jwt_secret, "CHAT_JWT_SECRET", "HS256 shared secret");
+  opt("--jwt-public-key", c.jwt_public_key_file, "CHAT_JWT_PUBLIC_KEY", "RS256 public key (PEM file)");
+  opt("--jwt-private-key", c.jwt_private_key_file, "CHAT_JWT_PRIVATE_KEY",
+      "RS256 private key (PEM file), only for `chatd token`");
+  opt("--jwt-require-exp", c.jwt_require_exp, "CHAT_JWT_REQUIRE_EXP", "Refuse tokens without exp");
+  opt("--heartbeat", c.heartbeat_s, "CHAT_HEARTBEAT", "Seconds between pings; 2 missed = dead")
+      ->check(CLI::Range(1, 3600));
+  opt("--hello-timeout", c.hello_timeout_s, "CHAT_HELLO_TIMEOUT", "Seconds to wait for hello")
+      ->check(CLI::Range(0.05, 3600.0));
+  opt("--max-frame", c.max_frame, "CHAT_MAX_FRAME", "Largest client frame in bytes (else 1009)")
+      ->check(CLI::Range(size_t{1024}, size_t{16} << 20));
+  opt("--rate", c.rate, "CHAT_RATE", "Messages per second per connection")
+      ->check(CLI::PositiveNumber);
+  opt("--burst", c.burst, "CHAT_BURST", "Message burst per connection")->check(CLI::PositiveNumber);
+  opt("--max-rooms-per-conn", c.max_rooms_per_conn, "CHAT_MAX_ROOMS_PER_CONN",
+      "Rooms one connection may join");
+  opt("--max-conns-per-user", c.max_conns_per_user, "CHAT_MAX_CONNS_PER_USER",
+      "Connections per user; the oldest beyond is closed with 4009")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30));
+  opt("--queue-limit", c.queue_limit, "CHAT_QUEUE_LIMIT",
+      "Outgoing bytes queued per connection before it is closed with 4008");
+  opt("--max-connections", c.max_connections, "CHAT_MAX_CONNECTIONS",
+      "Open WebSocket connections per node (beyond: 1013 try again later)");
+  opt("--store", c.store, "CHAT_STORE", "sqlite (durable) or memory")
+      ->check(CLI::IsMember({"sqlite", "memory"}));
+  opt("--db", c.db, "CHAT_DB", "SQLite database file");
+  opt("--memory-max-per-room", c.memory_max_per_room, "CHAT_MEMORY_MAX_PER_ROOM",
+      "Messages per room the memory store keeps");
+  opt("--room-grace", c.room_grace_s, "CHAT_ROOM_GRACE", "Seconds an empty room lives on")
+      ->check(CLI::Range(0.01, 86400.0));
+  opt("--history-window", c.history_window, "CHAT_HISTORY_WINDOW",
+      "Recent messages a room keeps in memory")
+      ->check(CLI::Range(1u, 1000000u));
+  opt("--presence-batch-threshold", c.presence_batch_threshold, "CHAT_PRESENCE_BATCH_THRESHOLD",
+      "Members above which presence events are batched once per second");
+  opt("--retention-max-messages", c.retention_max_messages, "CHAT_RETENTION_MAX_MESSAGES",
+      "Messages kept per room (0: all)");
+  opt("--retention-max-age", c.retention_max_age_s, "CHAT_RETENTION_MAX_AGE",
+      "Seconds a message is kept (0: forever)");
+  opt("--io-threads", c.io_threads, "CHAT_IO_THREADS", "WebSocket I/O threads")
+      ->check(CLI::Range(1, 64));
+  opt("--actor-threads", c.actor_threads, "CHAT_ACTOR_THREADS", "CAF scheduler threads")
+      ->check(CLI::Range(1, 64));
+  opt("--shutdown-timeout", c.shutdown_timeout_s, "CHAT_SHUTDOWN_TIMEOUT",
+      "Seconds to wait for connections to close on SIGTERM");
+  opt("--api-key", c.api_key, "CHAT_API_KEY", "Key for the server API (/api/*); empty: API off");
+  opt("--log-level", c.log_level, "CHAT_LOG_LEVEL", "trace, debug, info, warn, error, off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+}
+
+std::string check_config(const server_config& c) {
+  if (!c.allow_anonymous && c.jwt_secret.empty() && c.jwt_public_key_file.empty())
+    return "no way to authenticate: pass --jwt-secret (or CHAT_JWT_SECRET), --jwt-public-key "
+           "FILE, or --allow-anonymous for a demo";
+  if (c.listen.rfind(':') == std::string::npos) return "--listen must be host:port";
+  return {};
+}
+
+}  // namespace chat

@@ -1,0 +1,70 @@
+#include "gateway/gateway_actor.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include "actors/metrics.hpp"
+#include "gateway/websocket_session.hpp"
+
+namespace chat {
+
+namespace net = boost::asio;
+
+caf::behavior gateway_impl(gateway_actor* self, io_shard* shard) {
+  self->state.shard = shard;
+  // A room actor died (crash, or its node was lost): its local members must rejoin.
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto it = self->state.rooms.find(dm.source);
+    if (it == self->state.rooms.end()) return;
+    net::post(shard->ioc, [shard, room = std::move(it->second)] {
+      auto* members = shard->registry.members(room);
+      if (!members) return;
+      auto copy = *members;  // on_room_lost changes the list
+      for (auto* s : copy) s->on_room_lost(room);
+    });
+    self->state.rooms.erase(it);
+  });
+  return {
+      [=](to_conn& m) {
+        net::post(shard->ioc, [shard, m = std::move(m)]() mutable {
+          if (auto* s = shard->registry.find(m.conn))
+            s->push(std::make_shared<const std::string>(std::move(m.frame)));
+        });
+      },
+      [=](joined_msg& m) {
+        auto addr = m.room_actor.address();
+        if (self->state.rooms.emplace(addr, m.room).second) self->monitor(m.room_actor);
+        net::post(shard->ioc, [shard, m = std::move(m)]() mutable {
+          if (auto* s = shard->registry.find(m.conn))
+            s->on_joined(m);
+          else  // gone meanwhile: the room must forget it
+            caf::anon_send(m.room_actor, leave_req{m.room, conn_ref{shard->gateway, m.conn}, {}, false});
+        });
+      },
+      [=](deliver& d) {
+        // One shared immutable buffer for every local member.
+        auto frame = std::make_shared<const std::string>(std::move(d.frame));
+        net::post(shard->ioc, [shard, room = std::move(d.room), seq = d.seq, frame,
+                               skip = std::move(d.skip_user)] {
+          auto* members = shard->registry.members(room);
+          if (!members) return;
+          for (auto* s : *members) s->on_deliver(room, seq, frame, skip);
+          if (seq > 0)
+            global_metrics().deliveries.fetch_add(members->size(), std::memory_order_relaxed);
+        });
+      },
+      [=](conns_deliver& d) {
+        auto frame = std::make_shared<const std::string>(std::move(d.frame));
+        net::post(shard->ioc, [shard, d = std::move(d), frame] {
+          for (auto id : d.conns)
+            if (auto* s = shard->registry.find(id)) s->on_deliver(d.room, d.seq, frame, {});
+        });
+      },
+      [=](close_conn& c) {
+        net::post(shard->ioc, [shard, c = std::move(c)]() mutable {
+          if (auto* s = shard->registry.find(c.conn)) s->close(c.code, std::move(c.reason));
+        });
+      },
+  };
+}
+
+}  // namespace chat

@@ -1,0 +1,70 @@
+#include "gateway/http_routes.hpp"
+
+#include "actors/metrics.hpp"
+#include "gateway/web_assets.hpp"
+#include "messages/codec.hpp"
+
+namespace chat {
+
+namespace http = boost::beast::http;
+
+http_response json_response(const http_request& req, http::status status, std::string body) {
+  http_response res{status, req.version()};
+  res.set(http::field::server, "chatd");
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+namespace {
+
+http_response text_response(const http_request& req, http::status status, std::string_view type,
+                            std::string body) {
+  http_response res{status, req.version()};
+  res.set(http::field::server, "chatd");
+  res.set(http::field::content_type, boost::beast::string_view(type.data(), type.size()));
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+}  // namespace
+
+bool route_http(const http_request& req, server_context& ctx, http_response& res) {
+  auto target = std::string_view(req.target().data(), req.target().size());
+  auto path = target.substr(0, target.find('?'));
+  bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+  if (path == "/healthz" && get) {
+    res = json_response(req, http::status::ok, R"({"status":"ok"})");
+    return true;
+  }
+  if (path == "/readyz" && get) {
+    auto& m = global_metrics();
+    bool ok = m.store_ok.load() && !ctx.draining.load();
+    std::string body = std::string("{\"status\":") + (ok ? "\"ready\"" : "\"not_ready\"") +
+                       ",\"store\":" + json_quote(m.store_status_text()) +
+                       ",\"draining\":" + (ctx.draining.load() ? "true" : "false") +
+                       ",\"node\":" + json_quote(ctx.cfg.node) + "}";
+    res = json_response(req, ok ? http::status::ok : http::status::service_unavailable, body);
+    return true;
+  }
+  if (path == "/metrics" && get) {
+    res = text_response(req, http::status::ok, "text/plain; version=0.0.4",
+                        global_metrics().render_prometheus());
+    return true;
+  }
+  if (get) {
+    if (auto* a = find_web_asset(path)) {
+      res = text_response(req, http::status::ok, a->content_type, std::string(a->body));
+      res.set(http::field::cache_control, "no-cache");
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace chat

@@ -1,0 +1,125 @@
+#include "gateway/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+#include <random>
+
+#include "actors/directory.hpp"
+#include "actors/metrics.hpp"
+#include "actors/user_registry.hpp"
+#include "gateway/gateway_actor.hpp"
+#include "gateway/websocket_session.hpp"
+
+namespace chat {
+
+namespace net = boost::asio;
+
+server::server(caf::actor_system& sys, server_config cfg, auth_config auth)
+    : sys_(sys), ctx_(std::move(cfg), std::move(auth)) {}
+
+server::~server() { shutdown(); }
+
+bool server::start(std::string& err) {
+  auto& cfg = ctx_.cfg;
+  std::shared_ptr<store_backend> backend;
+  if (cfg.store == "memory") {
+    backend = make_memory_backend(cfg.memory_max_per_room);
+  } else {
+    backend = make_sqlite_backend(cfg.db, err);
+    if (!backend) {
+      err = "cannot open the database " + cfg.db + ": " + err;
+      return false;
+    }
+  }
+  store_config scfg;
+  scfg.recent_limit = cfg.history_window;
+  scfg.retention.max_messages = cfg.retention_max_messages;
+  scfg.retention.max_age_ms = cfg.retention_max_age_s * 1000;
+  store_ = spawn_store(sys_, backend, scfg);
+  ctx_.users = sys_.spawn(user_registry_impl, cfg.max_conns_per_user);
+  room_config rcfg;
+  rcfg.window = cfg.history_window;
+  rcfg.idle_grace = std::chrono::milliseconds(static_cast<int64_t>(cfg.room_grace_s * 1000));
+  rcfg.presence_batch_threshold = cfg.presence_batch_threshold;
+  ctx_.directory = sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_.users, rcfg});
+
+  for (int i = 0; i < cfg.io_threads; ++i) {
+    auto shard = std::make_unique<io_shard>();
+    shard->index = static_cast<size_t>(i);
+    shard->gateway = sys_.spawn(gateway_impl, shard.get());
+    ctx_.shards.push_back(std::move(shard));
+  }
+  auto colon = cfg.listen.rfind(':');
+  auto host = cfg.listen.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  auto addr = net::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
+  if (ec) {
+    err = "bad listen address " + cfg.listen;
+    return false;
+  }
+  int port_num = 0;
+  try {
+    port_num = std::stoi(cfg.listen.substr(colon + 1));
+  } catch (...) {
+    port_num = -1;
+  }
+  if (port_num < 0 || port_num > 65535) {
+    err = "bad listen port in " + cfg.listen;
+    return false;
+  }
+  listener_ = std::make_shared<listener>(ctx_.shards[0]->ioc, ctx_);
+  if (!listener_->open({addr, static_cast<uint16_t>(port_num)}, err)) {
+    err = "cannot listen on " + cfg.listen + ": " + err;
+    return false;
+  }
+  listener_->run();
+  for (auto& shard : ctx_.shards) {
+    guards_.push_back(std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(
+        shard->ioc.get_executor()));
+    threads_.emplace_back([s = shard.get()] { s->ioc.run(); });
+  }
+  return true;
+}
+
+void server::shutdown(uint16_t code) {
+  if (stopped_ || ctx_.shards.empty()) return;
+  stopped_ = true;
+  ctx_.draining = true;
+  auto& m = global_metrics();
+  spdlog::info("event=shutdown_begin connections={}", m.connections.load());
+  net::post(ctx_.shards[0]->ioc, [l = listener_] { l->stop(); });
+  for (auto& shard : ctx_.shards) {
+    net::post(shard->ioc, [s = shard.get(), code] {
+      // Spread the reconnects: each connection gets its own retry hint.
+      std::mt19937 rng{std::random_device{}()};
+      std::uniform_int_distribution<int> retry(500, 5000);
+      std::vector<websocket_session*> all;
+      for (auto& [id, sess] : s->registry.all()) all.push_back(sess);
+      for (auto* sess : all) sess->close(code, "retry_ms=" + std::to_string(retry(rng)));
+    });
+  }
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(ctx_.cfg.shutdown_timeout_s * 1000));
+  while (m.connections.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  guards_.clear();
+  for (auto& shard : ctx_.shards) shard->ioc.stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  // Stop the actors: rooms first (their last appends reach the store), the
+  // store commits what is pending as it exits.
+  caf::anon_send(ctx_.directory, caf::close_atom_v);
+  for (auto& shard : ctx_.shards) caf::anon_send_exit(shard->gateway, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(ctx_.users, caf::exit_reason::user_shutdown);
+  {
+    caf::scoped_actor waiter{sys_};
+    waiter->monitor(ctx_.directory);
+    waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(2)) >> [] {});
+  }
+  caf::anon_send_exit(store_, caf::exit_reason::user_shutdown);
+  spdlog::info("event=shutdown_done connections_left={}", m.connections.load());
+}
+
+}  // namespace chat

@@ -1,0 +1,39 @@
+#pragma once
+// Wires the node: store, user registry, directory, one gateway actor and
+// io_context per I/O thread, the listener; and the graceful shutdown.
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "actors/store.hpp"
+#include "caf/all.hpp"
+#include "gateway/listener.hpp"
+#include "gateway/server_context.hpp"
+
+namespace chat {
+
+class server {
+ public:
+  server(caf::actor_system& sys, server_config cfg, auth_config auth);
+  ~server();
+
+  // Opens the store, spawns the actors, binds and starts the I/O threads.
+  bool start(std::string& err);
+  // Stop accepting, close every connection with `code` and a randomised
+  // retry_ms hint, wait for them (bounded), then stop threads and actors.
+  void shutdown(uint16_t code = 1012);
+  uint16_t port() const { return listener_ ? listener_->port() : 0; }
+  server_context& context() { return ctx_; }
+
+ private:
+  caf::actor_system& sys_;
+  server_context ctx_;
+  store_actor store_;
+  std::shared_ptr<listener> listener_;
+  std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>>
+      guards_;
+  bool stopped_ = false;
+};
+
+}  // namespace chat

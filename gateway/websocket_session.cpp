@@ -1,0 +1,544 @@
+#include "gateway/websocket_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "actors/metrics.hpp"
+#include "actors/store.hpp"
+#include "messages/validate.hpp"
+
+namespace chat {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+const char newline_char = '\n';
+
+std::string random_hex(size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* digits = "0123456789abcdef";
+  std::string out(n, '0');
+  for (auto& c : out) c = digits[rng() & 15];
+  return out;
+}
+
+}  // namespace
+
+bool token_bucket::take(clock_type::time_point now) {
+  if (last_.time_since_epoch().count() != 0) {
+    double dt = std::chrono::duration<double>(now - last_).count();
+    tokens_ = std::min(burst_, tokens_ + dt * rate_);
+  }
+  last_ = now;
+  if (tokens_ < 1.0) return false;
+  tokens_ -= 1.0;
+  return true;
+}
+
+websocket_session::websocket_session(net::ip::tcp::socket&& socket, io_shard& shard,
+                                     server_context& ctx)
+    : ws_(std::move(socket)),
+      shard_(shard),
+      ctx_(ctx),
+      id_((static_cast<uint64_t>(shard.index) << 48) | shard.next_conn++),
+      msg_bucket_(ctx.cfg.rate, ctx.cfg.burst),
+      req_bucket_(ctx.cfg.rate * 5, ctx.cfg.burst * 5),
+      hello_timer_(ws_.get_executor()),
+      expiry_timer_(ws_.get_executor()),
+      close_timer_(ws_.get_executor()),
+      opened_(clock_type::now()) {
+  session_id_ = ctx.cfg.node + "-" + random_hex(12);
+  beast::error_code ec;
+  auto ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
+  if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+websocket_session::~websocket_session() { cleanup("destroyed"); }
+
+conn_ref websocket_session::self_ref() const { return conn_ref{shard_.gateway, id_}; }
+
+void websocket_session::run(beast::http::request<beast::http::string_body> req) {
+  auto& cfg = ctx_.cfg;
+  // Beast pings when the peer has been silent for half the idle timeout and
+  // drops it after the whole: ping every `heartbeat`, dead after two.
+  websocket::stream_base::timeout opt{std::chrono::seconds(10),
+                                      std::chrono::seconds(2 * cfg.heartbeat_s), true};
+  ws_.set_option(opt);
+  ws_.read_message_max(cfg.max_frame);
+  ws_.auto_fragment(false);
+  ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+    res.set(beast::http::field::server, "chatd");
+  }));
+  beast::get_lowest_layer(ws_).expires_never();
+  ws_.async_accept(req, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
+}
+
+void websocket_session::on_accept(beast::error_code ec) {
+  if (ec) {
+    cleaned_ = true;  // never registered
+    return;
+  }
+  auto& m = global_metrics();
+  shard_.registry.add(id_, this);
+  m.connections.fetch_add(1, std::memory_order_relaxed);
+  m.connections_total.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("event=conn_open conn={} session={} remote={}", id_, session_id_, remote_);
+  if (ctx_.draining.load()) {
+    close(1012, "retry_ms=" + std::to_string(500 + (id_ * 7919) % 4500));
+  } else if (static_cast<size_t>(m.connections.load()) > ctx_.cfg.max_connections) {
+    close(1013, "server full, retry_ms=5000");
+  } else {
+    hello_timer_.expires_after(std::chrono::milliseconds(
+        static_cast<int64_t>(ctx_.cfg.hello_timeout_s * 1000)));
+    hello_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->authed_ || self->closing_) return;
+      self->send_error("", "unauthorized", "no hello in time");
+      self->close(4001, "no hello");
+    });
+  }
+  do_read();
+}
+
+void websocket_session::do_read() {
+  ws_.async_read(buffer_, beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
+}
+
+void websocket_session::on_read(beast::error_code ec, std::size_t) {
+  if (ec) {
+    std::string why = ec == websocket::error::closed ? "peer closed" : ec.message();
+    if (ec == websocket::error::closed) {
+      auto& r = ws_.reason();
+      why = "peer closed code=" + std::to_string(r.code);
+    }
+    cleanup(closing_ ? "closed code=" + std::to_string(close_code_) + " " + close_reason_ : why);
+    return;
+  }
+  if (!ws_.got_text()) {
+    buffer_.consume(buffer_.size());
+    close(1003, "binary frames are not accepted");
+    do_read();
+    return;
+  }
+  auto data = buffer_.data();
+  std::string_view text(static_cast<const char*>(data.data()), data.size());
+  split_frame(text, [&](std::string_view piece) {
+    if (!closing_) handle(piece);
+  });
+  buffer_.consume(buffer_.size());
+  do_read();
+}
+
+// --- writing --------------------------------------------------------------------------
+
+void websocket_session::push(frame_ptr frame) {
+  if (closing_ || !frame || frame->empty()) return;
+  queued_bytes_ += frame->size() + 1;
+  if (queued_bytes_ > ctx_.cfg.queue_limit) {
+    // Drop the slow client, never the message for everyone else.
+    global_metrics().slow_closes.fetch_add(1, std::memory_order_relaxed);
+    queue_.clear();
+    close(4008, "too slow");
+    return;
+  }
+  queue_.push_back(std::move(frame));
+  if (!writing_) do_write();
+}
+
+void websocket_session::send_frame(std::string frame) {
+  push(std::make_shared<const std::string>(std::move(frame)));
+}
+
+void websocket_session::send_error(const std::string& id, const char* code,
+                                   const std::string& message) {
+  global_metrics().count_error(code);
+  send_frame(encode_error(id, code, message));
+}
+
+void websocket_session::do_write() {
+  inflight_.swap(queue_);
+  bufs_.clear();
+  bufs_.reserve(inflight_.size() * 2);
+  for (size_t i = 0; i < inflight_.size(); ++i) {
+    if (i) bufs_.emplace_back(&newline_char, 1);
+    bufs_.emplace_back(inflight_[i]->data(), inflight_[i]->size());
+  }
+  writing_ = true;
+  ws_.text(true);
+  ws_.async_write(bufs_, beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
+}
+
+void websocket_session::on_write(beast::error_code ec, std::size_t bytes) {
+  writing_ = false;
+  for (auto& f : inflight_) queued_bytes_ -= std::min(queued_bytes_, f->size() + 1);
+  inflight_.clear();
+  if (ec) {
+    cleanup("write failed: " + ec.message());
+    return;
+  }
+  auto& m = global_metrics();
+  m.frames_out.fetch_add(1, std::memory_order_relaxed);
+  m.bytes_out.fetch_add(bytes, std::memory_order_relaxed);
+  if (!queue_.empty())
+    do_write();
+  else if (closing_ && !close_sent_)
+    do_close();
+}
+
+// --- closing --------------------------------------------------------------------------
+
+void websocket_session::close(uint16_t code, std::string reason) {
+  if (closing_ || cleaned_) return;
+  closing_ = true;
+  close_code_ = code;
+  close_reason_ = std::move(reason);
+  hello_timer_.cancel();
+  expiry_timer_.cancel();
+  // What is queued (an error explaining the close) goes out first, unless the
+  // write in flight never completes: then the socket is cut.
+  if (!writing_) do_close();
+  close_timer_.expires_after(std::chrono::seconds(5));
+  close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->cleaned_) return;
+    beast::error_code ignored;
+    beast::get_lowest_layer(self->ws_).socket().shutdown(net::socket_base::shutdown_both, ignored);
+    beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    self->cleanup("close timed out");
+  });
+}
+
+void websocket_session::do_close() {
+  close_sent_ = true;
+  websocket::close_reason reason{static_cast<websocket::close_code>(close_code_),
+                                 close_reason_.substr(0, 120)};
+  ws_.async_close(reason, [self = shared_from_this()](beast::error_code) {
+    // The pending read completes next and cleans up; make sure of it.
+    beast::error_code ignored;
+    beast::get_lowest_layer(self->ws_).socket().close(ignored);
+  });
+}
+
+void websocket_session::cleanup(const std::string& why) {
+  if (cleaned_) return;
+  cleaned_ = true;
+  hello_timer_.cancel();
+  expiry_timer_.cancel();
+  close_timer_.cancel();
+  shard_.registry.remove(id_);
+  auto self = self_ref();
+  for (auto& [room, sub] : rooms_) {
+    if (sub.member) unsubscribe(room, sub);
+    leave_req req{room, self, {}, false};
+    if (sub.actor && !sub.pending)
+      caf::anon_send(sub.actor, std::move(req));
+    else
+      caf::anon_send(ctx_.directory, std::move(req));
+  }
+  rooms_.clear();
+  if (authed_) caf::anon_send(ctx_.users, user_offline{ident_.user, self});
+  global_metrics().connections.fetch_sub(1, std::memory_order_relaxed);
+  auto secs = std::chrono::duration<double>(clock_type::now() - opened_).count();
+  spdlog::info("event=conn_close conn={} session={} user={} remote={} seconds={:.1f} reason=\"{}\"",
+               id_, session_id_, authed_ ? ident_.user : "-", remote_, secs, why);
+}
+
+// --- requests ---------------------------------------------------------------------------
+
+void websocket_session::handle(std::string_view text) {
+  client_req req;
+  decode_error err;
+  if (!decode_request(text, ctx_.lim, req, err)) {
+    send_error(err.id, err.code.c_str(), err.message);
+    if (!authed_) close(4001, "expected hello");
+    return;
+  }
+  if (!authed_) {
+    if (req.type != req_type::hello) {
+      send_error(req.id, "unauthorized", "the first request must be hello");
+      close(4001, "expected hello");
+      return;
+    }
+    handle_hello(req);
+    return;
+  }
+  if (req.type != req_type::typing && req.type != req_type::ping &&
+      !req_bucket_.take(clock_type::now())) {
+    send_error(req.id, "rate_limited", "too many requests");
+    return;
+  }
+  switch (req.type) {
+    case req_type::hello:
+      send_error(req.id, "bad_request", "already authenticated");
+      break;
+    case req_type::refresh:
+      handle_refresh(req);
+      break;
+    case req_type::join:
+      handle_join(req);
+      break;
+    case req_type::leave:
+      handle_leave(req);
+      break;
+    case req_type::send:
+      handle_send(req);
+      break;
+    case req_type::dm:
+      handle_dm(req);
+      break;
+    case req_type::history:
+    case req_type::presence:
+      handle_room_query(req);
+      break;
+    case req_type::typing:
+      handle_typing(req);
+      break;
+    case req_type::rooms: {
+      std::vector<std::string> names;
+      for (auto& [room, sub] : rooms_)
+        if (!sub.pending) names.push_back(room);
+      std::sort(names.begin(), names.end());
+      send_frame(encode_rooms(req.id, names));
+      break;
+    }
+    case req_type::ping:
+      send_frame(encode_pong(req.id));
+      break;
+  }
+}
+
+void websocket_session::handle_hello(client_req& req) {
+  auth_result r;
+  if (!req.token.empty()) {
+    r = ctx_.auth.verify(req.token, now_ms() / 1000);
+  } else if (!req.name.empty()) {
+    r = ctx_.auth.anonymous(req.name);
+  } else {
+    r.error = ctx_.auth.config().allow_anonymous ? "hello needs a token or a name"
+                                                 : "hello needs a token";
+  }
+  if (!r.ok) {
+    send_error(req.id, "unauthorized", r.error);
+    close(4001, "unauthorized");
+    return;
+  }
+  authed_ = true;
+  ident_ = std::move(r.id);
+  hello_timer_.cancel();
+  send_frame(encode_welcome(req.id, ident_.user, ident_.name, session_id_, ctx_.cfg.node,
+                            ctx_.cfg.heartbeat_s));
+  caf::anon_send(ctx_.users, user_online{ident_.user, self_ref(), now_ms()});
+  spdlog::info("event=conn_hello conn={} session={} user={} anonymous={}", id_, session_id_,
+               ident_.user, ident_.anonymous);
+  arm_expiry();
+}
+
+void websocket_session::arm_expiry() {
+  expiry_timer_.cancel();
+  if (ident_.exp <= 0) return;
+  auto left_ms = ident_.exp * 1000 - now_ms();
+  expiry_timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, left_ms)));
+  expiry_timer_.async_wait([self = shared_from_this(), exp = ident_.exp](beast::error_code ec) {
+    if (ec || self->closing_ || self->ident_.exp != exp) return;
+    self->send_error("", "token_expired", "token expired");
+    self->close(4002, "token expired");
+  });
+}
+
+void websocket_session::handle_refresh(client_req& req) {
+  auto r = ctx_.auth.verify(req.token, now_ms() / 1000);
+  if (!r.ok) {
+    send_error(req.id, "unauthorized", r.error);
+    return;
+  }
+  if (r.id.user != ident_.user) {
+    send_error(req.id, "forbidden", "a refreshed token must have the same sub");
+    return;
+  }
+  ident_ = std::move(r.id);
+  arm_expiry();
+  std::string out = "{\"type\":\"refreshed\"";
+  if (!req.id.empty()) out += ",\"id\":" + req.id;
+  out += ",\"exp\":" + std::to_string(ident_.exp) + "}";
+  send_frame(std::move(out));
+}
+
+bool websocket_session::may_access(const std::string& room) const {
+  std::string a, b;
+  if (parse_dm_room(room, a, b)) return ident_.user == a || ident_.user == b;
+  return ident_.may_join(room);
+}
+
+void websocket_session::handle_join(client_req& req) {
+  if (!may_access(req.room)) {
+    send_error(req.id, "forbidden", "you may not join this room");
+    return;
+  }
+  auto it = rooms_.find(req.room);
+  if (it == rooms_.end()) {
+    if (rooms_.size() >= ctx_.cfg.max_rooms_per_conn) {
+      send_error(req.id, "forbidden",
+                 "room limit reached (" + std::to_string(ctx_.cfg.max_rooms_per_conn) + ")");
+      return;
+    }
+    rooms_.emplace(req.room, room_sub{});
+  }
+  caf::anon_send(ctx_.directory,
+                 join_req{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
+                          req.has_since, req.since, req.epoch});
+}
+
+void websocket_session::on_joined(joined_msg& msg) {
+  auto it = rooms_.find(msg.room);
+  if (closing_ || it == rooms_.end()) {
+    // Left (or closing) while the join was on its way: the room must forget us.
+    if (it == rooms_.end())
+      caf::anon_send(msg.room_actor, leave_req{msg.room, self_ref(), {}, false});
+    return;
+  }
+  auto& sub = it->second;
+  sub.actor = msg.room_actor;
+  sub.pending = false;
+  if (msg.member && !sub.member) {
+    sub.index = shard_.registry.subscribe(msg.room, this);
+    sub.member = true;
+  }
+  for (auto& f : msg.frames) send_frame(std::move(f));
+  if (!msg.member) {  // dm room: live messages come as user deliveries
+    auto& last = dm_seen_[msg.room];
+    last = std::max(last, msg.last_seq);
+  }
+  auto held = std::move(sub.held);
+  for (auto& s : held) caf::anon_send(sub.actor, std::move(s));
+}
+
+void websocket_session::set_room_index(const std::string& room, size_t index) {
+  auto it = rooms_.find(room);
+  if (it != rooms_.end()) it->second.index = index;
+}
+
+void websocket_session::unsubscribe(const std::string& room, room_sub& sub) {
+  if (!sub.member) return;
+  sub.member = false;
+  shard_.registry.unsubscribe(room, sub.index, [&room](websocket_session* moved, size_t index) {
+    moved->set_room_index(room, index);
+  });
+}
+
+void websocket_session::handle_leave(client_req& req) {
+  auto it = rooms_.find(req.room);
+  if (it == rooms_.end()) {
+    send_error(req.id, "not_member", "not in this room");
+    return;
+  }
+  auto& sub = it->second;
+  leave_req lr{req.room, self_ref(), req.id, true};
+  if (sub.pending)
+    caf::anon_send(ctx_.directory, std::move(lr));  // behind the join, in order
+  else
+    caf::anon_send(sub.actor, std::move(lr));
+  unsubscribe(req.room, sub);
+  rooms_.erase(it);
+}
+
+void websocket_session::handle_send(client_req& req) {
+  if (!msg_bucket_.take(clock_type::now())) {
+    send_error(req.id, "rate_limited", "too many messages, slow down");
+    return;
+  }
+  auto it = rooms_.find(req.room);
+  if (it == rooms_.end()) {
+    send_error(req.id, "not_member", "join the room first");
+    return;
+  }
+  global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
+  send_req s{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
+             std::move(req.text), std::move(req.data), std::move(req.idem_key), {}};
+  auto& sub = it->second;
+  if (sub.pending) {
+    if (sub.held.size() >= 64) {
+      send_error(req.id, "rate_limited", "wait for joined before sending more");
+      return;
+    }
+    sub.held.push_back(std::move(s));
+  } else {
+    caf::anon_send(sub.actor, std::move(s));
+  }
+}
+
+void websocket_session::handle_dm(client_req& req) {
+  if (!msg_bucket_.take(clock_type::now())) {
+    send_error(req.id, "rate_limited", "too many messages, slow down");
+    return;
+  }
+  if (!valid_user_id(req.to) || req.to == ident_.user) {
+    send_error(req.id, "bad_request", "'to' must be another user's id");
+    return;
+  }
+  global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
+  auto room = dm_room_name(ident_.user, req.to);
+  caf::anon_send(ctx_.directory,
+                 send_req{room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
+                          std::move(req.text), std::move(req.data), std::move(req.idem_key),
+                          req.to});
+}
+
+void websocket_session::handle_room_query(client_req& req) {
+  if (!may_access(req.room)) {
+    send_error(req.id, "forbidden", "you may not read this room");
+    return;
+  }
+  auto it = rooms_.find(req.room);
+  caf::actor target = (it != rooms_.end() && !it->second.pending) ? it->second.actor
+                                                                    : ctx_.directory;
+  if (req.type == req_type::history)
+    caf::anon_send(target, history_req{req.room, self_ref(), req.id, req.before, req.limit});
+  else
+    caf::anon_send(target, presence_req{req.room, self_ref(), req.id});
+}
+
+void websocket_session::handle_typing(client_req& req) {
+  auto now = clock_type::now();
+  auto it = rooms_.find(req.room);
+  bool dm = is_dm_room(req.room);
+  if (dm && !may_access(req.room)) return;
+  if (!dm && (it == rooms_.end() || it->second.pending)) return;  // not a member: ignore
+  // At most one typing event per room per second from a connection.
+  auto& last = dm ? dm_typing_[req.room] : it->second.last_typing;
+  if (now - last < std::chrono::seconds(1)) return;
+  last = now;
+  typing_req t{req.room, self_ref(), ident_.user};
+  if (dm)
+    caf::anon_send(ctx_.directory, std::move(t));
+  else
+    caf::anon_send(it->second.actor, std::move(t));
+}
+
+void websocket_session::on_deliver(const std::string& room, uint64_t seq, const frame_ptr& frame,
+                                   const std::string& skip_user) {
+  if (!skip_user.empty() && skip_user == ident_.user) return;
+  if (seq > 0 && is_dm_room(room)) {
+    // Direct messages reach every connection of both users, and a recovering
+    // join may have replayed this one already: keep each seq once.
+    auto& last = dm_seen_[room];
+    if (seq <= last) return;
+    last = seq;
+  }
+  push(frame);
+}
+
+void websocket_session::on_room_lost(const std::string& room) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return;
+  unsubscribe(room, it->second);
+  rooms_.erase(it);
+  std::string out = "{\"type\":\"error\",\"code\":\"unavailable\",\"room\":" + json_quote(room) +
+                    ",\"message\":\"room lost; join again with since to recover\"}";
+  global_metrics().count_error("unavailable");
+  send_frame(std::move(out));
+}
+
+}  // namespace chat

@@ -1,0 +1,121 @@
+#pragma once
+// One WebSocket connection. Lives by shared_from_this() bound into every
+// handler; runs only on its shard's I/O thread. Outgoing frames queue (bounded
+// by bytes) with one write in flight; what queues meanwhile leaves as ONE frame
+// (objects joined by '\n', a gather write of the shared buffers).
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gateway/auth.hpp"
+#include "gateway/server_context.hpp"
+#include "messages/types.hpp"
+
+namespace chat {
+
+using frame_ptr = std::shared_ptr<const std::string>;
+
+// Token bucket: `rate` per second, up to `burst`.
+class token_bucket {
+ public:
+  token_bucket(double rate, double burst) : rate_(rate), burst_(burst), tokens_(burst) {}
+  bool take(std::chrono::steady_clock::time_point now);
+
+ private:
+  double rate_, burst_, tokens_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+class websocket_session : public std::enable_shared_from_this<websocket_session> {
+ public:
+  websocket_session(boost::asio::ip::tcp::socket&& socket, io_shard& shard, server_context& ctx);
+  ~websocket_session();
+
+  void run(boost::beast::http::request<boost::beast::http::string_body> req);
+
+  // Called on the I/O thread (posted by the gateway actor).
+  void push(frame_ptr frame);
+  void on_joined(joined_msg& msg);
+  void on_deliver(const std::string& room, uint64_t seq, const frame_ptr& frame,
+                  const std::string& skip_user);
+  void on_room_lost(const std::string& room);
+  void close(uint16_t code, std::string reason);
+
+  uint64_t id() const { return id_; }
+  const std::string& user() const { return ident_.user; }
+  void set_room_index(const std::string& room, size_t index);
+
+ private:
+  struct room_sub {
+    caf::actor actor;          // set once joined
+    bool pending = true;       // join sent, joined not yet back
+    bool member = false;       // in the local fan-out list
+    size_t index = 0;          // position in the registry's room vector
+    std::vector<send_req> held;  // sends made while the join was pending
+    std::chrono::steady_clock::time_point last_typing{};
+  };
+
+  void on_accept(boost::beast::error_code ec);
+  void do_read();
+  void on_read(boost::beast::error_code ec, std::size_t bytes);
+  void do_write();
+  void on_write(boost::beast::error_code ec, std::size_t bytes);
+  void do_close();
+  void cleanup(const std::string& why);
+
+  void handle(std::string_view text);
+  void handle_hello(client_req& req);
+  void handle_refresh(client_req& req);
+  void handle_join(client_req& req);
+  void handle_leave(client_req& req);
+  void handle_send(client_req& req);
+  void handle_dm(client_req& req);
+  void handle_room_query(client_req& req);
+  void handle_typing(client_req& req);
+
+  void send_frame(std::string frame);
+  void send_error(const std::string& id, const char* code, const std::string& message);
+  bool may_access(const std::string& room) const;
+  void arm_expiry();
+  void unsubscribe(const std::string& room, room_sub& sub);
+  conn_ref self_ref() const;
+
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  io_shard& shard_;
+  server_context& ctx_;
+  uint64_t id_;
+  std::string session_id_;
+  std::string remote_;
+  boost::beast::flat_buffer buffer_;
+
+  std::vector<frame_ptr> queue_;     // waiting for the write in flight
+  std::vector<frame_ptr> inflight_;  // being written
+  std::vector<boost::asio::const_buffer> bufs_;
+  size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool close_sent_ = false;
+  bool cleaned_ = false;
+  uint16_t close_code_ = 1000;
+  std::string close_reason_;
+
+  bool authed_ = false;
+  identity ident_;
+  std::unordered_map<std::string, room_sub> rooms_;
+  std::unordered_map<std::string, uint64_t> dm_seen_;  // dm room -> last seq delivered
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> dm_typing_;
+  token_bucket msg_bucket_;
+  token_bucket req_bucket_;
+  boost::asio::steady_timer hello_timer_;
+  boost::asio::steady_timer expiry_timer_;
+  boost::asio::steady_timer close_timer_;
+  std::chrono::steady_clock::time_point opened_;
+};
+
+}  // namespace chat

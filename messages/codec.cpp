@@ -1,0 +1,332 @@
+#include "messages/codec.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "messages/validate.hpp"
+
+namespace chat {
+
+using json = nlohmann::json;
+
+namespace {
+
+const char* type_names[] = {"hello",    "refresh", "join", "leave", "send", "history",
+                            "presence", "typing",  "dm",   "rooms", "ping"};
+
+bool fail(decode_error& err, std::string code, std::string message) {
+  err.code = std::move(code);
+  err.message = std::move(message);
+  return false;
+}
+
+// Optional string field: absent is fine; present must be a string.
+bool opt_string(const json& j, const char* key, std::string& out, decode_error& err) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return true;
+  if (!it->is_string()) return fail(err, "bad_request", std::string("'") + key + "' must be a string");
+  out = it->get<std::string>();
+  return true;
+}
+
+bool req_string(const json& j, const char* key, std::string& out, decode_error& err) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fail(err, "bad_request", std::string("'") + key + "' is required");
+  return opt_string(j, key, out, err);
+}
+
+bool opt_uint(const json& j, const char* key, bool& present, uint64_t& out, decode_error& err) {
+  present = false;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return true;
+  if (it->is_number_unsigned()) {
+    out = it->get<uint64_t>();
+  } else if (it->is_number_integer() && it->get<int64_t>() >= 0) {
+    out = static_cast<uint64_t>(it->get<int64_t>());
+  } else {
+    return fail(err, "bad_request", std::string("'") + key + "' must be a non-negative integer");
+  }
+  present = true;
+  return true;
+}
+
+bool room_field(const json& j, std::string& room, decode_error& err) {
+  if (!req_string(j, "room", room, err)) return false;
+  if (valid_room_name(room)) return true;
+  std::string a, b;
+  if (parse_dm_room(room, a, b)) return true;  // access is checked by the server
+  return fail(err, "bad_request",
+              "room names are 1-64 characters of A-Z a-z 0-9 _ - . : (dm: is reserved)");
+}
+
+bool text_fields(const json& j, const limits& lim, client_req& out, decode_error& err) {
+  if (!req_string(j, "text", out.text, err)) return false;
+  size_t n = 0;
+  if (!utf8_code_points(out.text, n)) return fail(err, "bad_request", "text is not valid UTF-8");
+  if (n == 0) return fail(err, "bad_request", "text is empty");
+  if (n > lim.max_text_chars)
+    return fail(err, "too_large", "text is longer than " + std::to_string(lim.max_text_chars) +
+                                      " characters");
+  auto d = j.find("data");
+  if (d != j.end() && !d->is_null()) {
+    if (!d->is_object()) return fail(err, "bad_request", "'data' must be an object");
+    out.data = d->dump();
+  }
+  if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
+  if (out.idem_key.size() > lim.max_idem_key)
+    return fail(err, "too_large", "idempotency_key is longer than " +
+                                      std::to_string(lim.max_idem_key) + " bytes");
+  return true;
+}
+
+}  // namespace
+
+bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err) {
+  if (json_nesting_depth(text) > lim.max_depth) return fail(err, "bad_request", "JSON nested too deeply");
+  json j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded()) return fail(err, "bad_request", "malformed JSON");
+  if (!j.is_object()) return fail(err, "bad_request", "a request must be a JSON object");
+  out = client_req{};
+  auto id = j.find("id");
+  if (id != j.end() && !id->is_null()) {
+    if (id->is_number_integer() || (id->is_string() && id->get_ref<const std::string&>().size() <= lim.max_id)) {
+      out.id = id->dump();
+      err.id = out.id;
+    } else {
+      return fail(err, "bad_request", "'id' must be an integer or a short string");
+    }
+  }
+  auto t = j.find("type");
+  if (t == j.end() || !t->is_string()) return fail(err, "bad_request", "'type' (string) is required");
+  const auto& type = t->get_ref<const std::string&>();
+  size_t idx = 0;
+  for (; idx < std::size(type_names); ++idx)
+    if (type == type_names[idx]) break;
+  if (idx == std::size(type_names)) return fail(err, "bad_request", "unknown type '" + type.substr(0, 32) + "'");
+  out.type = static_cast<req_type>(idx);
+  bool present = false;
+  uint64_t v = 0;
+  switch (out.type) {
+    case req_type::hello:
+      return opt_string(j, "token", out.token, err) && opt_string(j, "name", out.name, err);
+    case req_type::refresh:
+      return req_string(j, "token", out.token, err);
+    case req_type::join:
+      if (!room_field(j, out.room, err) || !opt_uint(j, "since", out.has_since, out.since, err) ||
+          !opt_string(j, "epoch", out.epoch, err))
+        return false;
+      return true;
+    case req_type::leave:
+    case req_type::presence:
+    case req_type::typing:
+      return room_field(j, out.room, err);
+    case req_type::send:
+      return room_field(j, out.room, err) && text_fields(j, lim, out, err);
+    case req_type::history:
+      if (!room_field(j, out.room, err) || !opt_uint(j, "before", present, out.before, err))
+        return false;
+      if (present && out.before == 0) return fail(err, "bad_request", "'before' must be at least 1");
+      if (!opt_uint(j, "limit", present, v, err)) return false;
+      if (present) {
+        if (v < 1 || v > lim.max_history)
+          return fail(err, "bad_request", "'limit' must be 1-" + std::to_string(lim.max_history));
+        out.limit = static_cast<uint32_t>(v);
+      }
+      return true;
+    case req_type::dm:
+      if (!req_string(j, "to", out.to, err)) return false;
+      if (out.to.empty() || out.to.size() > 256) return fail(err, "bad_request", "'to' must name a user");
+      return text_fields(j, lim, out, err);
+    case req_type::rooms:
+    case req_type::ping:
+      return true;
+  }
+  return true;
+}
+
+// --- encoders ------------------------------------------------------------------
+
+std::string json_quote(std::string_view s) {
+  // dump() escapes control characters and quotes; ensure_ascii=false keeps UTF-8 as is.
+  return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+namespace {
+
+// Appends ,"id":<raw> when the request had an id.
+void put_id(std::string& out, const std::string& id) {
+  if (!id.empty()) out.append(",\"id\":").append(id);
+}
+
+void put_str(std::string& out, const char* key, std::string_view v) {
+  out.append(",\"").append(key).append("\":").append(json_quote(v));
+}
+
+void put_num(std::string& out, const char* key, uint64_t v) {
+  out.append(",\"").append(key).append("\":").append(std::to_string(v));
+}
+
+void put_members(std::string& out, const char* key, const std::vector<member_info>& ms) {
+  out.append(",\"").append(key).append("\":[");
+  for (size_t i = 0; i < ms.size(); ++i) {
+    if (i) out.push_back(',');
+    out.append("{\"user\":").append(json_quote(ms[i].user));
+    out.append(",\"name\":").append(json_quote(ms[i].name)).append("}");
+  }
+  out.push_back(']');
+}
+
+void append_message(std::string& out, const stored_msg& m) {
+  out.append("{\"type\":\"message\"");
+  put_str(out, "room", m.room);
+  put_num(out, "seq", m.seq);
+  out.append(",\"ts\":").append(std::to_string(m.ts));
+  put_str(out, "from", m.from);
+  put_str(out, "name", m.name);
+  put_str(out, "text", m.text);
+  if (!m.data.empty()) out.append(",\"data\":").append(m.data);  // our own dump(): valid JSON
+  out.push_back('}');
+}
+
+}  // namespace
+
+std::string encode_welcome(const std::string& id, const std::string& user, const std::string& name,
+                           const std::string& session, const std::string& node, int heartbeat) {
+  std::string out = "{\"type\":\"welcome\"";
+  put_id(out, id);
+  put_str(out, "user", user);
+  put_str(out, "name", name);
+  put_str(out, "session", session);
+  put_str(out, "node", node);
+  put_num(out, "heartbeat", static_cast<uint64_t>(heartbeat));
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_error(const std::string& id, std::string_view code, std::string_view message) {
+  std::string out = "{\"type\":\"error\"";
+  put_id(out, id);
+  put_str(out, "code", code);
+  put_str(out, "message", message);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_joined(const std::string& id, const std::string& room, uint64_t seq,
+                          const std::string& epoch, size_t member_count,
+                          const std::vector<member_info>& members, int recovered,
+                          uint64_t first_seq) {
+  std::string out = "{\"type\":\"joined\"";
+  put_id(out, id);
+  put_str(out, "room", room);
+  put_num(out, "seq", seq);
+  put_str(out, "epoch", epoch);
+  put_num(out, "member_count", member_count);
+  put_members(out, "members", members);
+  if (recovered >= 0) out.append(recovered ? ",\"recovered\":true" : ",\"recovered\":false");
+  put_num(out, "first_seq", first_seq);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_left(const std::string& id, const std::string& room) {
+  std::string out = "{\"type\":\"left\"";
+  put_id(out, id);
+  put_str(out, "room", room);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_ack(const std::string& id, const std::string& room, uint64_t seq, int64_t ts) {
+  std::string out = "{\"type\":\"ack\"";
+  put_id(out, id);
+  put_str(out, "room", room);
+  put_num(out, "seq", seq);
+  out.append(",\"ts\":").append(std::to_string(ts));
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_message(const stored_msg& m) {
+  std::string out;
+  out.reserve(128 + m.text.size() + m.data.size());
+  append_message(out, m);
+  return out;
+}
+
+std::string encode_history(const std::string& id, const std::string& room,
+                           const std::vector<stored_msg>& msgs, bool more, uint64_t first_seq) {
+  std::string out = "{\"type\":\"history\"";
+  put_id(out, id);
+  put_str(out, "room", room);
+  out.append(",\"messages\":[");
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    if (i) out.push_back(',');
+    append_message(out, msgs[i]);
+  }
+  out.append(more ? "],\"more\":true" : "],\"more\":false");
+  put_num(out, "first_seq", first_seq);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_presence(const std::string& id, const std::string& room,
+                            const std::vector<member_info>& members) {
+  std::string out = "{\"type\":\"presence\"";
+  put_id(out, id);
+  put_str(out, "room", room);
+  put_members(out, "members", members);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_typing(const std::string& room, const std::string& user,
+                          const std::string& name) {
+  std::string out = "{\"type\":\"typing\"";
+  put_str(out, "room", room);
+  put_str(out, "user", user);
+  put_str(out, "name", name);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_rooms(const std::string& id, const std::vector<std::string>& rooms) {
+  std::string out = "{\"type\":\"rooms\"";
+  put_id(out, id);
+  out.append(",\"rooms\":[");
+  for (size_t i = 0; i < rooms.size(); ++i) {
+    if (i) out.push_back(',');
+    out.append(json_quote(rooms[i]));
+  }
+  out.append("]}");
+  return out;
+}
+
+std::string encode_pong(const std::string& id) {
+  std::string out = "{\"type\":\"pong\"";
+  put_id(out, id);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_member_event(std::string_view type, const std::string& room,
+                                const member_info& who) {
+  std::string out = "{\"type\":";
+  out.append(json_quote(type));
+  put_str(out, "room", room);
+  put_str(out, "user", who.user);
+  put_str(out, "name", who.name);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_presence_diff(const std::string& room, const std::vector<member_info>& joins,
+                                 const std::vector<member_info>& leaves) {
+  std::string out = "{\"type\":\"presence_diff\"";
+  put_str(out, "room", room);
+  put_members(out, "joins", joins);
+  put_members(out, "leaves", leaves);
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace chat

@@ -1,0 +1,91 @@
+#pragma once
+// The JSON codec of every protocol frame: pure functions, strict validation.
+// Encoders return one JSON object as text (never a raw newline in it).
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "messages/types.hpp"
+
+namespace chat {
+
+struct limits {
+  size_t max_text_chars = 4096;  // Unicode code points
+  size_t max_idem_key = 128;     // bytes
+  size_t max_id = 128;           // bytes of a string id
+  size_t max_depth = 32;         // nesting of a client object, `data` included
+  uint32_t max_history = 100;
+};
+
+enum class req_type { hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping };
+
+struct client_req {
+  req_type type = req_type::ping;
+  std::string id;  // the request id as JSON text, "" when absent
+  std::string token;
+  std::string name;
+  std::string room;
+  bool has_since = false;
+  uint64_t since = 0;
+  std::string epoch;
+  std::string text;
+  std::string data;  // JSON text of the `data` object, "" when absent
+  std::string idem_key;
+  uint64_t before = 0;  // 0 = none
+  uint32_t limit = 50;
+  std::string to;
+};
+
+struct decode_error {
+  std::string code;  // protocol error code
+  std::string message;
+  std::string id;  // request id if it could be read
+};
+
+// Decodes one client object. On failure fills `err` and returns false.
+bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err);
+
+// Splits a frame on '\n' into its objects (empty pieces skipped).
+template <class F>
+void split_frame(std::string_view frame, F&& f) {
+  size_t start = 0;
+  while (start <= frame.size()) {
+    size_t nl = frame.find('\n', start);
+    if (nl == std::string_view::npos) nl = frame.size();
+    auto piece = frame.substr(start, nl - start);
+    if (piece.find_first_not_of(" \t\r") != std::string_view::npos) f(piece);
+    start = nl + 1;
+  }
+}
+
+// --- encoders -------------------------------------------------------------------
+std::string encode_welcome(const std::string& id, const std::string& user, const std::string& name,
+                           const std::string& session, const std::string& node, int heartbeat);
+std::string encode_error(const std::string& id, std::string_view code, std::string_view message);
+// recovered: -1 = not a recovery join, 0 = false, 1 = true
+std::string encode_joined(const std::string& id, const std::string& room, uint64_t seq,
+                          const std::string& epoch, size_t member_count,
+                          const std::vector<member_info>& members, int recovered,
+                          uint64_t first_seq);
+std::string encode_left(const std::string& id, const std::string& room);
+std::string encode_ack(const std::string& id, const std::string& room, uint64_t seq, int64_t ts);
+std::string encode_message(const stored_msg& m);
+std::string encode_history(const std::string& id, const std::string& room,
+                           const std::vector<stored_msg>& msgs, bool more, uint64_t first_seq);
+std::string encode_presence(const std::string& id, const std::string& room,
+                            const std::vector<member_info>& members);
+std::string encode_typing(const std::string& room, const std::string& user,
+                          const std::string& name);
+std::string encode_rooms(const std::string& id, const std::vector<std::string>& rooms);
+std::string encode_pong(const std::string& id);
+// type: "member_joined" or "member_left"
+std::string encode_member_event(std::string_view type, const std::string& room,
+                                const member_info& who);
+std::string encode_presence_diff(const std::string& room, const std::vector<member_info>& joins,
+                                 const std::vector<member_info>& leaves);
+
+// A JSON string literal (quotes included), UTF-8 kept byte for byte.
+std::string json_quote(std::string_view s);
+
+}  // namespace chat

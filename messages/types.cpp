@@ -1,0 +1,33 @@
+#include "messages/types.hpp"
+
+namespace chat {
+
+void register_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<conn_ref>("chat::conn_ref");
+  cfg.add_message_type<member_info>("chat::member_info");
+  cfg.add_message_type<stored_msg>("chat::stored_msg");
+  cfg.add_message_type<std::vector<stored_msg>>("std::vector<chat::stored_msg>");
+  cfg.add_message_type<room_snapshot>("chat::room_snapshot");
+  cfg.add_message_type<join_req>("chat::join_req");
+  cfg.add_message_type<leave_req>("chat::leave_req");
+  cfg.add_message_type<send_req>("chat::send_req");
+  cfg.add_message_type<history_req>("chat::history_req");
+  cfg.add_message_type<presence_req>("chat::presence_req");
+  cfg.add_message_type<typing_req>("chat::typing_req");
+  cfg.add_message_type<to_conn>("chat::to_conn");
+  cfg.add_message_type<joined_msg>("chat::joined_msg");
+  cfg.add_message_type<deliver>("chat::deliver");
+  cfg.add_message_type<conns_deliver>("chat::conns_deliver");
+  cfg.add_message_type<close_conn>("chat::close_conn");
+  cfg.add_message_type<room_gone>("chat::room_gone");
+  cfg.add_message_type<user_online>("chat::user_online");
+  cfg.add_message_type<user_offline>("chat::user_offline");
+  cfg.add_message_type<user_deliver>("chat::user_deliver");
+  cfg.add_message_type<kick_user>("chat::kick_user");
+  cfg.add_message_type<room_idle>("chat::room_idle");
+  cfg.add_message_type<append_batch>("chat::append_batch");
+  cfg.add_message_type<std::vector<append_batch>>("std::vector<chat::append_batch>");
+  cfg.add_message_type<range_query>("chat::range_query");
+}
+
+}  // namespace chat

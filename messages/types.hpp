@@ -1,0 +1,338 @@
+#pragma once
+// Every message that crosses an actor boundary, and every atom, lives here.
+// Each struct has an `inspect` so that the same code runs when a room actor
+// lives on another node (CAF remoting serializes these). Register every type
+// with `register_message_types` on every node.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "caf/all.hpp"
+
+namespace chat {
+
+// --- atoms (at most 10 characters) ------------------------------------------
+using flush_now_atom = caf::atom_constant<caf::atom("flush_now")>;
+using idle_chk_atom = caf::atom_constant<caf::atom("idle_chk")>;
+using presence_tick_atom = caf::atom_constant<caf::atom("pres_tick")>;
+using stop_room_atom = caf::atom_constant<caf::atom("stop_room")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
+using append_atom = caf::atom_constant<caf::atom("append")>;
+using range_atom = caf::atom_constant<caf::atom("range")>;
+using trim_atom = caf::atom_constant<caf::atom("trim")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using rooms_atom = caf::atom_constant<caf::atom("rooms")>;
+using kick_atom = caf::atom_constant<caf::atom("kick")>;
+using health_atom = caf::atom_constant<caf::atom("health")>;
+constexpr auto flush_now_atom_v = flush_now_atom::value;
+constexpr auto idle_chk_atom_v = idle_chk_atom::value;
+constexpr auto presence_tick_atom_v = presence_tick_atom::value;
+constexpr auto stop_room_atom_v = stop_room_atom::value;
+constexpr auto load_atom_v = load_atom::value;
+constexpr auto append_atom_v = append_atom::value;
+constexpr auto range_atom_v = range_atom::value;
+constexpr auto trim_atom_v = trim_atom::value;
+constexpr auto stats_atom_v = stats_atom::value;
+constexpr auto rooms_atom_v = rooms_atom::value;
+constexpr auto kick_atom_v = kick_atom::value;
+constexpr auto health_atom_v = health_atom::value;
+
+// --- shared values -----------------------------------------------------------
+
+// One WebSocket connection: the gateway actor that owns it and its id there.
+// Only handles cross the gateway<->room edge, never pointers to sessions.
+struct conn_ref {
+  caf::actor gateway;
+  uint64_t id = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, conn_ref& x) {
+  return f(caf::meta::type_name("conn_ref"), x.gateway, x.id);
+}
+inline bool operator==(const conn_ref& a, const conn_ref& b) {
+  return a.gateway == b.gateway && a.id == b.id;
+}
+
+struct member_info {
+  std::string user;
+  std::string name;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, member_info& x) {
+  return f(caf::meta::type_name("member_info"), x.user, x.name);
+}
+inline bool operator==(const member_info& a, const member_info& b) {
+  return a.user == b.user && a.name == b.name;
+}
+
+// A message as stored: `data` is JSON text ("" when absent).
+struct stored_msg {
+  std::string room;
+  uint64_t seq = 0;
+  int64_t ts = 0;  // milliseconds since the epoch
+  std::string from;
+  std::string name;
+  std::string text;
+  std::string data;
+  std::string idem_key;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, stored_msg& x) {
+  return f(caf::meta::type_name("stored_msg"), x.room, x.seq, x.ts, x.from, x.name, x.text,
+           x.data, x.idem_key);
+}
+inline bool operator==(const stored_msg& a, const stored_msg& b) {
+  return a.room == b.room && a.seq == b.seq && a.ts == b.ts && a.from == b.from &&
+         a.name == b.name && a.text == b.text && a.data == b.data && a.idem_key == b.idem_key;
+}
+
+// What a room needs from the store when it starts.
+struct room_snapshot {
+  std::string epoch;
+  uint64_t last_seq = 0;
+  uint64_t first_seq = 1;             // oldest seq still stored (last_seq + 1 when empty)
+  std::vector<stored_msg> recent;     // newest messages, oldest first
+  std::vector<stored_msg> idem;       // messages with an idempotency key in the window
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
+  return f(caf::meta::type_name("room_snapshot"), x.epoch, x.last_seq, x.first_seq, x.recent,
+           x.idem);
+}
+
+// --- gateway -> directory / room ---------------------------------------------
+// `req_id` is the client's request id as JSON text ("" when it sent none), echoed verbatim.
+
+struct join_req {
+  std::string room;
+  conn_ref conn;
+  member_info who;
+  std::string req_id;
+  bool recover = false;
+  uint64_t since = 0;
+  std::string epoch;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, join_req& x) {
+  return f(caf::meta::type_name("join_req"), x.room, x.conn, x.who, x.req_id, x.recover, x.since,
+           x.epoch);
+}
+
+struct leave_req {
+  std::string room;
+  conn_ref conn;
+  std::string req_id;
+  bool reply = true;  // false when the connection is gone
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, leave_req& x) {
+  return f(caf::meta::type_name("leave_req"), x.room, x.conn, x.req_id, x.reply);
+}
+
+struct send_req {
+  std::string room;
+  conn_ref conn;
+  member_info who;
+  std::string req_id;
+  std::string text;
+  std::string data;
+  std::string idem_key;
+  std::string dm_to;  // set for a direct message: the other user
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, send_req& x) {
+  return f(caf::meta::type_name("send_req"), x.room, x.conn, x.who, x.req_id, x.text, x.data,
+           x.idem_key, x.dm_to);
+}
+
+struct history_req {
+  std::string room;
+  conn_ref conn;
+  std::string req_id;
+  uint64_t before = 0;  // exclusive; 0 = newest
+  uint32_t limit = 50;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, history_req& x) {
+  return f(caf::meta::type_name("history_req"), x.room, x.conn, x.req_id, x.before, x.limit);
+}
+
+struct presence_req {
+  std::string room;
+  conn_ref conn;
+  std::string req_id;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, presence_req& x) {
+  return f(caf::meta::type_name("presence_req"), x.room, x.conn, x.req_id);
+}
+
+struct typing_req {
+  std::string room;
+  conn_ref conn;
+  std::string user;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, typing_req& x) {
+  return f(caf::meta::type_name("typing_req"), x.room, x.conn, x.user);
+}
+
+// --- room / registry -> gateway ----------------------------------------------
+
+// A ready JSON frame for one connection (ack, error, history, presence, left).
+struct to_conn {
+  uint64_t conn = 0;
+  std::string frame;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, to_conn& x) {
+  return f(caf::meta::type_name("to_conn"), x.conn, x.frame);
+}
+
+// Join accepted: the connection becomes a member; `frames` (recovered messages,
+// then `joined`) go out before anything the room broadcasts afterwards.
+struct joined_msg {
+  uint64_t conn = 0;
+  std::string room;
+  caf::actor room_actor;
+  std::vector<std::string> frames;
+  bool member = true;  // false for a dm room: its messages arrive as user deliveries
+  uint64_t last_seq = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, joined_msg& x) {
+  return f(caf::meta::type_name("joined_msg"), x.conn, x.room, x.room_actor, x.frames, x.member,
+           x.last_seq);
+}
+
+// One broadcast for every local member of `room`: one CAF message per gateway.
+// `skip_user` (typing) is not sent to that user's connections. `seq` is 0 for
+// events that are not stored messages.
+struct deliver {
+  std::string room;
+  uint64_t seq = 0;
+  std::string frame;
+  std::string skip_user;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, deliver& x) {
+  return f(caf::meta::type_name("deliver"), x.room, x.seq, x.frame, x.skip_user);
+}
+
+// A stored message for chosen connections (direct messages).
+struct conns_deliver {
+  std::vector<uint64_t> conns;
+  std::string room;
+  uint64_t seq = 0;
+  std::string frame;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, conns_deliver& x) {
+  return f(caf::meta::type_name("conns_deliver"), x.conns, x.room, x.seq, x.frame);
+}
+
+struct close_conn {
+  uint64_t conn = 0;
+  uint16_t code = 1000;
+  std::string reason;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, close_conn& x) {
+  return f(caf::meta::type_name("close_conn"), x.conn, x.code, x.reason);
+}
+
+// The room is gone (stopped, node lost): its members on this gateway are no longer members.
+struct room_gone {
+  std::string room;
+  std::string reason;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_gone& x) {
+  return f(caf::meta::type_name("room_gone"), x.room, x.reason);
+}
+
+// --- user registry -------------------------------------------------------------
+
+struct user_online {
+  std::string user;
+  conn_ref conn;
+  int64_t since_ms = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_online& x) {
+  return f(caf::meta::type_name("user_online"), x.user, x.conn, x.since_ms);
+}
+
+struct user_offline {
+  std::string user;
+  conn_ref conn;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_offline& x) {
+  return f(caf::meta::type_name("user_offline"), x.user, x.conn);
+}
+
+// A stored direct message for every connection of `users`.
+struct user_deliver {
+  std::vector<std::string> users;
+  std::string room;
+  uint64_t seq = 0;
+  std::string frame;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_deliver& x) {
+  return f(caf::meta::type_name("user_deliver"), x.users, x.room, x.seq, x.frame);
+}
+
+// Close every connection of a user (server API, bans).
+struct kick_user {
+  std::string user;
+  uint16_t code = 4003;
+  std::string reason;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kick_user& x) {
+  return f(caf::meta::type_name("kick_user"), x.user, x.code, x.reason);
+}
+
+// --- room <-> directory ----------------------------------------------------------
+
+// A room that has been empty for its grace period asks to stop. `received` is
+// how many requests it got from the directory: the directory stops it only if
+// it forwarded no more than that (no join in flight).
+struct room_idle {
+  std::string room;
+  uint64_t received = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_idle& x) {
+  return f(caf::meta::type_name("room_idle"), x.room, x.received);
+}
+
+// --- room <-> store ---------------------------------------------------------------
+
+struct append_batch {
+  std::string room;
+  std::vector<stored_msg> msgs;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, append_batch& x) {
+  return f(caf::meta::type_name("append_batch"), x.room, x.msgs);
+}
+
+struct range_query {
+  std::string room;
+  uint64_t after = 0;   // exclusive
+  uint64_t before = 0;  // exclusive, 0 = no bound
+  uint32_t limit = 50;
+  bool newest = true;   // true: the newest `limit` in range; false: the oldest
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, range_query& x) {
+  return f(caf::meta::type_name("range_query"), x.room, x.after, x.before, x.limit, x.newest);
+}
+
+// Adds every type above to a CAF config: call on every node.
+void register_message_types(caf::actor_system_config& cfg);
+
+}  // namespace chat

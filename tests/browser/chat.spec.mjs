@@ -1,0 +1,507 @@
+// Browser tests of the web client (web/) against a real chatd, in Debian's chromium driven by
+// playwright-core. Run through run.sh, which installs what is needed and starts the server; or
+// alone with `node chat.spec.mjs` (it then starts CHATD itself).
+//
+// Environment (all optional):
+//   CHAT_PORT      port of a chatd already running (run.sh sets it); unset: start one
+//   CHATD_PIDFILE  file holding that server's pid; the restart test writes the new pid there
+//   CHATD          chatd binary (default $BUILD_DIR/bin/chatd, BUILD_DIR default "build")
+//   CHATD_ARGS     server arguments besides --listen/--port-file
+//   CHROMIUM       browser binary (default /usr/bin/chromium)
+//   ARTIFACTS_DIR  screenshots and server logs (default tests/browser/artifacts)
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../..');
+const ARTIFACTS = process.env.ARTIFACTS_DIR || path.join(HERE, 'artifacts');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const BUILD_DIR = path.resolve(ROOT, process.env.BUILD_DIR || 'build');
+const CHATD = process.env.CHATD || path.join(BUILD_DIR, 'bin', 'chatd');
+const JWT_SECRET = process.env.CHAT_TEST_JWT_SECRET || 'browser-test-secret-' + process.pid;
+const CHATD_ARGS = (process.env.CHATD_ARGS || `--allow-anonymous --store memory --jwt-secret ${JWT_SECRET}`)
+  .split(/\s+/).filter(Boolean);
+const WAIT = 15000;       // one ordinary wait
+const LONG_WAIT = 45000;  // waits that span a reconnect
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+
+// ------------------------------------------------------------------ server control
+const server = {
+  port: Number(process.env.CHAT_PORT) || 0,
+  pidFile: process.env.CHATD_PIDFILE || null,
+  pid: 0,
+  child: null,   // set when this process started the server
+  starts: 0,
+};
+if (server.pidFile && fs.existsSync(server.pidFile)) server.pid = Number(fs.readFileSync(server.pidFile, 'utf8').trim());
+
+function processGone(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z'); // exited, not yet reaped
+  } catch {
+    return true;
+  }
+}
+
+async function until(what, fn, timeoutMs, everyMs = 50) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function startServer(port) {
+  // The port may still be held for a moment after the previous server exited: retry a few times.
+  for (let attempt = 1; ; attempt++) {
+    server.starts++;
+    const portFile = path.join(os.tmpdir(), `chatd-browser-${process.pid}-${server.starts}.port`);
+    fs.rmSync(portFile, { force: true });
+    const log = fs.openSync(path.join(ARTIFACTS, `chatd-${server.starts}.log`), 'w');
+    const child = spawn(CHATD, [...CHATD_ARGS, '--listen', `127.0.0.1:${port}`, '--port-file', portFile],
+      { stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    let exited = null;
+    child.on('exit', (code, sig) => { exited = { code, sig }; });
+    try {
+      await until('the server to write its port file',
+        () => { if (exited) throw new Error(`chatd exited early: ${JSON.stringify(exited)}`);
+                return fs.existsSync(portFile) && /^\d+\s*$/.test(fs.readFileSync(portFile, 'utf8')); },
+        20000);
+    } catch (e) {
+      try { child.kill('SIGKILL'); } catch { /* gone */ }
+      if (attempt < 10 && port !== 0) { await new Promise((r) => setTimeout(r, 300)); continue; }
+      throw e;
+    }
+    server.port = Number(fs.readFileSync(portFile, 'utf8').trim());
+    fs.rmSync(portFile, { force: true });
+    server.child = child;
+    server.pid = child.pid;
+    if (server.pidFile) fs.writeFileSync(server.pidFile, String(child.pid) + '\n');
+    return server.port;
+  }
+}
+
+async function stopServer(signal = 'SIGTERM') {
+  const pid = server.pid;
+  if (!pid) return;
+  try { process.kill(pid, signal); } catch { /* already gone */ }
+  try {
+    await until('chatd to exit', () => processGone(pid), 15000);
+  } catch (e) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    await until('chatd to die', () => processGone(pid), 5000);
+  }
+  server.pid = 0;
+  server.child = null;
+}
+
+const baseUrl = () => `http://127.0.0.1:${server.port}/`;
+const wsUrl = () => `ws://127.0.0.1:${server.port}/ws`;
+
+// ------------------------------------------------------------------ browser helpers
+let browser;
+const pageErrors = [];
+const dialogs = [];
+const contexts = [];
+
+async function openClient(label, viewport = { width: 1100, height: 720 }) {
+  const ctx = await browser.newContext({ viewport });
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+  page.on('dialog', (d) => { dialogs.push(`${label}: ${d.type()} ${d.message()}`); d.dismiss().catch(() => {}); });
+  await page.goto(baseUrl(), { timeout: WAIT });
+  return page;
+}
+
+const tid = (page, id) => page.locator(`[data-testid="${id}"]`);
+const roomItem = (page, room) => page.locator(`[data-testid="room-item"][data-room="${room}"]`);
+
+async function signIn(page, { name, token }) {
+  if (token) {
+    await page.locator('#token-box summary').click();
+    await tid(page, 'token-input').fill(token);
+  } else {
+    await tid(page, 'name-input').fill(name);
+  }
+  await tid(page, 'connect-button').click();
+  await page.waitForSelector('[data-testid="conn-state"][data-state="online"]', { timeout: WAIT });
+  const me = tid(page, 'me');
+  return { page, user: await me.getAttribute('data-user'), name: await me.textContent() };
+}
+
+async function joinRoom(page, room) {
+  await tid(page, 'room-input').fill(room);
+  await tid(page, 'join-button').click();
+  await page.waitForSelector(`[data-testid="room-item"][data-room="${room}"][data-joined="true"].active`,
+    { state: 'attached', timeout: WAIT });
+}
+
+async function openRoom(page, room) {
+  await roomItem(page, room).click();
+  await page.waitForSelector(`[data-testid="room-item"][data-room="${room}"].active`, { state: 'attached', timeout: WAIT });
+}
+
+async function sendMessage(page, text) {
+  await tid(page, 'composer-input').fill(text);
+  await tid(page, 'send-button').click();
+}
+
+// Wait until the active room shows a message with exactly this text; return its seq.
+async function waitForMessage(page, text, timeout = WAIT) {
+  const handle = await page.waitForFunction((t) => {
+    for (const li of document.querySelectorAll('[data-testid="message"]')) {
+      if (li.querySelector('[data-testid="message-text"]').textContent === t) return li.getAttribute('data-seq');
+    }
+    return null;
+  }, text, { timeout });
+  return Number(await handle.jsonValue());
+}
+
+async function messageSeqs(page) {
+  return page.$$eval('[data-testid="message"]', (els) => els.map((e) => Number(e.getAttribute('data-seq'))));
+}
+
+// A tiny protocol client inside a blank page (node 20 has no WebSocket): posts n messages.
+async function seedMessages(room, n) {
+  const ctx = await browser.newContext();
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  const result = await page.evaluate(async ({ url, room, n }) => {
+    const deadline = Date.now() + 60000;
+    const ws = new WebSocket(url);
+    const waiting = new Map();
+    let nextId = 1;
+    ws.onmessage = (e) => {
+      for (const line of String(e.data).split('\n')) {
+        if (!line.trim()) continue;
+        const m = JSON.parse(line);
+        if (m.id != null && waiting.has(m.id)) { waiting.get(m.id)(m); waiting.delete(m.id); }
+      }
+    };
+    await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error('websocket error')); });
+    const req = (o) => new Promise((res, rej) => {
+      const id = nextId++;
+      const t = setTimeout(() => rej(new Error('no reply to ' + o.type)), 10000);
+      waiting.set(id, (m) => { clearTimeout(t); res(m); });
+      ws.send(JSON.stringify({ ...o, id }));
+    });
+    const w = await req({ type: 'hello', name: 'seeder' });
+    if (w.type !== 'welcome') throw new Error('hello: ' + JSON.stringify(w));
+    const j = await req({ type: 'join', room });
+    if (j.type !== 'joined') throw new Error('join: ' + JSON.stringify(j));
+    let rateLimited = 0;
+    for (let i = 1; i <= n; i++) {
+      const text = 'history ' + String(i).padStart(3, '0');
+      for (;;) {
+        if (Date.now() > deadline) throw new Error('seeding took too long');
+        const a = await req({ type: 'send', room, text, idempotency_key: 'seed-' + i });
+        if (a.type === 'ack') break;
+        if (a.code !== 'rate_limited') throw new Error('send: ' + JSON.stringify(a));
+        rateLimited++;
+        await new Promise((r) => setTimeout(r, 100)); // back off, then retry with the same key
+      }
+    }
+    ws.close(1000);
+    return { rateLimited, firstSeq: j.seq };
+  }, { url: wsUrl(), room, n });
+  await ctx.close();
+  return result;
+}
+
+// ------------------------------------------------------------------ fixtures
+let alice, bob;
+
+before(async () => {
+  if (!server.port) await startServer(0);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 60000,
+  });
+  alice = await signIn(await openClient('alice'), { name: 'alice' });
+  bob = await signIn(await openClient('bob'), { name: 'bob' });
+});
+
+after(async () => {
+  for (const c of contexts) await c.close().catch(() => {});
+  if (browser) await browser.close().catch(() => {});
+  if (server.child && !process.env.CHAT_PORT) await stopServer();
+  else if (server.child) server.child.unref(); // run.sh stops it through the pid file
+});
+
+// ------------------------------------------------------------------ tests
+test('the page is served and signs in anonymously', async () => {
+  assert.ok(alice.user, 'welcome gave alice a user id');
+  assert.ok(bob.user && bob.user !== alice.user, 'bob is another user');
+  assert.equal((await tid(alice.page, 'conn-state').textContent()).trim(), 'online');
+});
+
+test('two users chat both ways in a room', async () => {
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+  const hello = 'hello bob 👋';
+  await sendMessage(alice.page, hello);
+  const s1 = await waitForMessage(bob.page, hello);
+  await waitForMessage(alice.page, hello);
+  const reply = 'hi alice: ünïcödé 漢字 עברית 🎉👩‍👩‍👧 e\u0301';
+  await sendMessage(bob.page, reply);
+  const s2 = await waitForMessage(alice.page, reply);
+  await waitForMessage(bob.page, reply);
+  assert.equal(s2, s1 + 1, 'seq rises by one per message');
+
+  // sender display name and a time from ts
+  const last = alice.page.locator('[data-testid="message"]').last();
+  assert.equal((await last.locator('[data-testid="message-author"]').textContent()).trim(), bob.name);
+  assert.match(await last.locator('[data-testid="message-time"]').textContent(), /\d{1,2}[:.]\d{2}/);
+  const iso = await last.locator('[data-testid="message-time"]').getAttribute('datetime');
+  assert.ok(Math.abs(Date.parse(iso) - Date.now()) < 5 * 60 * 1000, `time from ts is now-ish: ${iso}`);
+
+  // each message once (dedupe by room+seq), in seq order
+  for (const p of [alice.page, bob.page]) {
+    const seqs = await messageSeqs(p);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    assert.equal(new Set(seqs).size, seqs.length);
+  }
+});
+
+test('presence list shows both users and follows joins and leaves', async () => {
+  for (const { page } of [alice, bob]) {
+    for (const u of [alice.user, bob.user]) {
+      await page.waitForSelector(`[data-testid="presence-item"][data-user="${u}"]`, { timeout: WAIT });
+    }
+  }
+  await joinRoom(bob.page, 'side');
+  await joinRoom(alice.page, 'side');
+  await bob.page.waitForSelector(`[data-testid="presence-item"][data-user="${alice.user}"]`, { timeout: WAIT });
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"]`, { timeout: WAIT });
+  await bob.page.locator('[data-testid="room-item"][data-room="side"] [data-testid="leave-button"]').click();
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"]`, { state: 'detached', timeout: WAIT });
+  await roomItem(bob.page, 'side').waitFor({ state: 'detached', timeout: WAIT });
+  await openRoom(alice.page, 'lobby');
+  await openRoom(bob.page, 'lobby');
+});
+
+test('typing indicator shows on the other side and fades', async () => {
+  const composer = tid(bob.page, 'composer-input');
+  await composer.click();
+  await composer.pressSequentially('typing something', { delay: 20 });
+  const indicator = tid(alice.page, 'typing-indicator');
+  await alice.page.waitForFunction((n) => document.querySelector('[data-testid="typing-indicator"]').textContent.includes(n + ' is typing'),
+    bob.name, { timeout: WAIT });
+  assert.match(await indicator.textContent(), /is typing…/);
+  assert.equal((await tid(bob.page, 'typing-indicator').textContent()).trim(), '', 'no indicator for oneself');
+  await alice.page.waitForFunction(() => document.querySelector('[data-testid="typing-indicator"]').textContent === '',
+    null, { timeout: 10000 });
+  await composer.fill('');
+});
+
+test('HTML in a message shows as text and never runs', async () => {
+  const evil = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">';
+  await sendMessage(alice.page, evil);
+  await waitForMessage(bob.page, evil);
+  await waitForMessage(alice.page, evil);
+  for (const { page } of [alice, bob]) {
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+    assert.equal(await page.locator('[data-testid="message-list"] img, [data-testid="message-list"] script').count(), 0);
+  }
+  assert.deepEqual(dialogs, []);
+});
+
+test('history loads older pages when scrolling up', async () => {
+  const seeded = await seedMessages('history', 120);
+  if (seeded.rateLimited) console.log(`# seeding was rate limited ${seeded.rateLimited} times (retried)`);
+  await joinRoom(bob.page, 'history');
+  await waitForMessage(bob.page, 'history 120');
+  const first = await messageSeqs(bob.page);
+  assert.ok(first.length >= 1 && first.length < 120, `a first page only, got ${first.length}`);
+  assert.equal(first[first.length - 1], 120);
+  // scroll to the top until everything is there (each scroll may load one more page)
+  await bob.page.waitForFunction(() => {
+    const list = document.querySelector('[data-testid="message-list"]');
+    list.scrollTop = 0;
+    return list.querySelectorAll('[data-testid="message"]').length >= 120;
+  }, null, { timeout: 30000, polling: 250 });
+  const seqs = await messageSeqs(bob.page);
+  assert.deepEqual(seqs, Array.from({ length: 120 }, (_, i) => i + 1));
+  const texts = await bob.page.$$eval('[data-testid="message-text"]', (els) => els.map((e) => e.textContent));
+  assert.equal(texts[0], 'history 001');
+  assert.equal(texts[119], 'history 120');
+  await bob.page.waitForSelector('[data-testid="history-marker"][data-state="start"]', { timeout: WAIT });
+  await openRoom(bob.page, 'lobby');
+});
+
+test('unread counts per room', async () => {
+  await joinRoom(bob.page, 'news');
+  await openRoom(bob.page, 'lobby');
+  await joinRoom(alice.page, 'news');
+  await sendMessage(alice.page, 'news one');
+  await sendMessage(alice.page, 'news two');
+  await waitForMessage(alice.page, 'news two');
+  const badge = roomItem(bob.page, 'news').locator('[data-testid="unread-badge"]');
+  await bob.page.waitForFunction(() => {
+    const b = document.querySelector('[data-testid="room-item"][data-room="news"] [data-testid="unread-badge"]');
+    return b && !b.hidden && b.textContent === '2';
+  }, null, { timeout: WAIT });
+  await openRoom(bob.page, 'news');
+  await waitForMessage(bob.page, 'news two');
+  await badge.waitFor({ state: 'hidden', timeout: WAIT });
+  await openRoom(bob.page, 'lobby');
+  await openRoom(alice.page, 'lobby');
+});
+
+test('direct messages work between the two', async () => {
+  await alice.page.locator(`[data-testid="presence-item"][data-user="${bob.user}"] [data-testid="dm-button"]`).click();
+  const dmRoom = await alice.page.waitForFunction(() => {
+    const a = document.querySelector('[data-testid="room-item"].active');
+    return a && a.getAttribute('data-room').startsWith('dm:') ? a.getAttribute('data-room') : null;
+  }, null, { timeout: WAIT }).then((h) => h.jsonValue());
+  assert.equal(dmRoom, 'dm:' + [alice.user, bob.user].sort().join(':'));
+  await sendMessage(alice.page, 'psst bob, a secret 🤫');
+  await waitForMessage(alice.page, 'psst bob, a secret 🤫');
+  // bob gets the room in his list, with an unread badge, without joining anything
+  await bob.page.waitForFunction((r) => {
+    const b = document.querySelector(`[data-testid="room-item"][data-room="${r}"] [data-testid="unread-badge"]`);
+    return b && !b.hidden && b.textContent === '1';
+  }, dmRoom, { timeout: WAIT });
+  await openRoom(bob.page, dmRoom);
+  await waitForMessage(bob.page, 'psst bob, a secret 🤫');
+  await sendMessage(bob.page, 'got it 👍');
+  await waitForMessage(alice.page, 'got it 👍');
+  await waitForMessage(bob.page, 'got it 👍');
+  await openRoom(alice.page, 'lobby');
+  await openRoom(bob.page, 'lobby');
+});
+
+test('sign in with a token from `chatd token`', async (t) => {
+  const out = spawnSync(CHATD, ['token', '--user', 'carol', '--name', 'Carol', '--ttl', '1h', '--jwt-secret', JWT_SECRET],
+    { encoding: 'utf8', timeout: 10000, env: { ...process.env, CHAT_JWT_SECRET: JWT_SECRET } });
+  const token = (out.stdout || '').trim().split('\n').pop() || '';
+  if (out.status !== 0 || !/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) {
+    t.skip(`chatd token not usable here (exit ${out.status}: ${(out.stderr || '').trim().slice(0, 200)})`);
+    return;
+  }
+  const carol = await signIn(await openClient('carol'), { token });
+  assert.equal(carol.user, 'carol');
+  assert.equal(carol.name, 'Carol');
+  await joinRoom(carol.page, 'lobby');
+  await alice.page.waitForSelector('[data-testid="presence-item"][data-user="carol"]', { timeout: WAIT });
+  await sendMessage(carol.page, 'carol here, signed in with a token');
+  await waitForMessage(alice.page, 'carol here, signed in with a token');
+  await carol.page.context().close();
+  await alice.page.waitForSelector('[data-testid="presence-item"][data-user="carol"]', { state: 'detached', timeout: WAIT });
+});
+
+test('screenshots (desktop and narrow)', async () => {
+  await sendMessage(bob.page, 'Screenshot time 📸 — Ça va? Привет! مرحبا');
+  await waitForMessage(alice.page, 'Screenshot time 📸 — Ça va? Привет! مرحبا');
+  const composer = tid(bob.page, 'composer-input');
+  await composer.pressSequentially('…', { delay: 10 });
+  await alice.page.waitForFunction(() => document.querySelector('[data-testid="typing-indicator"]').textContent !== '',
+    null, { timeout: WAIT });
+  await alice.page.screenshot({ path: path.join(ARTIFACTS, 'chat.png') });
+  await composer.fill('');
+
+  const dave = await signIn(await openClient('dave', { width: 390, height: 760 }), { name: 'dave' });
+  await dave.page.locator('[data-testid="toggle-rooms"]').click();
+  await joinRoom(dave.page, 'lobby');
+  await waitForMessage(dave.page, 'Screenshot time 📸 — Ça va? Привет! مرحبا');
+  const overflow = await dave.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `no horizontal scrolling in a narrow viewport (overflow ${overflow}px)`);
+  await dave.page.screenshot({ path: path.join(ARTIFACTS, 'chat-narrow.png') });
+  await dave.page.context().close();
+  assert.ok(fs.statSync(path.join(ARTIFACTS, 'chat.png')).size > 0);
+});
+
+test('a refused sign-in (4001) shows why and does not reconnect', async () => {
+  const page = await openClient('mallory');
+  await page.locator('#token-box summary').click();
+  await tid(page, 'token-input').fill('not.a.valid-token');
+  await tid(page, 'connect-button').click();
+  await page.waitForSelector('[data-testid="login-error"]:not([hidden])', { timeout: WAIT });
+  assert.match(await tid(page, 'login-error').textContent(), /refused/i);
+  assert.equal(await tid(page, 'conn-state').getAttribute('data-state'), 'offline');
+  assert.equal(await tid(page, 'conn-state').getAttribute('data-close-code'), '4001');
+  await page.context().close();
+});
+
+test('a session replaced by newer connections (4009) says so and stays offline', async () => {
+  const erin = await signIn(await openClient('erin'), { name: 'erin' });
+  await joinRoom(erin.page, 'lobby');
+  // open more connections of the same user from a bare page until the server's per-user cap
+  // closes the oldest one: the page's
+  const ctx = await browser.newContext();
+  contexts.push(ctx);
+  const raw = await ctx.newPage();
+  let opened = 0;
+  while ((await tid(erin.page, 'conn-state').getAttribute('data-state')) !== 'offline') {
+    assert.ok(opened < 40, 'the server never closed the oldest of 40 connections of one user');
+    await raw.evaluate(async ({ url }) => {
+      const ws = new WebSocket(url);
+      (window.socks ||= []).push(ws);
+      await new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no welcome')), 10000);
+        ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', id: 1, name: 'erin' }));
+        ws.onmessage = (e) => { if (String(e.data).includes('"welcome"')) { clearTimeout(t); resolve(); } };
+        ws.onclose = (e) => { clearTimeout(t); reject(new Error('closed ' + e.code)); };
+      });
+    }, { url: wsUrl() });
+    opened++;
+    await erin.page.waitForFunction(() => document.querySelector('[data-testid="conn-state"]').dataset.state === 'offline',
+      null, { timeout: 1000 }).catch(() => {});
+  }
+  console.log(`# the page was replaced after ${opened} more connections`);
+  assert.equal(await tid(erin.page, 'conn-state').getAttribute('data-close-code'), '4009');
+  await erin.page.waitForSelector('[data-testid="notice"]:not([hidden])', { timeout: WAIT });
+  assert.match(await tid(erin.page, 'notice').textContent(), /replaced/);
+  assert.match(await tid(erin.page, 'conn-state').textContent(), /offline/);
+  await ctx.close();
+  await erin.page.context().close();
+});
+
+test('the page reconnects after the server restarts', async () => {
+  const port = server.port;
+  await stopServer('SIGTERM');
+  for (const { page } of [alice, bob]) {
+    await page.waitForSelector('[data-testid="conn-state"][data-state="reconnecting"]', { timeout: WAIT });
+  }
+  const closeCode = Number(await tid(alice.page, 'conn-state').getAttribute('data-close-code'));
+  const closeReason = await tid(alice.page, 'conn-state').getAttribute('data-close-reason');
+  console.log(`# the page saw close ${closeCode} "${closeReason}"; state text: ${await tid(alice.page, 'conn-state').textContent()}`);
+  await startServer(port);
+  assert.equal(server.port, port, 'restarted on the same port');
+  for (const { page } of [alice, bob]) {
+    await page.waitForSelector('[data-testid="conn-state"][data-state="online"]', { timeout: LONG_WAIT });
+    await page.waitForSelector('[data-testid="room-item"][data-room="lobby"][data-joined="true"].active', { timeout: WAIT });
+  }
+  // the memory store lost everything: the room starts again at seq 1 under a new epoch,
+  // and the client must not drop those messages as duplicates of the old seqs
+  await sendMessage(alice.page, 'back after the restart');
+  await waitForMessage(bob.page, 'back after the restart');
+  await sendMessage(bob.page, 'me too');
+  await waitForMessage(alice.page, 'me too');
+  for (const { page } of [alice, bob]) {
+    const seqs = await messageSeqs(page);
+    assert.equal(new Set(seqs).size, seqs.length, 'no duplicate seqs after recovery');
+  }
+  assert.ok([1001, 1012].includes(closeCode), `server going away closes with 1001 or 1012, got ${closeCode}`);
+  assert.match(closeReason || '', /retry_ms=\d+/, 'close reason carries retry_ms');
+});
+
+test('no script errors in the pages', () => {
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(dialogs, []);
+});

@@ -1,0 +1,66 @@
+#pragma once
+// A WebSocket test client: every wait is bounded; frames are split on '\n'.
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace chat_test {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+class ws_client {
+ public:
+  ws_client() = default;
+  ws_client(const ws_client&) = delete;
+
+  bool connect(uint16_t port, const std::string& target = "/ws");
+  // Connects and says hello with a name (anonymous) or a token; returns the welcome or null.
+  json hello_name(uint16_t port, const std::string& name);
+  json hello_token(uint16_t port, const std::string& token);
+
+  void send(const json& j) { send_text(j.dump()); }
+  void send_text(const std::string& text);
+  void send_binary(const std::string& data);
+
+  // The next JSON object, or nullopt on timeout / close.
+  std::optional<json> recv(std::chrono::milliseconds timeout = 5s);
+  // The next object for which pred is true; the others are dropped.
+  std::optional<json> recv_until(const std::function<bool(const json&)>& pred,
+                                 std::chrono::milliseconds timeout = 5s);
+  // The reply with this id (skipping events).
+  std::optional<json> reply(int id, std::chrono::milliseconds timeout = 5s);
+  // Request and wait for its reply.
+  std::optional<json> request(json j, int id, std::chrono::milliseconds timeout = 5s);
+
+  // Waits until the server closes; returns its close code (1006: no close frame, 0: timeout).
+  int wait_close(std::chrono::milliseconds timeout = 5s);
+  bool closed() const { return closed_; }
+  int close_code() const { return close_code_; }
+  const std::string& close_reason() const { return close_reason_; }
+  size_t frames() const { return frames_; }
+  void close();
+  boost::asio::ip::tcp::socket& socket() { return ws_->next_layer().socket(); }
+
+ private:
+  void start_read();
+  bool pump(std::chrono::steady_clock::time_point deadline);
+
+  boost::asio::io_context ioc_;
+  std::optional<boost::beast::websocket::stream<boost::beast::tcp_stream>> ws_;
+  boost::beast::flat_buffer buf_;
+  std::deque<json> objects_;
+  bool reading_ = false;
+  bool closed_ = false;
+  int close_code_ = 0;
+  std::string close_reason_;
+  size_t frames_ = 0;
+};
+
+}  // namespace chat_test
