@@ -96,6 +96,7 @@ class use {
   bool bind(int i, const std::string& v) {
     return sqlite3_bind_text64(s_, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8) == SQLITE_OK;
   }
+  bool bind(int i, std::string&&) = delete;  // a temporary would dangle
   bool bind(int i, int64_t v) { return sqlite3_bind_int64(s_, i, v) == SQLITE_OK; }
 
   int step() { return sqlite3_step(s_); }
@@ -166,11 +167,11 @@ class sqlite_backend final : public store_backend {
     }
     // FULL: every commit fsyncs the WAL, so an acked message also survives a
     // power loss, not only kill -9 (which NORMAL would already survive).
-    // Measured (bench/store_bench, ext4 on virtio, 100-byte texts): 1 room,
-    // batch 1: FULL 7k commits/s (p50 0.12 ms; 4 ms when the disk is busy)
-    // vs NORMAL 40k; 1 room, batch 100: FULL 230-360k msgs/s vs NORMAL 500k;
-    // 100 rooms, batch 200: ~60k msgs/s either way. Group commit makes the
-    // fsync cheap enough, so FULL stays.
+    // Measured (bench/store_bench, ext4 on a shared virtio disk, noisy, best
+    // of 3 runs): 1 room, batch 1: FULL 8.5k commits/s, p50 0.10 ms, vs NORMAL
+    // 47k; 1 room, batch 100: FULL 355k msgs/s vs NORMAL 520k; 100 rooms,
+    // batch 200: FULL 74k msgs/s vs NORMAL 74k. Group commit amortises the
+    // fsync, so FULL stays.
     // journal_size_limit: keep the WAL file from staying huge after a burst.
     if (!exec("PRAGMA synchronous=FULL", err) || !exec("PRAGMA journal_size_limit=67108864", err))
       return false;
@@ -315,8 +316,9 @@ class sqlite_backend final : public store_backend {
       // The last write failed (disk full, read-only, locked): only a write
       // that works again makes the store healthy. Costs one commit, and only
       // while unhealthy, so an idle store recovers without traffic.
+      auto stamp = std::to_string(now_ms());
       use u{*health_probe_};
-      u.bind(1, std::to_string(now_ms()));
+      u.bind(1, stamp);
       if (u.step() != SQLITE_DONE) {
         err = db_error(db_, "write probe") + "; last write error: " + write_error_;
         return false;

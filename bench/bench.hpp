@@ -56,7 +56,7 @@ struct options {
   double step_factor = 2;
   double max_p99_ms = 100;
   int max_steps = 10;
-  int refine_steps = 2;
+  int refine_steps = 3;   // bisection runs once bracketed
   // output and checks
   int server_pid = 0;
   bool json = false;

@@ -69,7 +69,7 @@ Scenarios (preset the numbers below; explicit flags override):
   idle        19,000 conns over 100 rooms, hello + join, hold --duration (20 s)
   fanout      1,000 members in one room, 10 senders x 10 msg/s, 20 s
   fanout-max  1,000 members in one room; doubles the senders (x 10 msg/s) each
-              step until p99 > --max-p99-ms or anything is lost, then refines;
+              step until p99 > --max-p99-ms or anything is lost, then bisects;
               reports the highest deliveries/s that held
   bigroom     10,000 members in one room, 5 senders x 10 msg/s, 20 s
   manyrooms   10,000 conns in 1,000 rooms of 10, every conn sends 0.5 msg/s, 20 s
@@ -104,7 +104,7 @@ Storm:
   --storm            cut and reconnect as in the storm scenario   --cut-after S (3)
   --reconnect        reconnect after any drop    --backoff-base-ms (1000) --backoff-max-ms (8000)
 Stepping (fanout-max):
-  --step  --step-factor F (2)  --max-p99-ms M (100)  --max-steps N (10)  --refine-steps N (2)
+  --step  --step-factor F (2)  --max-p99-ms M (100)  --max-steps N (10)  --refine-steps N (3)
 Output:
   --server-pid PID   sample the server's RSS and CPU from /proc
   --json             print one JSON object on stdout instead of the table
@@ -417,7 +417,10 @@ bool wait_all(std::vector<worker>& ws, const std::string& ev, int64_t deadline,
       while ((nl = ws[i].buf.find('\n')) != std::string::npos) {
         json j = json::parse(ws[i].buf.substr(0, nl), nullptr, false);
         ws[i].buf.erase(0, nl + 1);
-        if (j.is_object() && j.contains("ev")) ws[i].events[j["ev"].get<std::string>()] = std::move(j);
+        if (j.is_object() && j.contains("ev") && j["ev"].is_string()) {
+          std::string key = j["ev"].get<std::string>();
+          ws[i].events[key] = std::move(j);
+        }
       }
     }
   }
@@ -451,7 +454,7 @@ std::string fmt_ms(double ms) {
   else if (ms < 100)
     std::snprintf(b, sizeof b, "%.2f", ms);
   else
-    std::snprintf(b, sizeof b, "%.0f", ms);
+    std::snprintf(b, sizeof b, "%.1f", ms);
   return b;
 }
 
@@ -468,11 +471,18 @@ ojson run_once(const options& o) {
   if (o.server_pid && !s_before.ok)
     logf("warning: cannot read /proc/%d (server sampling off)", o.server_pid);
 
-  logf("run: %d conns, %d rooms, %d senders x %s, %gs, %d B, %d procs x %d threads", o.conns,
-       o.rooms, o.senders,
-       o.window > 0 ? ("window " + std::to_string(o.window)).c_str()
-                    : (std::to_string(o.rate) + " msg/s").c_str(),
-       o.duration, o.size, P, T);
+  char what[64];
+  if (o.window > 0)
+    std::snprintf(what, sizeof what, "window %d", o.window);
+  else
+    std::snprintf(what, sizeof what, "%g msg/s", o.rate);
+  logf("run: %d conns, %d rooms, %d senders x %s, %g s, %d B, %d procs x %d threads", o.conns,
+       o.rooms, o.senders, what, o.duration, o.size, P, T);
+  std::string loadavg;
+  {
+    std::ifstream la("/proc/loadavg");
+    std::getline(la, loadavg);
+  }
 
   std::vector<worker> ws(static_cast<size_t>(P));
   std::fflush(nullptr);
@@ -643,6 +653,7 @@ ojson run_once(const options& o) {
   P_["src_addrs"] = o.src_addrs;
   P_["auth"] = o.jwt_secret.empty() ? "anonymous" : "jwt-hs256";
   P_["batch"] = o.batch;
+  P_["loadavg_at_start"] = loadavg;  // other work on the machine skews every figure
 
   ojson& Cn = R["connections"];
   Cn["requested"] = o.conns;
@@ -790,6 +801,8 @@ void print_run(const ojson& r) {
                                    : (fmt_ms(p["rate_per_sender"]) + " msg/s").c_str(),
               p["duration_s"].get<double>(), p["size_bytes"].get<int>(), p["procs"].get<int>(),
               p["threads"].get<int>());
+  std::printf("  %-16s %s (load average at start: 1, 5, 15 min, runnable/total)\n", "machine",
+              p.value("loadavg_at_start", "?").c_str());
   const ojson& c = r["connections"];
   std::printf("  %-16s requested %d  joined %d  failed %d  dropped %llu  (connect phase %.2f s)\n",
               "connections", c["requested"].get<int>(), c["joined"].get<int>(), c["failed"].get<int>(),
@@ -915,10 +928,11 @@ int main(int argc, char** argv) {
     // per-sender rate, so the per-connection rate limit is never the limit), then
     // bisect between the last step that held and the first that did not.
     ojson steps = ojson::array();
-    int lo = 0, hi = 0;
+    int lo = 0, hi = 0;  // senders: highest that held, lowest that did not (0 = none yet)
     ojson best;
     int s = std::max(1, o.senders);
-    for (int k = 0; k < o.max_steps; ++k) {
+    int refined = 0;
+    for (int k = 0; k < o.max_steps + o.refine_steps; ++k) {
       options q = o;
       q.senders = s;
       ojson r = run_once(q);
@@ -929,33 +943,24 @@ int main(int argc, char** argv) {
            r.contains("latency_ms") ? fmt_ms(r["latency_ms"]["p99"]).c_str() : "-",
            r.contains("messages") ? r["messages"]["lost"].dump().c_str() : "-", held ? "held" : "did not hold");
       steps.push_back(r);
-      ::sleep(1);
-      if (!held) {
-        hi = s;
-        break;
-      }
-      lo = s;
-      best = r;
-      if (s >= o.conns) break;
-      s = std::min(o.conns, std::max(s + 1, int(std::lround(s * o.step_factor))));
-    }
-    for (int k = 0; k < o.refine_steps && lo > 0 && hi > lo + 1; ++k) {
-      int mid = (lo + hi) / 2;
-      options q = o;
-      q.senders = mid;
-      ojson r = run_once(q);
-      bool held = step_held(r, o.max_p99_ms);
-      r["held"] = held;
-      logf("refine: %d senders -> %.0f deliveries/s, p99 %s ms: %s", mid,
-           r.contains("messages") ? r["messages"]["deliveries_per_s"].get<double>() : 0.0,
-           r.contains("latency_ms") ? fmt_ms(r["latency_ms"]["p99"]).c_str() : "-", held ? "held" : "did not hold");
-      steps.push_back(r);
-      ::sleep(1);
+      ::sleep(1);  // let the server close the step's connections
       if (held) {
-        lo = mid;
+        lo = s;
         best = r;
       } else {
-        hi = mid;
+        hi = s;
+      }
+      if (hi == 0) {  // still climbing
+        if (s >= o.conns || k + 1 >= o.max_steps) break;
+        s = std::min(o.conns, std::max(s + 1, int(std::lround(s * o.step_factor))));
+      } else if (lo == 0) {  // the first step failed: step down
+        if (s <= 1 || k + 1 >= o.max_steps) break;
+        s = std::max(1, int(std::lround(s / o.step_factor)));
+        if (s == hi) s = hi - 1;
+      } else {  // bracketed: bisect (to 5 %)
+        if (hi - lo <= std::max(1, lo / 20) || refined >= o.refine_steps) break;
+        ++refined;
+        s = (lo + hi) / 2;
       }
     }
     out["steps"] = steps;

@@ -232,8 +232,10 @@
     try {
       w = await request(msg);
     } catch (e) {
-      if (gen === S.gen) S.helloError = e.message || e.code;
-      return; // the server closes with 4001; onClosed reports it
+      if (gen !== S.gen) return;
+      S.helloError = e.message || e.code;
+      if (e.code === 'timeout') dropSocket(1006, 'no welcome from server'); // try again later
+      return; // a refused hello: the server closes with 4001 and onClosed says why
     }
     if (gen !== S.gen) return;
     if (S.me != null && String(w.user) !== S.me) resetSession(); // a different user: start over
@@ -352,6 +354,7 @@
     render();
     if (state === 'reconnecting' && S.retryTimer) S.tickTimer = setInterval(render, 250);
     ui.app.classList.toggle('is-offline', state !== 'online');
+    renderPending();
   }
 
   // ---------------------------------------------------------------- incoming
@@ -617,7 +620,6 @@
     S.outbox.push(item);
     ui.composerInput.value = '';
     autosize();
-    r.lastTypingSent = 0;
     renderPending();
     ui.scroller.scrollTop = ui.scroller.scrollHeight;
     trySend(item);

@@ -169,6 +169,23 @@ async function waitForMessage(page, text, timeout = WAIT) {
   return Number(await handle.jsonValue());
 }
 
+// Type into the composer, a key at a time as a person would, until `watcher` shows the typing
+// indicator. (Clients send `typing` at most every 2 s and the server may drop some, so one
+// burst of keys is not always enough.)
+async function typeUntilIndicator(typist, watcher) {
+  const composer = tid(typist.page, 'composer-input');
+  await composer.click();
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    await composer.press('x');
+    const shown = await watcher.page.waitForFunction(
+      (n) => document.querySelector('[data-testid="typing-indicator"]').textContent.includes(n + ' is typing'),
+      typist.name, { timeout: 150 }).then(() => true, () => false);
+    if (shown) return;
+    if (Date.now() > deadline) throw new Error(`no typing indicator for ${typist.name} within ${WAIT} ms`);
+  }
+}
+
 async function messageSeqs(page) {
   return page.$$eval('[data-testid="message"]', (els) => els.map((e) => Number(e.getAttribute('data-seq'))));
 }
@@ -297,12 +314,8 @@ test('presence list shows both users and follows joins and leaves', async () => 
 
 test('typing indicator shows on the other side and fades', async () => {
   const composer = tid(bob.page, 'composer-input');
-  await composer.click();
-  await composer.pressSequentially('typing something', { delay: 20 });
-  const indicator = tid(alice.page, 'typing-indicator');
-  await alice.page.waitForFunction((n) => document.querySelector('[data-testid="typing-indicator"]').textContent.includes(n + ' is typing'),
-    bob.name, { timeout: WAIT });
-  assert.match(await indicator.textContent(), /is typing…/);
+  await typeUntilIndicator(bob, alice);
+  assert.match(await tid(alice.page, 'typing-indicator').textContent(), /is typing…/);
   assert.equal((await tid(bob.page, 'typing-indicator').textContent()).trim(), '', 'no indicator for oneself');
   await alice.page.waitForFunction(() => document.querySelector('[data-testid="typing-indicator"]').textContent === '',
     null, { timeout: 10000 });
@@ -387,7 +400,7 @@ test('direct messages work between the two', async () => {
 });
 
 test('sign in with a token from `chatd token`', async (t) => {
-  const out = spawnSync(CHATD, ['token', '--user', 'carol', '--name', 'Carol', '--ttl', '1h', '--jwt-secret', JWT_SECRET],
+  const out = spawnSync(CHATD, ['--jwt-secret', JWT_SECRET, 'token', '--user', 'carol', '--name', 'Carol', '--ttl', '1h'],
     { encoding: 'utf8', timeout: 10000, env: { ...process.env, CHAT_JWT_SECRET: JWT_SECRET } });
   const token = (out.stdout || '').trim().split('\n').pop() || '';
   if (out.status !== 0 || !/^[\w-]+\.[\w-]+\.[\w-]*$/.test(token)) {
@@ -409,9 +422,7 @@ test('screenshots (desktop and narrow)', async () => {
   await sendMessage(bob.page, 'Screenshot time 📸 — Ça va? Привет! مرحبا');
   await waitForMessage(alice.page, 'Screenshot time 📸 — Ça va? Привет! مرحبا');
   const composer = tid(bob.page, 'composer-input');
-  await composer.pressSequentially('…', { delay: 10 });
-  await alice.page.waitForFunction(() => document.querySelector('[data-testid="typing-indicator"]').textContent !== '',
-    null, { timeout: WAIT });
+  await typeUntilIndicator(bob, alice);
   await alice.page.screenshot({ path: path.join(ARTIFACTS, 'chat.png') });
   await composer.fill('');
 
@@ -424,6 +435,73 @@ test('screenshots (desktop and narrow)', async () => {
   await dave.page.screenshot({ path: path.join(ARTIFACTS, 'chat-narrow.png') });
   await dave.page.context().close();
   assert.ok(fs.statSync(path.join(ARTIFACTS, 'chat.png')).size > 0);
+});
+
+test('after a dropped connection the page rejoins with since/epoch and gets the missed messages', async () => {
+  // frank's socket goes through Playwright, which records frames and can cut the connection
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  contexts.push(ctx);
+  const routes = [];
+  const toServer = [];
+  const fromServer = [];
+  await ctx.routeWebSocket(/\/ws$/, (page) => {
+    const srv = page.connectToServer();
+    const route = { page, srv, cut: false };
+    page.onMessage((m) => { toServer.push(String(m)); srv.send(m); });
+    srv.onMessage((m) => { fromServer.push(String(m)); if (!route.cut) page.send(m); });
+    page.onClose((code, reason) => { if (!route.cut) srv.close({ code, reason }); });
+    srv.onClose((code, reason) => { if (!route.cut) page.close({ code, reason }); });
+    routes.push(route);
+  });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`frank: ${e.message}`));
+  await page.goto(baseUrl(), { timeout: WAIT });
+  const frank = await signIn(page, { name: 'frank' });
+  await joinRoom(frank.page, 'recover');
+  await joinRoom(alice.page, 'recover');
+  await sendMessage(alice.page, 'before the drop');
+  await waitForMessage(frank.page, 'before the drop');
+
+  // several objects in one frame, split on "\n"
+  routes.at(-1).page.send(JSON.stringify({ type: 'typing', room: 'recover', user: 'ghost1' }) + '\n' +
+                          JSON.stringify({ type: 'typing', room: 'recover', user: 'ghost2' }));
+  await frank.page.waitForFunction(() => document.querySelector('[data-testid="typing-indicator"]').textContent === 'ghost1 and ghost2 are typing…',
+    null, { timeout: WAIT });
+
+  // the "server" goes away with a hint; the real connection is cut too
+  const first = routes.at(-1);
+  first.cut = true;
+  await first.page.close({ code: 1001, reason: 'retry_ms=1500' });
+  await first.srv.close({ code: 1000, reason: 'test cut' });
+  await frank.page.waitForSelector('[data-testid="conn-state"][data-state="reconnecting"]', { timeout: WAIT });
+  const stateText = await tid(frank.page, 'conn-state').textContent();
+  assert.match(stateText, /^reconnecting in \d+ s$/);
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${frank.user}"]`, { state: 'detached', timeout: WAIT });
+  for (const t of ['missed one', 'missed two', 'missed three']) await sendMessage(alice.page, t);
+  await waitForMessage(alice.page, 'missed three');
+
+  await frank.page.waitForSelector('[data-testid="conn-state"][data-state="online"]', { timeout: LONG_WAIT });
+  for (const t of ['missed one', 'missed two', 'missed three']) await waitForMessage(frank.page, t);
+  const seqs = await messageSeqs(frank.page);
+  assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => seqs[0] + i), 'contiguous, each once');
+
+  // the rejoin carried since and epoch, and the server recovered
+  const objects = (frames) => frames.flatMap((f) => f.split('\n')).filter(Boolean).map((l) => JSON.parse(l));
+  const joins = objects(toServer).filter((o) => o.type === 'join' && o.room === 'recover');
+  assert.equal(joins.length, 2);
+  const firstJoined = objects(fromServer).find((o) => o.type === 'joined' && o.id === joins[0].id);
+  assert.equal(joins[1].epoch, firstJoined.epoch);
+  assert.equal(joins[1].since, seqs[0]);
+  const rejoined = objects(fromServer).find((o) => o.type === 'joined' && o.id === joins[1].id);
+  assert.equal(rejoined.recovered, true);
+  // the history was not fetched again: recovery delivered the gap
+  const histories = objects(toServer).filter((o) => o.type === 'history' && o.room === 'recover');
+  assert.equal(histories.length, 1);
+  // ids are increasing integers
+  const ids = objects(toServer).filter((o) => o.id != null).map((o) => o.id);
+  assert.ok(ids.every((id, i) => Number.isInteger(id) && (i === 0 || id > ids[i - 1])), 'increasing integer ids');
+  await openRoom(alice.page, 'lobby');
+  await ctx.close();
 });
 
 test('a refused sign-in (4001) shows why and does not reconnect', async () => {

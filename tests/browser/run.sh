@@ -26,6 +26,12 @@ if [ ! -x "$CHROMIUM" ]; then
   apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }
 fi
 
+# An emoji font only makes the screenshots nicer: best effort.
+if ! fc-list 2>/dev/null | grep -qi emoji; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-noto-color-emoji >/dev/null 2>&1 ||
+    echo "run.sh: no emoji font; screenshots will show boxes for emoji" >&2
+fi
+
 cd "$HERE"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if [ -f package-lock.json ]; then

@@ -5,10 +5,14 @@ namespace chat_test {
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 
-bool ws_client::connect(uint16_t port, const std::string& target) {
+bool ws_client::connect(uint16_t port, const std::string& target, int rcvbuf) {
   try {
     ws_.emplace(ioc_);
     auto& tcp = beast::get_lowest_layer(*ws_);
+    if (rcvbuf > 0) {
+      tcp.socket().open(boost::asio::ip::tcp::v4());
+      tcp.socket().set_option(boost::asio::socket_base::receive_buffer_size(rcvbuf));
+    }
     tcp.expires_after(5s);
     tcp.connect({boost::asio::ip::make_address("127.0.0.1"), port});
     tcp.expires_never();
@@ -20,8 +24,8 @@ bool ws_client::connect(uint16_t port, const std::string& target) {
   }
 }
 
-json ws_client::hello_name(uint16_t port, const std::string& name) {
-  if (!connect(port)) return nullptr;
+json ws_client::hello_name(uint16_t port, const std::string& name, int rcvbuf) {
+  if (!connect(port, "/ws", rcvbuf)) return nullptr;
   send({{"type", "hello"}, {"id", 1}, {"name", name}});
   auto r = recv();
   return r ? *r : json();

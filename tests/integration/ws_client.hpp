@@ -20,9 +20,10 @@ class ws_client {
   ws_client() = default;
   ws_client(const ws_client&) = delete;
 
-  bool connect(uint16_t port, const std::string& target = "/ws");
+  // rcvbuf > 0 shrinks the socket's receive buffer before connecting (slow readers).
+  bool connect(uint16_t port, const std::string& target = "/ws", int rcvbuf = 0);
   // Connects and says hello with a name (anonymous) or a token; returns the welcome or null.
-  json hello_name(uint16_t port, const std::string& name);
+  json hello_name(uint16_t port, const std::string& name, int rcvbuf = 0);
   json hello_token(uint16_t port, const std::string& token);
 
   void send(const json& j) { send_text(j.dump()); }

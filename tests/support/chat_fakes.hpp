@@ -1,0 +1,225 @@
+#pragma once
+// Shared helpers for the actor tests under CAF's test coordinator:
+//  - test_config: an actor_system_config with every chat message type registered;
+//  - recorder: a fake gateway / registry / directory that keeps every message it
+//    receives (in arrival order) in its state, for the test to inspect;
+//  - counting_backend: a store_backend decorator that counts append calls and
+//    fails them on demand;
+//  - small JSON helpers to look into the frames the actors produce.
+// Include "tests/support/caf_gtest.hpp" before this header.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "actors/store_backend.hpp"
+#include "caf/all.hpp"
+#include "messages/types.hpp"
+
+namespace chat_test {
+
+using json = nlohmann::json;
+
+struct test_config : caf::actor_system_config {
+  test_config() { chat::register_message_types(*this); }
+};
+
+// The state of a stateful actor behind a handle (the 0.17 fixture has no deref<>()).
+template <class State, class Handle>
+State& state_of(const Handle& h) {
+  auto ptr = caf::actor_cast<caf::abstract_actor*>(h);
+  return static_cast<caf::stateful_actor<State>*>(ptr)->state;
+}
+
+// Asks a recorder to monitor an actor (its down_msg is then recorded).
+using watch_atom = caf::atom_constant<caf::atom("watch")>;
+constexpr auto watch_atom_v = watch_atom::value;
+
+struct recorder_state {
+  std::vector<std::string> log;  // kind of every message, in arrival order
+  std::vector<chat::to_conn> to_conns;
+  std::vector<chat::joined_msg> joins;
+  std::vector<chat::deliver> delivers;
+  std::vector<chat::conns_deliver> conns_delivers;
+  std::vector<chat::close_conn> closes;
+  std::vector<chat::room_gone> gones;
+  std::vector<chat::user_deliver> user_delivers;
+  std::vector<chat::room_idle> idles;
+  std::vector<caf::down_msg> downs;
+  std::vector<caf::message> others;
+  static inline const char* name = "recorder";
+};
+using recorder_actor = caf::stateful_actor<recorder_state>;
+
+inline caf::behavior recorder_impl(recorder_actor* self) {
+  self->set_down_handler([=](caf::down_msg& dm) {
+    self->state.log.push_back("down");
+    self->state.downs.push_back(dm);
+  });
+  self->set_default_handler([=](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
+    self->state.log.push_back("other");
+    self->state.others.push_back(x.copy_content_to_message());
+    return caf::message{};
+  });
+  return {
+      [=](chat::to_conn& x) {
+        self->state.log.push_back("to_conn");
+        self->state.to_conns.push_back(std::move(x));
+      },
+      [=](chat::joined_msg& x) {
+        self->state.log.push_back("joined_msg");
+        self->state.joins.push_back(std::move(x));
+      },
+      [=](chat::deliver& x) {
+        self->state.log.push_back("deliver");
+        self->state.delivers.push_back(std::move(x));
+      },
+      [=](chat::conns_deliver& x) {
+        self->state.log.push_back("conns_deliver");
+        self->state.conns_delivers.push_back(std::move(x));
+      },
+      [=](chat::close_conn& x) {
+        self->state.log.push_back("close_conn");
+        self->state.closes.push_back(std::move(x));
+      },
+      [=](chat::room_gone& x) {
+        self->state.log.push_back("room_gone");
+        self->state.gones.push_back(std::move(x));
+      },
+      [=](chat::user_deliver& x) {
+        self->state.log.push_back("user_deliver");
+        self->state.user_delivers.push_back(std::move(x));
+      },
+      [=](chat::room_idle& x) {
+        self->state.log.push_back("room_idle");
+        self->state.idles.push_back(std::move(x));
+      },
+      [=](watch_atom, const caf::actor& whom) { self->monitor(whom); },
+  };
+}
+
+inline recorder_state& rec(const caf::actor& a) { return state_of<recorder_state>(a); }
+
+inline json parse(const std::string& frame) {
+  auto j = json::parse(frame, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << frame;
+  EXPECT_EQ(frame.find('\n'), std::string::npos) << "raw newline in an encoded object: " << frame;
+  return j;
+}
+
+inline std::string type_of(const std::string& frame) {
+  auto j = parse(frame);
+  return j.is_object() && j.contains("type") ? j["type"].get<std::string>() : std::string{};
+}
+
+// Frames sent to single connections (to_conn) of the given type ("" = all).
+inline std::vector<json> conn_frames(const caf::actor& gw, const std::string& type = "",
+                                     uint64_t conn = 0) {
+  std::vector<json> out;
+  for (auto& t : rec(gw).to_conns) {
+    if (conn != 0 && t.conn != conn) continue;
+    auto j = parse(t.frame);
+    if (type.empty() || j["type"] == type) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// Broadcast frames (deliver) of the given type ("" = all).
+inline std::vector<json> delivered(const caf::actor& gw, const std::string& type = "") {
+  std::vector<json> out;
+  for (auto& d : rec(gw).delivers) {
+    auto j = parse(d.frame);
+    if (type.empty() || j["type"] == type) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// The seq of every broadcast stored message, in arrival order.
+inline std::vector<uint64_t> delivered_seqs(const caf::actor& gw) {
+  std::vector<uint64_t> out;
+  for (auto& d : rec(gw).delivers) {
+    auto j = parse(d.frame);
+    if (j["type"] != "message") continue;
+    EXPECT_EQ(d.seq, j["seq"].get<uint64_t>()) << "deliver.seq differs from the frame's seq";
+    out.push_back(j["seq"].get<uint64_t>());
+  }
+  return out;
+}
+
+inline std::vector<uint64_t> ack_seqs(const caf::actor& gw, uint64_t conn = 0) {
+  std::vector<uint64_t> out;
+  for (auto& j : conn_frames(gw, "ack", conn)) out.push_back(j["seq"].get<uint64_t>());
+  return out;
+}
+
+inline std::vector<uint64_t> iota_seqs(uint64_t first, uint64_t last) {
+  std::vector<uint64_t> out;
+  for (uint64_t i = first; i <= last; ++i) out.push_back(i);
+  return out;
+}
+
+// A store_backend decorator: counts append calls (and keeps what each call got),
+// and fails appends on demand, either before storing (`fail_appends`) or after
+// storing (`commit_then_fail`: the ambiguous case of a commit whose answer is lost).
+class counting_backend : public chat::store_backend {
+ public:
+  explicit counting_backend(std::shared_ptr<chat::store_backend> inner) : inner_(std::move(inner)) {}
+
+  size_t append_calls = 0;
+  std::vector<std::vector<chat::append_batch>> calls;  // the batches of every call
+  int fail_appends = 0;      // the next N calls fail and store nothing
+  int commit_then_fail = 0;  // the next N calls store, then report failure
+  bool fail_all = false;     // every append fails and stores nothing
+
+  bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
+                 chat::room_snapshot& out, std::string& err) override {
+    return inner_->load_room(room, recent_limit, idem_since_ms, out, err);
+  }
+  bool append(const std::vector<chat::append_batch>& batches, std::string& err) override {
+    ++append_calls;
+    calls.push_back(batches);
+    if (fail_all || fail_appends > 0) {
+      if (fail_appends > 0) --fail_appends;
+      err = "injected failure";
+      return false;
+    }
+    if (commit_then_fail > 0) {
+      --commit_then_fail;
+      if (!inner_->append(batches, err)) return false;
+      err = "injected failure after commit";
+      return false;
+    }
+    return inner_->append(batches, err);
+  }
+  bool range(const chat::range_query& q, std::vector<chat::stored_msg>& out,
+             std::string& err) override {
+    return inner_->range(q, out, err);
+  }
+  bool first_seq(const std::string& room, uint64_t& out, std::string& err) override {
+    return inner_->first_seq(room, out, err);
+  }
+  bool trim(const chat::retention_policy& p, int64_t now_ms, uint64_t& removed,
+            std::string& err) override {
+    return inner_->trim(p, now_ms, removed, err);
+  }
+  bool rooms(std::vector<std::string>& out, std::string& err) override {
+    return inner_->rooms(out, err);
+  }
+  bool healthy(std::string& err) override { return inner_->healthy(err); }
+
+  // Everything stored for a room, oldest first (read directly, outside the actor:
+  // safe under the single-threaded test coordinator).
+  std::vector<chat::stored_msg> stored(const std::string& room) {
+    std::vector<chat::stored_msg> out;
+    std::string err;
+    chat::range_query q{room, 0, 0, 1000000, false};
+    EXPECT_TRUE(inner_->range(q, out, err)) << err;
+    return out;
+  }
+
+ private:
+  std::shared_ptr<chat::store_backend> inner_;
+};
+
+}  // namespace chat_test
