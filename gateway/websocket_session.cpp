@@ -213,6 +213,11 @@ void websocket_session::close(uint16_t code, std::string reason) {
 
 void websocket_session::do_close() {
   close_sent_ = true;
+  // Do not wait long for the peer's side of the closing handshake.
+  websocket::stream_base::timeout opt{
+      ctx_.draining.load() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(2000),
+      std::chrono::seconds(2 * ctx_.cfg.heartbeat_s), true};
+  ws_.set_option(opt);
   websocket::close_reason reason{static_cast<websocket::close_code>(close_code_),
                                  close_reason_.substr(0, 120)};
   ws_.async_close(reason, [self = shared_from_this()](beast::error_code) {
