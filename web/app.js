@@ -676,7 +676,7 @@
   }
 
   function leaveRoom(r) {
-    if (!r.dm && r.joined && S.state === 'online') request({ type: 'leave', room: r.name }).catch(() => {});
+    if (!r.dm && (r.joined || r.joining) && S.state === 'online') request({ type: 'leave', room: r.name }).catch(() => {});
     removeRoom(r);
   }
 

@@ -41,6 +41,7 @@ else
 fi
 
 mkdir -p "$ARTIFACTS_DIR"
+rm -f "$ARTIFACTS_DIR"/chatd-*.log
 WORK="$(mktemp -d)"
 PORT_FILE="$WORK/port"
 PID_FILE="$WORK/chatd.pid"   # the restart test replaces the pid in here
