@@ -155,8 +155,14 @@ void publish(room_actor* self, stored_msg& msg, const conn_ref* sender, const st
     global_metrics().observe_rtt_us(static_cast<uint64_t>(std::max<int64_t>(0, steady_us() - t0_us)));
   }
   if (st.dm) {
-    if (st.deps.registry)
-      self->send(st.deps.registry, user_deliver{{st.dm_a, st.dm_b}, st.room, msg.seq, frame});
+    // Each user's connections are known to the registry on that user's home node.
+    auto ra = st.deps.registry_for(st.dm_a), rb = st.deps.registry_for(st.dm_b);
+    if (ra == rb) {
+      if (ra) self->send(ra, user_deliver{{st.dm_a, st.dm_b}, st.room, msg.seq, frame});
+    } else {
+      if (ra) self->send(ra, user_deliver{{st.dm_a}, st.room, msg.seq, frame});
+      if (rb) self->send(rb, user_deliver{{st.dm_b}, st.room, msg.seq, frame});
+    }
   } else {
     broadcast(self, msg.seq, frame);
   }
@@ -202,10 +208,18 @@ void resync(room_actor* self) {
               st.epoch = snap.epoch;
             }
             for (auto& m : snap.recent)
-              if (m.seq > st.last_seq) publish(self, m, nullptr, {}, 0);
+              if (m.seq > st.last_seq) {
+                // Stored although the append reported a failure (a lost or late
+                // answer): remember its key too, so that the client's retry gets
+                // this message's ack instead of storing it a second time.
+                if (!m.idem_key.empty())
+                  remember_idem(self, m.from + '\x1f' + m.idem_key, m.seq, m.ts);
+                publish(self, m, nullptr, {}, 0);
+              }
             st.last_seq = std::max(st.last_seq, snap.last_seq);
             st.in_flight = false;
             dispatch(self);
+            schedule_idle_check(self);  // members may all have left meanwhile
           },
           [=](caf::error& err) {
             spdlog::error("event=room_resync_failed room={} error=\"{}\"", self->state.room,
@@ -269,7 +283,8 @@ void dispatch(room_actor* self) {
 
 void handle_send(room_actor* self, send_req& req) {
   auto& st = self->state;
-  if (st.dm ? !is_participant(self, req.who.user) : !is_member(self, req.conn)) {
+  if (!req.trusted &&
+      (st.dm ? !is_participant(self, req.who.user) : !is_member(self, req.conn))) {
     reply_error(self, req.conn, req.req_id, st.dm ? "forbidden" : "not_member",
                 st.dm ? "not a participant of this conversation" : "join the room first");
     return;
@@ -452,7 +467,13 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   // Nothing is served before the room knows its seq and epoch: await() keeps
   // every other message in the mailbox until the store answers.
   self->request(st.deps.store, st.deps.cfg.store_timeout, load_atom_v, st.room)
-      .await([=](room_snapshot& snap) { apply_snapshot(self, snap); },
+      .await(
+          [=](room_snapshot& snap) {
+            apply_snapshot(self, snap);
+            // A room created by a request that joins nobody (history, presence,
+            // typing, a refused join) must go away after its grace as well.
+            schedule_idle_check(self);
+          },
              [=](caf::error& err) {
                spdlog::error("event=room_load_failed room={} error=\"{}\"", self->state.room,
                              self->system().render(err));
@@ -495,10 +516,12 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
         auto& st = self->state;
         auto it = st.users.find(req.user);
         if (st.dm) {
-          if (!is_participant(self, req.user) || !st.deps.registry) return;
+          if (!is_participant(self, req.user)) return;
           auto other = req.user == st.dm_a ? st.dm_b : st.dm_a;
-          self->send(st.deps.registry,
-                     user_deliver{{other}, st.room, 0, encode_typing(st.room, req.user, req.user)});
+          auto reg = st.deps.registry_for(other);
+          if (!reg) return;
+          self->send(reg,
+                     user_deliver{{other}, st.room, 0, encode_typing(st.room, req.user, req.name)});
         } else if (it != st.users.end() && is_member(self, req.conn)) {
           broadcast(self, 0, encode_typing(st.room, req.user, it->second.name), req.user);
         }

@@ -8,6 +8,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "actors/cluster.hpp"
 #include "actors/store.hpp"
 #include "caf/all.hpp"
 #include "messages/types.hpp"
@@ -31,8 +32,15 @@ struct room_config {
 struct room_deps {
   store_actor store;
   caf::actor directory;
-  caf::actor registry;
+  caf::actor registry;  // single node, and tests
   room_config cfg;
+  std::shared_ptr<cluster_routes> routes;  // cluster: each user's registry is on its home node
+
+  caf::actor registry_for(const std::string& user) const {
+    if (routes)
+      if (auto r = routes->users_for(user)) return r;
+    return registry;
+  }
 };
 
 struct room_state {

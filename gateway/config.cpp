@@ -11,6 +11,8 @@ void add_server_options(CLI::App& app, server_config& c) {
   };
   opt("--listen", c.listen, "CHAT_LISTEN", "HTTP/WebSocket listen address host:port (port 0: any)");
   opt("--node", c.node, "CHAT_NODE", "Node name reported in welcome");
+  opt("--cluster", c.cluster_file, "CHAT_CLUSTER",
+      "Cluster config file (JSON); start this node as --node NAME of it");
   opt("--port-file", c.port_file, "CHAT_PORT_FILE", "Write the bound port to this file");
   app.add_flag("--allow-anonymous", c.allow_anonymous, "Accept hello with a bare name (demo)")
       ->envname("CHAT_ALLOW_ANONYMOUS");

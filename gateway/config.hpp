@@ -15,6 +15,7 @@ struct server_config {
   std::string listen = "127.0.0.1:8080";
   std::string node = "chatd";
   std::string port_file;  // the bound port is written here once listening
+  std::string cluster_file;  // cluster config (JSON); --node names this node in it
 
   // auth
   bool allow_anonymous = false;

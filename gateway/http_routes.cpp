@@ -44,17 +44,32 @@ bool route_http(const http_request& req, server_context& ctx, http_response& res
   }
   if (path == "/readyz" && get) {
     auto& m = global_metrics();
-    bool ok = m.store_ok.load() && !ctx.draining.load();
+    bool peers_ok = !ctx.routes || ctx.routes->all_up();
+    bool ok = m.store_ok.load() && !ctx.draining.load() && peers_ok;
+    std::string peers = "[";
+    if (ctx.routes)
+      for (auto& p : ctx.routes->status()) {
+        if (peers.size() > 1) peers += ",";
+        peers += "{\"node\":" + json_quote(p.name) + ",\"self\":" + (p.self ? "true" : "false") +
+                 ",\"up\":" + (p.up ? "true" : "false") + "}";
+      }
+    peers += "]";
     std::string body = std::string("{\"status\":") + (ok ? "\"ready\"" : "\"not_ready\"") +
                        ",\"store\":" + json_quote(m.store_status_text()) +
                        ",\"draining\":" + (ctx.draining.load() ? "true" : "false") +
-                       ",\"node\":" + json_quote(ctx.cfg.node) + "}";
+                       ",\"node\":" + json_quote(ctx.cfg.node) + ",\"peers\":" + peers + "}";
     res = json_response(req, ok ? http::status::ok : http::status::service_unavailable, body);
     return true;
   }
   if (path == "/metrics" && get) {
-    res = text_response(req, http::status::ok, "text/plain; version=0.0.4",
-                        global_metrics().render_prometheus());
+    auto text = global_metrics().render_prometheus();
+    if (ctx.routes) {
+      text += "# HELP chat_cluster_peer_up 1 when this node reaches the peer over CAF remoting.\n"
+              "# TYPE chat_cluster_peer_up gauge\n";
+      for (auto& p : ctx.routes->status())
+        text += "chat_cluster_peer_up{peer=" + json_quote(p.name) + "} " + (p.up ? "1" : "0") + "\n";
+    }
+    res = text_response(req, http::status::ok, "text/plain; version=0.0.4", std::move(text));
     return true;
   }
   if (get) {

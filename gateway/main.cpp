@@ -10,7 +10,9 @@
 #include <sstream>
 
 #include "actors/store.hpp"
+#include "actors/cluster.hpp"
 #include "caf/all.hpp"
+#include "caf/io/all.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/config.hpp"
 #include "gateway/server.hpp"
@@ -55,11 +57,27 @@ int run_server(chat::server_config cfg) {
     return 2;
   }
   auto auth = make_auth(cfg);
+  chat::cluster_config cluster;
   caf::actor_system_config caf_cfg;
   chat::register_message_types(caf_cfg);
   caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.actor_threads));
+  if (!cfg.cluster_file.empty()) {
+    std::string err;
+    if (!chat::parse_cluster_config(read_file(cfg.cluster_file), cluster, err))
+      throw std::runtime_error(cfg.cluster_file + ": " + err);
+    auto me = std::find_if(cluster.nodes.begin(), cluster.nodes.end(),
+                           [&](const chat::cluster_node& n) { return n.name == cfg.node; });
+    if (me == cluster.nodes.end())
+      throw std::runtime_error("--node " + cfg.node + " is not in " + cfg.cluster_file);
+    cfg.listen = me->listen;
+    // BASP heartbeats find a lost or hung peer within about two seconds.
+    caf_cfg.load<caf::io::middleman>();
+    caf_cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(500)});
+    caf_cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(2)});
+    caf_cfg.set("middleman.workers", size_t{0});
+  }
   caf::actor_system sys{caf_cfg};
-  chat::server srv{sys, cfg, auth};
+  chat::server srv{sys, cfg, auth, cluster};
   std::string err;
   if (!srv.start(err)) {
     spdlog::critical("event=start_failed error=\"{}\"", err);

@@ -5,18 +5,20 @@
 #include <boost/asio/post.hpp>
 #include <random>
 
+#include "actors/cluster_manager.hpp"
 #include "actors/directory.hpp"
 #include "actors/metrics.hpp"
 #include "actors/user_registry.hpp"
 #include "gateway/gateway_actor.hpp"
+#include "caf/io/all.hpp"
 #include "gateway/websocket_session.hpp"
 
 namespace chat {
 
 namespace net = boost::asio;
 
-server::server(caf::actor_system& sys, server_config cfg, auth_config auth)
-    : sys_(sys), ctx_(std::move(cfg), std::move(auth)) {}
+server::server(caf::actor_system& sys, server_config cfg, auth_config auth, cluster_config cluster)
+    : sys_(sys), ctx_(std::move(cfg), std::move(auth)), cluster_(std::move(cluster)) {}
 
 server::~server() { shutdown(); }
 
@@ -38,11 +40,33 @@ bool server::start(std::string& err) {
   scfg.retention.max_age_ms = cfg.retention_max_age_s * 1000;
   store_ = spawn_store(sys_, backend, scfg);
   ctx_.users = sys_.spawn(user_registry_impl, cfg.max_conns_per_user);
+  std::vector<std::string> names;
+  size_t self_index = 0;
+  for (auto& n : cluster_.nodes) {
+    if (n.name == cfg.node) self_index = names.size();
+    names.push_back(n.name);
+  }
+  if (names.empty()) names.push_back(cfg.node);
+  ctx_.routes = std::make_shared<cluster_routes>(names, self_index);
   room_config rcfg;
   rcfg.window = cfg.history_window;
   rcfg.idle_grace = std::chrono::milliseconds(static_cast<int64_t>(cfg.room_grace_s * 1000));
   rcfg.presence_batch_threshold = cfg.presence_batch_threshold;
-  ctx_.directory = sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_.users, rcfg});
+  ctx_.directory =
+      sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_.users, rcfg, ctx_.routes});
+  ctx_.routes->set_node(self_index, ctx_.directory, ctx_.users);
+  if (!cluster_.nodes.empty()) {
+    // Publish this node's entry point, then keep dialling the peers.
+    auto& me = cluster_.nodes[self_index];
+    node_actor_ = sys_.spawn(node_impl, ctx_.directory, ctx_.users);
+    auto published = sys_.middleman().publish(node_actor_, me.remote_port, me.remote_host.c_str(), true);
+    if (!published) {
+      err = "cannot publish on " + me.remote_host + ":" + std::to_string(me.remote_port) + ": " +
+            sys_.render(published.error());
+      return false;
+    }
+    cluster_manager_ = sys_.spawn(cluster_manager_impl, cluster_, self_index, ctx_.routes);
+  }
 
   for (int i = 0; i < cfg.io_threads; ++i) {
     auto shard = std::make_unique<io_shard>();
@@ -113,6 +137,8 @@ void server::shutdown(uint16_t code) {
   caf::anon_send(ctx_.directory, caf::close_atom_v);
   for (auto& shard : ctx_.shards) caf::anon_send_exit(shard->gateway, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(ctx_.users, caf::exit_reason::user_shutdown);
+  if (cluster_manager_) caf::anon_send_exit(cluster_manager_, caf::exit_reason::user_shutdown);
+  if (node_actor_) caf::anon_send_exit(node_actor_, caf::exit_reason::user_shutdown);
   {
     caf::scoped_actor waiter{sys_};
     waiter->monitor(ctx_.directory);

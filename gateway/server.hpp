@@ -14,7 +14,9 @@ namespace chat {
 
 class server {
  public:
-  server(caf::actor_system& sys, server_config cfg, auth_config auth);
+  // `cluster` empty: a single node. Else this node is cfg.node of it, and the
+  // actor system must have the middleman loaded.
+  server(caf::actor_system& sys, server_config cfg, auth_config auth, cluster_config cluster = {});
   ~server();
 
   // Opens the store, spawns the actors, binds and starts the I/O threads.
@@ -29,6 +31,9 @@ class server {
   caf::actor_system& sys_;
   server_context ctx_;
   store_actor store_;
+  cluster_config cluster_;
+  caf::actor node_actor_;
+  caf::actor cluster_manager_;
   std::shared_ptr<listener> listener_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>>

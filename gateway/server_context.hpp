@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/cluster.hpp"
 #include "caf/all.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/config.hpp"
@@ -30,8 +31,9 @@ struct server_context {
   server_config cfg;
   authenticator auth;
   limits lim;
-  caf::actor directory;
-  caf::actor users;
+  caf::actor directory;  // this node's
+  caf::actor users;      // this node's
+  std::shared_ptr<cluster_routes> routes;  // home node of each room and user
   std::vector<std::unique_ptr<io_shard>> shards;
   std::atomic<bool> draining{false};
 

@@ -62,6 +62,12 @@ websocket_session::~websocket_session() { cleanup("destroyed"); }
 
 conn_ref websocket_session::self_ref() const { return conn_ref{shard_.gateway, id_}; }
 
+caf::actor websocket_session::directory_for(const std::string& room, const std::string& req_id) {
+  auto d = ctx_.routes->directory_for(room);
+  if (!d) send_error(req_id, "unavailable", "the room's node is unreachable");
+  return d;
+}
+
 void websocket_session::run(beast::http::request<beast::http::string_body> req) {
   auto& cfg = ctx_.cfg;
   // Beast pings when the peer has been silent for half the idle timeout and
@@ -240,11 +246,11 @@ void websocket_session::cleanup(const std::string& why) {
     leave_req req{room, self, {}, false};
     if (sub.actor && !sub.pending)
       caf::anon_send(sub.actor, std::move(req));
-    else
-      caf::anon_send(ctx_.directory, std::move(req));
+    else if (auto d = ctx_.routes->directory_for(room))
+      caf::anon_send(d, std::move(req));
   }
   rooms_.clear();
-  if (authed_) caf::anon_send(ctx_.users, user_offline{ident_.user, self});
+  if (authed_ && users_) caf::anon_send(users_, user_offline{ident_.user, self});
   global_metrics().connections.fetch_sub(1, std::memory_order_relaxed);
   auto secs = std::chrono::duration<double>(clock_type::now() - opened_).count();
   spdlog::info("event=conn_close conn={} session={} user={} remote={} seconds={:.1f} reason=\"{}\"",
@@ -335,7 +341,9 @@ void websocket_session::handle_hello(client_req& req) {
   hello_timer_.cancel();
   send_frame(encode_welcome(req.id, ident_.user, ident_.name, session_id_, ctx_.cfg.node,
                             ctx_.cfg.heartbeat_s));
-  caf::anon_send(ctx_.users, user_online{ident_.user, self_ref(), now_ms()});
+  users_ = ctx_.routes->users_for(ident_.user);
+  if (!users_) users_ = ctx_.users;  // home node down: count the connection here meanwhile
+  caf::anon_send(users_, user_online{ident_.user, self_ref(), now_ms()});
   spdlog::info("event=conn_hello conn={} session={} user={} anonymous={}", id_, session_id_,
                ident_.user, ident_.anonymous);
   arm_expiry();
@@ -389,9 +397,11 @@ void websocket_session::handle_join(client_req& req) {
                  "room limit reached (" + std::to_string(ctx_.cfg.max_rooms_per_conn) + ")");
       return;
     }
-    rooms_.emplace(req.room, room_sub{});
   }
-  caf::anon_send(ctx_.directory,
+  auto dir = directory_for(req.room, req.id);
+  if (!dir) return;
+  rooms_.try_emplace(req.room);
+  caf::anon_send(dir,
                  join_req{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
                           req.has_since, req.since, req.epoch});
 }
@@ -441,9 +451,10 @@ void websocket_session::handle_leave(client_req& req) {
   }
   auto& sub = it->second;
   leave_req lr{req.room, self_ref(), req.id, true};
-  if (sub.pending)
-    caf::anon_send(ctx_.directory, std::move(lr));  // behind the join, in order
-  else
+  if (sub.pending) {
+    if (auto d = ctx_.routes->directory_for(req.room))
+      caf::anon_send(d, std::move(lr));  // behind the join, in order
+  } else
     caf::anon_send(sub.actor, std::move(lr));
   unsubscribe(req.room, sub);
   rooms_.erase(it);
@@ -483,9 +494,11 @@ void websocket_session::handle_dm(client_req& req) {
     send_error(req.id, "bad_request", "'to' must be another user's id");
     return;
   }
-  global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
   auto room = dm_room_name(ident_.user, req.to);
-  caf::anon_send(ctx_.directory,
+  auto dir = directory_for(room, req.id);
+  if (!dir) return;
+  global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
+  caf::anon_send(dir,
                  send_req{room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
                           std::move(req.text), std::move(req.data), std::move(req.idem_key),
                           req.to});
@@ -497,8 +510,10 @@ void websocket_session::handle_room_query(client_req& req) {
     return;
   }
   auto it = rooms_.find(req.room);
-  caf::actor target = (it != rooms_.end() && !it->second.pending) ? it->second.actor
-                                                                    : ctx_.directory;
+  caf::actor target = (it != rooms_.end() && !it->second.pending)
+                          ? it->second.actor
+                          : directory_for(req.room, req.id);
+  if (!target) return;
   if (req.type == req_type::history)
     caf::anon_send(target, history_req{req.room, self_ref(), req.id, req.before, req.limit});
   else
@@ -515,10 +530,10 @@ void websocket_session::handle_typing(client_req& req) {
   auto& last = dm ? dm_typing_[req.room] : it->second.last_typing;
   if (now - last < std::chrono::seconds(1)) return;
   last = now;
-  typing_req t{req.room, self_ref(), ident_.user};
-  if (dm)
-    caf::anon_send(ctx_.directory, std::move(t));
-  else
+  typing_req t{req.room, self_ref(), ident_.user, ident_.name};
+  if (dm) {
+    if (auto d = ctx_.routes->directory_for(req.room)) caf::anon_send(d, std::move(t));
+  } else
     caf::anon_send(it->second.actor, std::move(t));
 }
 

@@ -85,6 +85,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void arm_expiry();
   void unsubscribe(const std::string& room, room_sub& sub);
   conn_ref self_ref() const;
+  // The directory on the room's home node; null (and an `unavailable` error
+  // sent) when that node is not reachable.
+  caf::actor directory_for(const std::string& room, const std::string& req_id);
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   io_shard& shard_;
@@ -106,6 +109,7 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   std::string close_reason_;
 
   bool authed_ = false;
+  caf::actor users_;  // the registry on this user's home node
   identity ident_;
   std::unordered_map<std::string, room_sub> rooms_;
   std::unordered_map<std::string, uint64_t> dm_seen_;  // dm room -> last seq delivered

@@ -13,6 +13,14 @@ namespace {
 const char* type_names[] = {"hello",    "refresh", "join", "leave", "send", "history",
                             "presence", "typing",  "dm",   "rooms", "ping"};
 
+// At most `n` bytes of valid UTF-8 `s`, never cutting a character in half (the
+// result goes into an error message, which must stay valid UTF-8).
+std::string utf8_prefix(const std::string& s, size_t n) {
+  if (s.size() <= n) return s;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
 bool fail(decode_error& err, std::string code, std::string message) {
   err.code = std::move(code);
   err.message = std::move(message);
@@ -82,6 +90,9 @@ bool text_fields(const json& j, const limits& lim, client_req& out, decode_error
 
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err) {
   if (json_nesting_depth(text) > lim.max_depth) return fail(err, "bad_request", "JSON nested too deeply");
+  // nlohmann takes a raw NUL for the end of input and would ignore what follows it;
+  // a raw NUL is never valid JSON.
+  if (text.find('\0') != std::string_view::npos) return fail(err, "bad_request", "malformed JSON");
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return fail(err, "bad_request", "malformed JSON");
   if (!j.is_object()) return fail(err, "bad_request", "a request must be a JSON object");
@@ -101,7 +112,8 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
   size_t idx = 0;
   for (; idx < std::size(type_names); ++idx)
     if (type == type_names[idx]) break;
-  if (idx == std::size(type_names)) return fail(err, "bad_request", "unknown type '" + type.substr(0, 32) + "'");
+  if (idx == std::size(type_names))
+    return fail(err, "bad_request", "unknown type '" + utf8_prefix(type, 32) + "'");
   out.type = static_cast<req_type>(idx);
   bool present = false;
   uint64_t v = 0;
@@ -130,6 +142,8 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
         if (v < 1 || v > lim.max_history)
           return fail(err, "bad_request", "'limit' must be 1-" + std::to_string(lim.max_history));
         out.limit = static_cast<uint32_t>(v);
+      } else if (out.limit > lim.max_history) {
+        out.limit = lim.max_history;  // the default must respect a smaller configured cap
       }
       return true;
     case req_type::dm:

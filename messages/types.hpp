@@ -24,6 +24,7 @@ using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using rooms_atom = caf::atom_constant<caf::atom("rooms")>;
 using kick_atom = caf::atom_constant<caf::atom("kick")>;
 using health_atom = caf::atom_constant<caf::atom("health")>;
+using dial_atom = caf::atom_constant<caf::atom("dial")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -36,6 +37,7 @@ constexpr auto stats_atom_v = stats_atom::value;
 constexpr auto rooms_atom_v = rooms_atom::value;
 constexpr auto kick_atom_v = kick_atom::value;
 constexpr auto health_atom_v = health_atom::value;
+constexpr auto dial_atom_v = dial_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
@@ -138,11 +140,12 @@ struct send_req {
   std::string data;
   std::string idem_key;
   std::string dm_to;  // set for a direct message: the other user
+  bool trusted = false;  // from the server API: no membership needed
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, send_req& x) {
   return f(caf::meta::type_name("send_req"), x.room, x.conn, x.who, x.req_id, x.text, x.data,
-           x.idem_key, x.dm_to);
+           x.idem_key, x.dm_to, x.trusted);
 }
 
 struct history_req {
@@ -171,10 +174,11 @@ struct typing_req {
   std::string room;
   conn_ref conn;
   std::string user;
+  std::string name;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, typing_req& x) {
-  return f(caf::meta::type_name("typing_req"), x.room, x.conn, x.user);
+  return f(caf::meta::type_name("typing_req"), x.room, x.conn, x.user, x.name);
 }
 
 // --- room / registry -> gateway ----------------------------------------------

@@ -1,0 +1,214 @@
+#include "gateway/api_actor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "gateway/server_context.hpp"
+#include "messages/codec.hpp"
+
+namespace chat {
+
+using json = nlohmann::json;
+
+unsigned api_status_for(std::string_view code) {
+  if (code == "bad_request") return 400;
+  if (code == "unauthorized" || code == "token_expired") return 401;
+  if (code == "forbidden") return 403;
+  if (code == "not_found") return 404;
+  if (code == "not_member") return 409;
+  if (code == "too_large") return 413;
+  if (code == "rate_limited") return 429;
+  if (code == "unavailable") return 503;
+  if (code == "timeout") return 504;
+  return 500;
+}
+
+std::string api_error_body(std::string_view code, std::string_view message) {
+  return "{\"error\":" + json_quote(code) + ",\"message\":" + json_quote(message) + "}";
+}
+
+namespace {
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void finish(api_actor* self, uint64_t id, unsigned status, std::string body) {
+  auto& pending = self->state.pending;
+  auto it = pending.find(id);
+  if (it == pending.end()) return;  // answered already (or timed out)
+  auto reply = std::move(it->second.call.reply);
+  pending.erase(it);
+  if (reply) reply(status, std::move(body));
+}
+
+void fail(api_actor* self, uint64_t id, std::string_view code, std::string_view message) {
+  finish(self, id, api_status_for(code), api_error_body(code, message));
+}
+
+// A room's home directory (in a cluster, possibly on another node); null when unreachable.
+caf::actor directory_for(api_actor* self, const std::string& room) {
+  auto* ctx = self->state.ctx;
+  return ctx->routes ? ctx->routes->directory_for(room) : ctx->directory;
+}
+
+caf::actor users_for(api_actor* self, const std::string& user) {
+  auto* ctx = self->state.ctx;
+  return ctx->routes ? ctx->routes->users_for(user) : ctx->users;
+}
+
+conn_ref ref(api_actor* self, uint64_t id) {
+  return conn_ref{caf::actor_cast<caf::actor>(self), id};
+}
+
+// The room's own reply without its "type": {"type":"history","room":... → {"room":...
+std::string strip_type(const std::string& frame, std::string_view type) {
+  std::string prefix = "{\"type\":\"" + std::string(type) + "\",";
+  if (frame.compare(0, prefix.size(), prefix) == 0) return "{" + frame.substr(prefix.size());
+  auto j = json::parse(frame, nullptr, false);
+  if (j.is_object()) j.erase("type");
+  return dump(j);
+}
+
+void send_room_query(api_actor* self, uint64_t id, const caf::actor& dir) {
+  auto& call = self->state.pending.at(id).call;
+  if (call.op == api_op::presence)
+    self->send(dir, presence_req{call.room, ref(self, id), {}});
+  else
+    self->send(dir, history_req{call.room, ref(self, id), {}, call.before, call.limit});
+}
+
+// Presence and history of a room nobody uses right now: first ask the room for
+// its newest message, so that a room that never existed is a 404.
+void query_room(api_actor* self, uint64_t id) {
+  auto room = self->state.pending.at(id).call.room;
+  auto dir = directory_for(self, room);
+  if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
+  self->request(dir, self->state.timeout, rooms_atom_v)
+      .then(
+          [=](const std::vector<std::string>& active) {
+            auto it = self->state.pending.find(id);
+            if (it == self->state.pending.end()) return;
+            if (std::binary_search(active.begin(), active.end(), room)) {
+              send_room_query(self, id, dir);
+            } else {
+              it->second.probing = true;
+              self->send(dir, history_req{room, ref(self, id), {}, 0, 1});
+            }
+          },
+          [=](caf::error& err) {
+            fail(self, id, "unavailable", "directory: " + self->system().render(err));
+          });
+}
+
+void on_probe(api_actor* self, uint64_t id, const json& j) {
+  auto& p = self->state.pending.at(id);
+  p.probing = false;
+  auto msgs = j.find("messages");
+  bool empty = msgs == j.end() || !msgs->is_array() || msgs->empty();
+  // first_seq > 1 with no messages: it had history, retention trimmed it all.
+  if (empty && j.value("first_seq", uint64_t{1}) <= 1)
+    return fail(self, id, "not_found", "no such room: " + p.call.room);
+  if (p.call.op == api_op::presence) {  // nobody is in it (it was not active)
+    json out{{"room", p.call.room}, {"members", json::array()}};
+    return finish(self, id, 200, dump(out));
+  }
+  auto dir = directory_for(self, p.call.room);
+  if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
+  send_room_query(self, id, dir);
+}
+
+// A frame from a room (or the directory) for pending request `id`.
+void on_frame(api_actor* self, uint64_t id, const std::string& frame) {
+  auto it = self->state.pending.find(id);
+  if (it == self->state.pending.end()) return;
+  auto j = json::parse(frame, nullptr, false);
+  if (!j.is_object()) return fail(self, id, "internal", "unreadable reply from the room");
+  auto type = j.value("type", "");
+  if (type == "error") {
+    return fail(self, id, j.value("code", "internal"), j.value("message", ""));
+  }
+  if (it->second.probing && type == "history") return on_probe(self, id, j);
+  if (type == "ack") {
+    json out{{"room", j.value("room", "")}, {"seq", j.value("seq", uint64_t{0})},
+             {"ts", j.value("ts", int64_t{0})}};
+    return finish(self, id, 200, dump(out));
+  }
+  if (type == "history" || type == "presence") return finish(self, id, 200, strip_type(frame, type));
+  // Anything else (a room never sends us more for these requests) is ignored.
+}
+
+void start(api_actor* self, api_call& call) {
+  auto& st = self->state;
+  auto id = st.next_id++;
+  auto op = call.op;
+  st.pending.emplace(id, api_state::pending{std::move(call), false});
+  self->delayed_send(self, st.timeout, api_timeout_atom_v, id);
+  auto& c = st.pending.at(id).call;
+  switch (op) {
+    case api_op::publish:
+    case api_op::dm: {
+      auto dir = directory_for(self, c.send.room);
+      if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
+      auto req = c.send;
+      req.conn = ref(self, id);
+      req.trusted = true;
+      self->send(dir, std::move(req));
+      return;
+    }
+    case api_op::disconnect: {
+      auto users = users_for(self, c.kick.user);
+      if (!users) return fail(self, id, "unavailable", "the user's node is unreachable");
+      auto user = c.kick.user;
+      self->request(users, st.timeout, c.kick)
+          .then(
+              [=](uint64_t closed) {
+                if (closed == 0) return fail(self, id, "not_found", "user has no open connections");
+                finish(self, id, 200, dump(json{{"user", user}, {"closed", closed}}));
+              },
+              [=](caf::error& err) {
+                fail(self, id, "unavailable", "user registry: " + self->system().render(err));
+              });
+      return;
+    }
+    case api_op::rooms:
+      self->request(st.ctx->directory, st.timeout, rooms_atom_v)
+          .then(
+              [=](const std::vector<std::string>& names) {
+                finish(self, id, 200, dump(json{{"rooms", names}}));
+              },
+              [=](caf::error& err) {
+                fail(self, id, "unavailable", "directory: " + self->system().render(err));
+              });
+      return;
+    case api_op::presence:
+    case api_op::history:
+      query_room(self, id);
+      return;
+  }
+}
+
+}  // namespace
+
+caf::behavior api_impl(api_actor* self, server_context* ctx, std::chrono::milliseconds timeout) {
+  self->state.ctx = ctx;
+  self->state.timeout = timeout;
+  return {
+      [=](api_call& call) { start(self, call); },
+      [=](to_conn& m) { on_frame(self, m.conn, m.frame); },
+      [=](api_timeout_atom, uint64_t id) {
+        if (self->state.pending.count(id) == 0) return;
+        spdlog::warn("event=api_timeout request={}", id);
+        fail(self, id, "timeout", "no answer in time; a message may still be stored: "
+                                  "retry with the same idempotency_key");
+      },
+      // What rooms send to gateways with members: the API never joins, so nothing
+      // arrives here; ignore it rather than log unexpected messages.
+      [=](joined_msg&) {},
+      [=](deliver&) {},
+      [=](conns_deliver&) {},
+      [=](close_conn&) {},
+  };
+}
+
+}  // namespace chat
