@@ -70,6 +70,9 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
   return {
       [=](load_atom, const std::string& room) -> caf::result<room_snapshot> {
         auto& st = self->state;
+        // Reads see every append handed in before them: a room that re-reads its
+        // state after a timed-out append must find that append if it was taken.
+        if (!st.pending.empty()) flush(self);
         room_snapshot snap;
         std::string err;
         if (!st.backend->load_room(room, st.cfg.recent_limit, now_ms() - st.cfg.idem_window_ms,
@@ -91,6 +94,7 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
         return promise;
       },
       [=](range_atom, const range_query& q) -> caf::result<std::vector<stored_msg>> {
+        if (!self->state.pending.empty()) flush(self);  // same as load
         std::vector<stored_msg> out;
         std::string err;
         if (!self->state.backend->range(q, out, err)) return store_error(err);

@@ -336,6 +336,26 @@ proc_sample sample_proc(int pid) {
   return s;
 }
 
+// Whole machine: busy and total jiffies over all CPUs (/proc/stat), to see how
+// much of the machine other work took during a run.
+struct machine_sample {
+  bool ok = false;
+  double busy = 0, total = 0;
+};
+machine_sample sample_machine() {
+  machine_sample m;
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  double v[8] = {0};
+  if (!(f >> cpu) || cpu != "cpu") return m;
+  for (double& x : v) f >> x;
+  // user nice system idle iowait irq softirq steal
+  m.busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+  m.total = m.busy + v[3] + v[4];
+  m.ok = true;
+  return m;
+}
+
 double cpu_pct(const proc_sample& a, const proc_sample& b) {
   if (!a.ok || !b.ok || b.t <= a.t) return -1;
   return (b.cpu_s - a.cpu_s) / (double(b.t - a.t) / 1e9) * 100.0;
@@ -467,6 +487,7 @@ ojson run_once(const options& o) {
   int T = o.threads;
 
   proc_sample s_before = sample_proc(o.server_pid), s_idle, s_go, s_end, s_after;
+  machine_sample m_go, m_end;
   long rss_peak = s_before.rss_kb;
   if (o.server_pid && !s_before.ok)
     logf("warning: cannot read /proc/%d (server sampling off)", o.server_pid);
@@ -559,10 +580,12 @@ ojson run_once(const options& o) {
     if (s.ok) rss_peak = std::max(rss_peak, s.rss_kb);
     if (!go_sampled && now >= t0) {
       s_go = s;
+      m_go = sample_machine();
       go_sampled = true;
     }
     if (!end_sampled && now >= t_end) {
       s_end = s;
+      m_end = sample_machine();
       end_sampled = true;
     }
     if (now - last_progress > 5'000'000'000 && now > t0) {
@@ -574,7 +597,10 @@ ojson run_once(const options& o) {
   tick2();
   if (!wait_all(ws, "sent", t_end + int64_t((o.drain + 15) * 1e9), tick2, why))
     return abort_run(why);
-  if (!end_sampled) s_end = sample_proc(o.server_pid);
+  if (!end_sampled) {
+    s_end = sample_proc(o.server_pid);
+    m_end = sample_machine();
+  }
 
   json targets = json::object();
   std::map<std::string, uint64_t> tmax;
@@ -618,7 +644,7 @@ ojson run_once(const options& o) {
     t_cut = std::max<int64_t>(t_cut, d["storm"].value("t_cut", int64_t{0}));
     last_back = std::max<int64_t>(last_back, d["storm"].value("last_back", int64_t{0}));
   }
-  uint64_t expected = 0, lost = 0, receivers_with_loss = 0;
+  uint64_t expected = 0, lost = 0, receivers_with_loss = 0, lost_by_absent = 0;
   static const interval_set empty_set;
   for (auto& w : ws)
     for (auto& rcv : w.events["done"]["receivers"]) {
@@ -631,6 +657,9 @@ ojson run_once(const options& o) {
       expected += e;
       lost += e - have;
       if (e != have) ++receivers_with_loss;
+      // Receivers not connected at the end (dropped, or not back from a storm)
+      // lost what they missed: counted apart so the two causes can be told apart.
+      if (rcv.size() > 3 && rcv[3].get<int>() == 0) lost_by_absent += e - have;
     }
   for (auto& w : ws) w.events.clear();
 
@@ -677,6 +706,7 @@ ojson run_once(const options& o) {
   M["deliveries_per_s"] = double(C["received"]) / dur;
   M["lost"] = lost;
   M["receivers_with_loss"] = receivers_with_loss;
+  M["lost_by_disconnected"] = lost_by_absent;
   M["duplicates"] = C["dup"];
   M["out_of_order"] = C["ooo"];
   M["gaps"] = C["gaps"];
@@ -707,6 +737,8 @@ ojson run_once(const options& o) {
     S["cut"] = C["cut"];
     S["back"] = storm_back;
     S["all_back"] = C["cut"] > 0 && uint64_t(storm_back) == C["cut"];
+    // Seconds from the cut until the last cut client was joined again (if not
+    // all came back: until the last one that did).
     S["all_back_s"] = (last_back > t_cut && t_cut > 0) ? double(last_back - t_cut) / 1e9 : 0.0;
     S["reconnect_ms"] = recon.summary_ms();
     S["recovery_ok"] = C["recovery_ok"];
@@ -733,6 +765,21 @@ ojson run_once(const options& o) {
     }
   }
   R["bench"]["cpu_load_pct"] = cpu_send / dur * 100.0;
+  {
+    // The machine during the send phase, in % of one core (2 cores = 200 %):
+    // what is left after the server and the bench is other work, which skews
+    // every latency figure.
+    ojson& Mc = R["machine"];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    Mc["cpus"] = ncpu;
+    Mc["loadavg_at_start"] = loadavg;
+    if (m_go.ok && m_end.ok && m_end.total > m_go.total) {
+      double busy = (m_end.busy - m_go.busy) / (m_end.total - m_go.total) * double(ncpu) * 100.0;
+      Mc["busy_pct_during_load"] = busy;
+      double server = R.contains("server") ? R["server"].value("cpu_load_pct", 0.0) : 0.0;
+      Mc["others_pct_during_load"] = std::max(0.0, busy - std::max(0.0, server) - cpu_send / dur * 100.0);
+    }
+  }
 
   // --- verdict ---
   auto fail = [&](const std::string& s) { failures.push_back(s); };
@@ -753,6 +800,8 @@ ojson run_once(const options& o) {
     if (ne) fail(std::to_string(ne) + " error events");
     if (C["send_errors"]) fail(std::to_string(C["send_errors"]) + " send errors");
     if (C["bad_json"]) fail(std::to_string(C["bad_json"]) + " unparsable objects");
+    if (!conn_errors.empty()) fail("connection errors (see conn_errors)");
+    if (!close_codes.empty()) fail("connections closed by the server (see close_codes)");
     if (o.senders > 0 && C["received"] == 0) fail("nothing received");
   }
   R["ok"] = failures.empty();
@@ -795,10 +844,15 @@ void print_run(const ojson& r) {
     return;
   }
   const ojson& p = r["params"];
+  char what[64];
+  if (p["senders"].get<int>() == 0)
+    std::snprintf(what, sizeof what, "(hold only)");
+  else if (p.contains("window"))
+    std::snprintf(what, sizeof what, "window %d", p["window"].get<int>());
+  else
+    std::snprintf(what, sizeof what, "%g msg/s", p["rate_per_sender"].get<double>());
   std::printf("  %-16s %d conns, %d rooms, %d senders x %s, %g s, %d B text, %d procs x %d threads\n",
-              "run", p["conns"].get<int>(), p["rooms"].get<int>(), p["senders"].get<int>(),
-              p.contains("window") ? ("window " + std::to_string(p["window"].get<int>())).c_str()
-                                   : (fmt_ms(p["rate_per_sender"]) + " msg/s").c_str(),
+              "run", p["conns"].get<int>(), p["rooms"].get<int>(), p["senders"].get<int>(), what,
               p["duration_s"].get<double>(), p["size_bytes"].get<int>(), p["procs"].get<int>(),
               p["threads"].get<int>());
   std::printf("  %-16s %s (load average at start: 1, 5, 15 min, runnable/total)\n", "machine",
@@ -816,10 +870,14 @@ void print_run(const ojson& r) {
   std::printf("  %-16s received %llu of %llu expected  -> %.0f deliveries/s\n", "deliveries",
               (unsigned long long)m["received"].get<uint64_t>(), (unsigned long long)m["expected"].get<uint64_t>(),
               m["deliveries_per_s"].get<double>());
-  std::printf("  %-16s lost %llu  duplicates %llu  out-of-order %llu  gaps %llu (%llu msgs)\n", "integrity",
-              (unsigned long long)m["lost"].get<uint64_t>(), (unsigned long long)m["duplicates"].get<uint64_t>(),
+  std::printf("  %-16s lost %llu (%llu by receivers not connected at the end)  duplicates %llu  out-of-order %llu  gaps %llu (%llu msgs)\n", "integrity",
+              (unsigned long long)m["lost"].get<uint64_t>(), (unsigned long long)m["lost_by_disconnected"].get<uint64_t>(),
+              (unsigned long long)m["duplicates"].get<uint64_t>(),
               (unsigned long long)m["out_of_order"].get<uint64_t>(), (unsigned long long)m["gaps"].get<uint64_t>(),
               (unsigned long long)m["gap_msgs"].get<uint64_t>());
+  if (m.value("still_pending_after_drain", uint64_t{0}) > 0)
+    std::printf("  %-16s %llu receivers were still behind when the drain ended (%.1f s): their 'lost' may be late\n",
+                "", (unsigned long long)m["still_pending_after_drain"].get<uint64_t>(), m["drain_s"].get<double>());
   print_hist_line("delivery latency", r["latency_ms"]);
   print_hist_line("ack latency", r["ack_latency_ms"]);
   const ojson& f = r["frames"];
@@ -831,8 +889,9 @@ void print_run(const ojson& r) {
   if (!r["conn_errors"].empty()) std::printf("  %-16s %s\n", "conn errors", map_str(r["conn_errors"]).c_str());
   if (r.contains("storm")) {
     const ojson& s = r["storm"];
-    std::printf("  %-16s cut %llu  back %d  all back in %.2f s  recovered ok %llu / failed %llu (%llu msgs)\n",
+    std::printf("  %-16s cut %llu  back %d  %s %.2f s after the cut  recovered ok %llu / failed %llu (%llu msgs)\n",
                 "storm", (unsigned long long)s["cut"].get<uint64_t>(), s["back"].get<int>(),
+                s["all_back"].get<bool>() ? "all back" : "NOT all back; last one back",
                 s["all_back_s"].get<double>(), (unsigned long long)s["recovery_ok"].get<uint64_t>(),
                 (unsigned long long)s["recovery_failed"].get<uint64_t>(),
                 (unsigned long long)s["recovered_msgs"].get<uint64_t>());
@@ -844,11 +903,15 @@ void print_run(const ojson& r) {
                 "server", s["pid"].get<int>(), s["rss_before_kb"].get<long>() / 1024.0,
                 s["rss_idle_kb"].get<long>() / 1024.0, s["rss_per_conn_bytes"].get<double>() / 1024.0,
                 s["rss_peak_kb"].get<long>() / 1024.0, s["rss_after_kb"].get<long>() / 1024.0);
-    std::printf("  %-16s CPU connect %.0f%%  load %.0f%%  drain %.0f%%  (100%% = one core)\n", "",
+    std::printf("  %-16s CPU connect %.0f%%  load %.0f%%  drain+close %.0f%%  (100%% = one core)\n", "",
                 s["cpu_connect_pct"].get<double>(), s["cpu_load_pct"].get<double>(),
                 s["cpu_drain_pct"].get<double>());
   }
   std::printf("  %-16s CPU during load %.0f%% (all workers)\n", "bench", r["bench"]["cpu_load_pct"].get<double>());
+  if (r.contains("machine") && r["machine"].contains("busy_pct_during_load"))
+    std::printf("  %-16s %ld CPUs, busy %.0f%% during load, of which other processes %.0f%%\n", "machine",
+                r["machine"]["cpus"].get<long>(), r["machine"]["busy_pct_during_load"].get<double>(),
+                r["machine"]["others_pct_during_load"].get<double>());
   if (r.value("ok", false))
     std::printf("  %-16s OK\n", "result");
   else {
@@ -982,18 +1045,30 @@ int main(int argc, char** argv) {
       std::cout << out.dump(2) << std::endl;
     } else {
       std::printf("chat-bench fanout-max (step until p99 > %g ms or loss)\n", o.max_p99_ms);
-      std::printf("  %-8s %-8s %-12s %-14s %-9s %-9s %-9s %-6s %s\n", "senders", "msg/s", "deliveries/s",
-                  "objs/frame", "p50 ms", "p99 ms", "max ms", "lost", "held");
+      std::printf("  %-8s %-8s %-12s %-10s %-9s %-9s %-9s %-6s %-5s %-8s %-8s %s\n", "senders", "msg/s",
+                  "deliveries/s", "objs/frame", "p50 ms", "p99 ms", "max ms", "lost", "held", "srv CPU",
+                  "bench", "others");
       for (auto& r : steps) {
         if (!r.contains("params")) {
           std::printf("  (run failed: %s)\n", r["failures"].dump().c_str());
           continue;
         }
-        std::printf("  %-8d %-8.0f %-12.0f %-14.2f %-9s %-9s %-9s %-6llu %s\n", r["params"]["senders"].get<int>(),
-                    r["params"]["offered_msgs_per_s"].get<double>(), r["messages"]["deliveries_per_s"].get<double>(),
-                    r["frames"]["rx_objects_per_frame"].get<double>(), fmt_ms(r["latency_ms"]["p50"]).c_str(),
-                    fmt_ms(r["latency_ms"]["p99"]).c_str(), fmt_ms(r["latency_ms"]["max"]).c_str(),
-                    (unsigned long long)r["messages"]["lost"].get<uint64_t>(), r["held"].get<bool>() ? "yes" : "no");
+        auto pct = [](const ojson& j, const char* k) {
+          char b[16];
+          if (j.is_object() && j.contains(k) && j[k].get<double>() >= 0)
+            std::snprintf(b, sizeof b, "%.0f%%", j[k].get<double>());
+          else
+            std::snprintf(b, sizeof b, "-");
+          return std::string(b);
+        };
+        std::printf("  %-8d %-8.0f %-12.0f %-10.2f %-9s %-9s %-9s %-6llu %-5s %-8s %-8s %s\n",
+                    r["params"]["senders"].get<int>(), r["params"]["offered_msgs_per_s"].get<double>(),
+                    r["messages"]["deliveries_per_s"].get<double>(), r["frames"]["rx_objects_per_frame"].get<double>(),
+                    fmt_ms(r["latency_ms"]["p50"]).c_str(), fmt_ms(r["latency_ms"]["p99"]).c_str(),
+                    fmt_ms(r["latency_ms"]["max"]).c_str(), (unsigned long long)r["messages"]["lost"].get<uint64_t>(),
+                    r["held"].get<bool>() ? "yes" : "no",
+                    pct(r.contains("server") ? r["server"] : ojson(), "cpu_load_pct").c_str(),
+                    pct(r["bench"], "cpu_load_pct").c_str(), pct(r["machine"], "others_pct_during_load").c_str());
       }
       std::printf("  %-16s %.0f deliveries/s held (p99 <= %g ms, 0 lost)\n", "max", md, o.max_p99_ms);
       if (best.is_object()) {

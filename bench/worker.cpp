@@ -209,6 +209,7 @@ struct conn : std::enable_shared_from_this<conn> {
   std::string wbuf;
   bool writing = false, dead = false, close_requested = false, closing = false;
   bool joined = false, ws_open = false;
+  std::string refused;  // hello refused: the reason, until the server's close comes
 
   conn(thread_ctx& t, client* c) : tc(t), cl(c), ws(t.ioc), attempt_timer(t.ioc) {
     tc.sh.live_conns.fetch_add(1, std::memory_order_relaxed);
@@ -301,6 +302,7 @@ struct conn : std::enable_shared_from_this<conn> {
       }
       int code = 0;
       if (ec == websocket::error::closed) code = ws.reason().code;
+      if (!refused.empty()) return die(refused, code);
       return die(code ? "closed by server" : "read: " + ec.message(), code);
     }
     ++tc.c.frames_rx;
@@ -342,8 +344,15 @@ struct conn : std::enable_shared_from_this<conn> {
     } else if (t == "error") {
       ++tc.errors[std::string(ev.code)];
       if (ev.has_id) {
-        if (ev.id == kHelloId)
-          die("hello refused: " + std::string(ev.code));
+        if (ev.id == kHelloId) {
+          // The server closes with 4001 next: wait (2 s at most) to see the code.
+          refused = "hello refused: " + std::string(ev.code);
+          attempt_timer.expires_after(std::chrono::seconds(2));
+          auto self = shared_from_this();
+          attempt_timer.async_wait([self](beast::error_code e) {
+            if (!e && !self->dead) self->die(self->refused);
+          });
+        }
         else if (ev.id == kJoinId)
           die("join refused: " + std::string(ev.code));
         else if (ev.id >= kSendIdBase)
@@ -1030,7 +1039,8 @@ void worker_main(const options& o, int proc, int procs, int ctrl_fd, int out_fd)
       unacked += cl->inflight.size();
       if (cl->pending) ++still_pending;
       if (cl->is_joined) ++connected_at_end;
-      if (cl->ever_joined) receivers.push_back({cl->room_idx, cl->base, cl->got.to_json()});
+      if (cl->ever_joined)
+        receivers.push_back({cl->room_idx, cl->base, cl->got.to_json(), cl->is_joined ? 1 : 0});
     }
   }
   json ja = json::object();

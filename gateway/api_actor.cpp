@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "gateway/server_context.hpp"
@@ -70,52 +69,53 @@ std::string strip_type(const std::string& frame, std::string_view type) {
   return dump(j);
 }
 
-void send_room_query(api_actor* self, uint64_t id, const caf::actor& dir) {
+void send_presence(api_actor* self, uint64_t id, const caf::actor& dir) {
   auto& call = self->state.pending.at(id).call;
-  if (call.op == api_op::presence)
-    self->send(dir, presence_req{call.room, ref(self, id), {}});
-  else
-    self->send(dir, history_req{call.room, ref(self, id), {}, call.before, call.limit});
+  self->send(dir, presence_req{call.room, ref(self, id), {}});
 }
 
-// Presence and history of a room nobody uses right now: first ask the room for
-// its newest message, so that a room that never existed is a 404.
-void query_room(api_actor* self, uint64_t id) {
-  auto room = self->state.pending.at(id).call.room;
-  auto dir = directory_for(self, room);
-  if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
-  self->request(dir, self->state.timeout, rooms_atom_v)
-      .then(
-          [=](const std::vector<std::string>& active) {
-            auto it = self->state.pending.find(id);
-            if (it == self->state.pending.end()) return;
-            if (std::binary_search(active.begin(), active.end(), room)) {
-              send_room_query(self, id, dir);
-            } else {
-              it->second.probing = true;
-              self->send(dir, history_req{room, ref(self, id), {}, 0, 1});
-            }
-          },
-          [=](caf::error& err) {
-            fail(self, id, "unavailable", "directory: " + self->system().render(err));
-          });
+void send_history(api_actor* self, uint64_t id, const caf::actor& dir, uint64_t before,
+                  uint32_t limit) {
+  auto& call = self->state.pending.at(id).call;
+  self->send(dir, history_req{call.room, ref(self, id), {}, before, limit});
 }
 
-void on_probe(api_actor* self, uint64_t id, const json& j) {
-  auto& p = self->state.pending.at(id);
-  p.probing = false;
-  auto msgs = j.find("messages");
-  bool empty = msgs == j.end() || !msgs->is_array() || msgs->empty();
-  // first_seq > 1 with no messages: it had history, retention trimmed it all.
-  if (empty && j.value("first_seq", uint64_t{1}) <= 1)
-    return fail(self, id, "not_found", "no such room: " + p.call.room);
-  if (p.call.op == api_op::presence) {  // nobody is in it (it was not active)
-    json out{{"room", p.call.room}, {"members", json::array()}};
-    return finish(self, id, 200, dump(out));
+bool has_items(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_array() && !it->empty();
+}
+
+// A room exists when it has (or had) stored messages or has members; otherwise a
+// presence or history request is a 404. Empty replies lead to the other question.
+void on_room_reply(api_actor* self, uint64_t id, const std::string& type, const json& j,
+                   const std::string& frame) {
+  using stage = api_state::stage;
+  auto& e = self->state.pending.at(id);
+  auto dir = directory_for(self, e.call.room);
+  bool known = false;
+  if (type == "presence") {
+    known = has_items(j, "members");
+  } else {  // history; first_seq > 1: it had messages, retention trimmed them
+    known = has_items(j, "messages") || j.value("first_seq", uint64_t{1}) > 1;
   }
-  auto dir = directory_for(self, p.call.room);
-  if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
-  send_room_query(self, id, dir);
+  if (e.at == stage::answer) {
+    if (known) return finish(self, id, 200, strip_type(frame, type));
+    e.first = strip_type(frame, type);
+    if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
+    if (type == "history" && e.call.before == 0) {
+      e.at = stage::probe_presence;
+      return send_presence(self, id, dir);
+    }
+    e.at = stage::probe_history;
+    return send_history(self, id, dir, 0, 1);
+  }
+  if (known) return finish(self, id, 200, std::move(e.first));
+  if (e.at == stage::probe_history && e.call.op == api_op::history) {
+    e.at = stage::probe_presence;
+    if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
+    return send_presence(self, id, dir);
+  }
+  fail(self, id, "not_found", "no such room: " + e.call.room);
 }
 
 // A frame from a room (or the directory) for pending request `id`.
@@ -128,13 +128,12 @@ void on_frame(api_actor* self, uint64_t id, const std::string& frame) {
   if (type == "error") {
     return fail(self, id, j.value("code", "internal"), j.value("message", ""));
   }
-  if (it->second.probing && type == "history") return on_probe(self, id, j);
   if (type == "ack") {
     json out{{"room", j.value("room", "")}, {"seq", j.value("seq", uint64_t{0})},
              {"ts", j.value("ts", int64_t{0})}};
     return finish(self, id, 200, dump(out));
   }
-  if (type == "history" || type == "presence") return finish(self, id, 200, strip_type(frame, type));
+  if (type == "history" || type == "presence") return on_room_reply(self, id, type, j, frame);
   // Anything else (a room never sends us more for these requests) is ignored.
 }
 
@@ -142,7 +141,7 @@ void start(api_actor* self, api_call& call) {
   auto& st = self->state;
   auto id = st.next_id++;
   auto op = call.op;
-  st.pending.emplace(id, api_state::pending{std::move(call), false});
+  st.pending.emplace(id, api_state::entry{std::move(call), api_state::stage::answer, {}});
   self->delayed_send(self, st.timeout, api_timeout_atom_v, id);
   auto& c = st.pending.at(id).call;
   switch (op) {
@@ -182,9 +181,15 @@ void start(api_actor* self, api_call& call) {
               });
       return;
     case api_op::presence:
-    case api_op::history:
-      query_room(self, id);
+    case api_op::history: {
+      auto dir = directory_for(self, c.room);
+      if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
+      if (op == api_op::presence)
+        send_presence(self, id, dir);
+      else
+        send_history(self, id, dir, c.before, c.limit);
       return;
+    }
   }
 }
 

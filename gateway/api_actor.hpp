@@ -37,14 +37,19 @@ using api_timeout_atom = caf::atom_constant<caf::atom("api_tmo")>;
 constexpr auto api_timeout_atom_v = api_timeout_atom::value;
 
 struct api_state {
-  struct pending {
+  // An empty presence or history reply raises the question whether the room
+  // exists at all: `stage` says which follow-up question is out, `first` keeps
+  // the reply to return if it does.
+  enum class stage { answer, probe_history, probe_presence };
+  struct entry {
     api_call call;
-    bool probing = false;  // waiting for the "does this room exist" history probe
+    stage at = stage::answer;
+    std::string first;
   };
   server_context* ctx = nullptr;
   std::chrono::milliseconds timeout{10000};
   uint64_t next_id = 1;
-  std::unordered_map<uint64_t, pending> pending;
+  std::unordered_map<uint64_t, entry> pending;
   static inline const char* name = "api";
 };
 

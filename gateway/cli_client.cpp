@@ -393,6 +393,9 @@ class cli_client {
     while (!arg.empty() && arg.front() == ' ') arg.erase(0, 1);
     if (cmd == "/quit") return start_drain();
     if (cmd == "/join" && !arg.empty()) {
+      // Lines that follow go to this room at once: the server holds sends made
+      // while the join is pending.
+      if (std::find(rooms_.begin(), rooms_.end(), arg) == rooms_.end()) rooms_.push_back(arg);
       request(kind::join, json{{"type", "join"}, {"room", arg}});
     } else if (cmd == "/leave" && !arg.empty()) {
       rooms_.erase(std::remove(rooms_.begin(), rooms_.end(), arg), rooms_.end());
@@ -505,6 +508,7 @@ class cli_client {
                  " members)");
         } else {
           std::cerr << "chat-cli: cannot join " << room << ": " << why << "\n";
+          rooms_.erase(std::remove(rooms_.begin(), rooms_.end(), room), rooms_.end());
           if (p.initial) {
             exit_code_ = cli_exit_error;
             return begin_close();

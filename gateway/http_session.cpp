@@ -2,6 +2,7 @@
 
 #include <boost/beast/websocket.hpp>
 
+#include "gateway/api.hpp"
 #include "gateway/http_routes.hpp"
 #include "gateway/websocket_session.hpp"
 
@@ -45,6 +46,12 @@ void http_session::on_read(beast::error_code ec, std::size_t) {
                              R"({"error":"not_found","message":"WebSocket endpoint is /ws"})");
     res.keep_alive(false);
     send(std::move(res));
+    return;
+  }
+  if (path.substr(0, 5) == "/api/") {
+    // Answered later, from the API actor via this session's io_context.
+    handle_api(std::move(req), ctx_, shard_.ioc,
+               [self = shared_from_this()](http_response&& res) { self->send(std::move(res)); });
     return;
   }
   http_response res;

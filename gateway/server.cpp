@@ -9,6 +9,7 @@
 #include "actors/directory.hpp"
 #include "actors/metrics.hpp"
 #include "actors/user_registry.hpp"
+#include "gateway/api_actor.hpp"
 #include "gateway/gateway_actor.hpp"
 #include "caf/io/all.hpp"
 #include "gateway/websocket_session.hpp"
@@ -68,6 +69,7 @@ bool server::start(std::string& err) {
     cluster_manager_ = sys_.spawn(cluster_manager_impl, cluster_, self_index, ctx_.routes);
   }
 
+  ctx_.api = sys_.spawn(api_impl, &ctx_, std::chrono::milliseconds(10000));
   for (int i = 0; i < cfg.io_threads; ++i) {
     auto shard = std::make_unique<io_shard>();
     shard->index = static_cast<size_t>(i);
@@ -139,6 +141,12 @@ void server::shutdown(uint16_t code) {
   caf::anon_send_exit(ctx_.users, caf::exit_reason::user_shutdown);
   if (cluster_manager_) caf::anon_send_exit(cluster_manager_, caf::exit_reason::user_shutdown);
   if (node_actor_) caf::anon_send_exit(node_actor_, caf::exit_reason::user_shutdown);
+  if (ctx_.api) {  // its pending requests hold HTTP sessions: gone before the io_contexts
+    caf::scoped_actor waiter{sys_};
+    waiter->monitor(ctx_.api);
+    caf::anon_send_exit(ctx_.api, caf::exit_reason::user_shutdown);
+    waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(2)) >> [] {});
+  }
   {
     caf::scoped_actor waiter{sys_};
     waiter->monitor(ctx_.directory);

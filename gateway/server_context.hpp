@@ -33,6 +33,7 @@ struct server_context {
   limits lim;
   caf::actor directory;  // this node's
   caf::actor users;      // this node's
+  caf::actor api;        // the server API's actor (gateway/api_actor.hpp)
   std::shared_ptr<cluster_routes> routes;  // home node of each room and user
   std::vector<std::unique_ptr<io_shard>> shards;
   std::atomic<bool> draining{false};

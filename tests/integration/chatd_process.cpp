@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -133,6 +135,152 @@ int http_get(uint16_t port, const std::string& target, std::string& body) {
   } catch (...) {
     return 0;
   }
+}
+
+int http_request(uint16_t port, const std::string& method, const std::string& target,
+                 const http_headers& headers, const std::string& body, std::string& res_body,
+                 std::map<std::string, std::string>* res_headers) {
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  try {
+    boost::asio::io_context ioc;
+    beast::tcp_stream stream(ioc);
+    stream.expires_after(std::chrono::seconds(15));
+    stream.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    for (auto& [k, v] : headers) req.set(k, v);
+    req.body() = body;
+    if (!body.empty() || method == "POST") req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(stream, buf, res);
+    res_body = res.body();
+    if (res_headers) {
+      res_headers->clear();
+      for (auto& f : res) (*res_headers)[std::string(f.name_string())] = std::string(f.value());
+    }
+    return static_cast<int>(res.result_int());
+  } catch (...) {
+    return 0;
+  }
+}
+
+child_process::child_process(std::vector<std::string> argv) {
+  char tmpl[] = "/tmp/chat-child-err-XXXXXX";
+  int err_fd = mkstemp(tmpl);
+  err_path_ = tmpl;
+  int in[2], out[2];
+  // CLOEXEC: other children must not inherit these ends (stdin EOF depends on it).
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return;
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err_fd, 2);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err_fd);
+  in_ = in[1];
+  out_ = out[0];
+}
+
+child_process::~child_process() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  if (in_ >= 0) close(in_);
+  if (out_ >= 0) close(out_);
+  if (!err_path_.empty()) unlink(err_path_.c_str());
+}
+
+bool child_process::write_stdin(const std::string& data) {
+  size_t done = 0;
+  while (in_ >= 0 && done < data.size()) {
+    auto n = ::write(in_, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return in_ >= 0;
+}
+
+void child_process::close_stdin() {
+  if (in_ >= 0) close(in_);
+  in_ = -1;
+}
+
+bool child_process::fill(std::chrono::milliseconds timeout) {
+  if (out_ < 0) return false;
+  pollfd p{out_, POLLIN, 0};
+  if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+  char buf[4096];
+  auto n = read(out_, buf, sizeof buf);
+  if (n <= 0) {
+    close(out_);
+    out_ = -1;
+    return false;
+  }
+  out_buf_.append(buf, static_cast<size_t>(n));
+  return true;
+}
+
+std::optional<std::string> child_process::read_line(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto nl = out_buf_.find('\n');
+    if (nl != std::string::npos) {
+      auto line = out_buf_.substr(0, nl);
+      out_buf_.erase(0, nl + 1);
+      return line;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !fill(left)) return std::nullopt;
+  }
+}
+
+int child_process::wait(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    // Keep its stdout flowing meanwhile (a full pipe would block it).
+    if (!fill(std::chrono::milliseconds(10)) && out_ < 0) usleep(10000);
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      while (fill(std::chrono::milliseconds(100))) {
+      }
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+  }
+  ::kill(pid_, SIGKILL);
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return -1;
+}
+
+std::vector<std::string> child_process::rest_lines() {
+  std::vector<std::string> out;
+  while (auto line = read_line(std::chrono::milliseconds(0))) out.push_back(*line);
+  if (!out_buf_.empty()) out.push_back(std::exchange(out_buf_, {}));
+  return out;
+}
+
+std::string child_process::err() const {
+  std::ifstream in(err_path_);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 }  // namespace chat_test

@@ -3,7 +3,10 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace chat_test {
@@ -46,5 +49,41 @@ class temp_dir {
 
 // HTTP GET on 127.0.0.1:port; returns the status code (0 on failure) and the body.
 int http_get(uint16_t port, const std::string& target, std::string& body);
+
+// Any HTTP request on 127.0.0.1:port with extra headers and a body; returns the
+// status code (0 on failure), the body and (optionally) the response headers.
+using http_headers = std::vector<std::pair<std::string, std::string>>;
+int http_request(uint16_t port, const std::string& method, const std::string& target,
+                 const http_headers& headers, const std::string& body, std::string& res_body,
+                 std::map<std::string, std::string>* res_headers = nullptr);
+
+// A child process (e.g. chat-cli) with pipes on stdin and stdout; stderr goes to a
+// file. Every wait is bounded; the destructor kills it if it still runs.
+class child_process {
+ public:
+  explicit child_process(std::vector<std::string> argv);
+  ~child_process();
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  bool write_stdin(const std::string& data);
+  void close_stdin();
+  // The next line of stdout (without the newline); nullopt on timeout or EOF.
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Waits for the exit; returns its code (128 + signal if killed, -1 on timeout: then killed).
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // stdout lines not read yet (complete after wait()).
+  std::vector<std::string> rest_lines();
+  std::string err() const;
+
+ private:
+  bool fill(std::chrono::milliseconds timeout);  // reads what stdout has; false on timeout/EOF
+
+  pid_t pid_ = -1;
+  int in_ = -1;
+  int out_ = -1;
+  std::string out_buf_;
+  std::string err_path_;
+};
 
 }  // namespace chat_test

@@ -171,9 +171,17 @@ class counting_backend : public chat::store_backend {
   int fail_appends = 0;      // the next N calls fail and store nothing
   int commit_then_fail = 0;  // the next N calls store, then report failure
   bool fail_all = false;     // every append fails and stores nothing
+  int fail_loads = 0;        // the next N load_room calls fail
+  size_t load_calls = 0;
 
   bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
                  chat::room_snapshot& out, std::string& err) override {
+    ++load_calls;
+    if (fail_loads > 0) {
+      --fail_loads;
+      err = "injected load failure";
+      return false;
+    }
     return inner_->load_room(room, recent_limit, idem_since_ms, out, err);
   }
   bool append(const std::vector<chat::append_batch>& batches, std::string& err) override {
@@ -213,7 +221,10 @@ class counting_backend : public chat::store_backend {
   std::vector<chat::stored_msg> stored(const std::string& room) {
     std::vector<chat::stored_msg> out;
     std::string err;
-    chat::range_query q{room, 0, 0, 1000000, false};
+    chat::range_query q;
+    q.room = room;
+    q.limit = 1000000;
+    q.newest = false;
     EXPECT_TRUE(inner_->range(q, out, err)) << err;
     return out;
   }
@@ -221,5 +232,86 @@ class counting_backend : public chat::store_backend {
  private:
   std::shared_ptr<chat::store_backend> inner_;
 };
+
+// Message builders that name their fields, so that fields added to the structs
+// later (with defaults) need no change here and cause no warnings.
+inline chat::join_req make_join(const std::string& room, chat::conn_ref conn, chat::member_info who,
+                                const std::string& id = "", bool recover = false,
+                                uint64_t since = 0, const std::string& epoch = "") {
+  chat::join_req r;
+  r.room = room;
+  r.conn = std::move(conn);
+  r.who = std::move(who);
+  r.req_id = id;
+  r.recover = recover;
+  r.since = since;
+  r.epoch = epoch;
+  return r;
+}
+inline chat::leave_req make_leave(const std::string& room, chat::conn_ref conn,
+                                  const std::string& id = "", bool reply = true) {
+  chat::leave_req r;
+  r.room = room;
+  r.conn = std::move(conn);
+  r.req_id = id;
+  r.reply = reply;
+  return r;
+}
+inline chat::send_req make_send(const std::string& room, chat::conn_ref conn, chat::member_info who,
+                                const std::string& id, const std::string& text,
+                                const std::string& key = "", const std::string& dm_to = "") {
+  chat::send_req r;
+  r.room = room;
+  r.conn = std::move(conn);
+  r.who = std::move(who);
+  r.req_id = id;
+  r.text = text;
+  r.idem_key = key;
+  r.dm_to = dm_to;
+  return r;
+}
+inline chat::history_req make_history(const std::string& room, chat::conn_ref conn,
+                                      const std::string& id, uint64_t before, uint32_t limit) {
+  chat::history_req r;
+  r.room = room;
+  r.conn = std::move(conn);
+  r.req_id = id;
+  r.before = before;
+  r.limit = limit;
+  return r;
+}
+inline chat::presence_req make_presence(const std::string& room, chat::conn_ref conn,
+                                        const std::string& id) {
+  chat::presence_req r;
+  r.room = room;
+  r.conn = std::move(conn);
+  r.req_id = id;
+  return r;
+}
+inline chat::typing_req make_typing(const std::string& room, chat::conn_ref conn,
+                                    const std::string& user, const std::string& name) {
+  chat::typing_req r;
+  r.room = room;
+  r.conn = std::move(conn);
+  r.user = user;
+  r.name = name;
+  return r;
+}
+inline chat::user_deliver make_user_deliver(std::vector<std::string> users, const std::string& room,
+                                            uint64_t seq, const std::string& frame) {
+  chat::user_deliver d;
+  d.users = std::move(users);
+  d.room = room;
+  d.seq = seq;
+  d.frame = frame;
+  return d;
+}
+inline chat::kick_user make_kick(const std::string& user, uint16_t code, const std::string& reason) {
+  chat::kick_user k;
+  k.user = user;
+  k.code = code;
+  k.reason = reason;
+  return k;
+}
 
 }  // namespace chat_test

@@ -1,0 +1,1142 @@
+// The room actor (and the directory's idle-room cleanup) under CAF's
+// deterministic test coordinator: no threads, no sleeps. Gateways, the user
+// registry and (for rooms spawned alone) the directory are recorder actors
+// that keep every message they receive; the store is the real store actor on
+// a memory backend wrapped in a counting decorator.
+#include "tests/support/caf_gtest.hpp"  // first: bridges caf/test/dsl.hpp to gtest
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "actors/directory.hpp"
+#include "actors/room.hpp"
+#include "actors/store.hpp"
+#include "messages/codec.hpp"
+#include "tests/support/chat_fakes.hpp"
+
+using namespace caf;
+using namespace chat;
+using namespace chat_test;
+
+namespace {
+
+std::string display(const std::string& user) {
+  std::string s = user;
+  if (!s.empty()) s[0] = static_cast<char>(s[0] - 'a' + 'A');
+  return s;
+}
+
+room_config test_room_config() {
+  room_config c;
+  // Far apart from each other, so that trigger_timeout()/advance_time() pick
+  // exactly the timer a test means.
+  c.idle_grace = std::chrono::hours(2);
+  c.store_timeout = std::chrono::hours(1);
+  c.presence_batch_interval = std::chrono::seconds(1);
+  return c;
+}
+
+struct RoomTest : ::testing::Test, test_coordinator_fixture<test_config> {
+  std::shared_ptr<counting_backend> backend;
+  store_actor store;
+  actor dir;  // a recorder standing in for the directory (rooms spawned alone)
+  actor reg;  // a recorder standing in for the user registry
+  std::vector<actor> spawned;
+  std::vector<actor> directories;
+
+  RoomTest() {
+    use_backend(0);
+    dir = gateway();
+    reg = gateway();
+  }
+
+  ~RoomTest() override {
+    // Stop everything, so that the fixture's final run() (which fires every
+    // pending timer) does not loop on idle checks of rooms nobody stops.
+    for (auto& d : directories) anon_send(d, close_atom_v);
+    sched.run();
+    for (auto& a : spawned) anon_send_exit(a, exit_reason::kill);
+    anon_send_exit(store, exit_reason::kill);
+    sched.run();
+  }
+
+  void use_backend(uint64_t max_per_room) {
+    if (store) anon_send_exit(store, exit_reason::kill);
+    backend = std::make_shared<counting_backend>(make_memory_backend(max_per_room));
+    store = spawn_store(sys, backend, store_config{}, /*detached=*/false);
+    sched.run();
+  }
+
+  actor gateway() {
+    auto g = sys.spawn(recorder_impl);
+    spawned.push_back(g);
+    sched.run();
+    return g;
+  }
+
+  actor room(const std::string& name, room_config cfg = test_room_config()) {
+    auto r = sys.spawn(room_impl, name, deps(dir, cfg));
+    spawned.push_back(r);
+    sched.run();  // the room loads its snapshot from the store
+    EXPECT_TRUE(state_of<room_state>(r).loaded);
+    return r;
+  }
+
+  actor directory(room_config cfg) {
+    auto d = sys.spawn(directory_impl, deps(nullptr, cfg));
+    directories.push_back(d);
+    spawned.push_back(d);
+    sched.run();
+    return d;
+  }
+
+  room_deps deps(const actor& directory, const room_config& cfg) {
+    room_deps d;
+    d.store = store;
+    d.directory = directory;
+    d.registry = reg;
+    d.cfg = cfg;
+    return d;
+  }
+
+  static std::string name_of(const actor& r) { return state_of<room_state>(r).room; }
+
+  // Requests as a gateway sends them (they arrive from `self`, not the directory).
+  void join(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
+            const std::string& id = "") {
+    self->send(r, make_join(name_of(r), conn_ref{gw, conn}, member_info{user, display(user)}, id));
+  }
+  void join_since(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
+                  uint64_t since, const std::string& epoch, const std::string& id = "") {
+    self->send(r, make_join(name_of(r), conn_ref{gw, conn}, member_info{user, display(user)}, id,
+                            true, since, epoch));
+  }
+  void leave(const actor& r, const actor& gw, uint64_t conn, const std::string& id = "") {
+    self->send(r, make_leave(name_of(r), conn_ref{gw, conn}, id));
+  }
+  void say(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
+           const std::string& text, const std::string& id = "", const std::string& key = "") {
+    self->send(r, make_send(name_of(r), conn_ref{gw, conn}, member_info{user, display(user)}, id,
+                            text, key));
+  }
+  void history(const actor& r, const actor& gw, uint64_t conn, uint64_t before, uint32_t limit,
+               const std::string& id = "") {
+    self->send(r, make_history(name_of(r), conn_ref{gw, conn}, id, before, limit));
+  }
+
+  // The frames of the last joined_msg a gateway got, parsed.
+  std::vector<json> last_join_frames(const actor& gw) {
+    std::vector<json> out;
+    auto& joins = rec(gw).joins;
+    EXPECT_FALSE(joins.empty());
+    if (joins.empty()) return out;
+    for (auto& f : joins.back().frames) out.push_back(parse(f));
+    return out;
+  }
+
+  // Broadcast events of a type with the user each one skips.
+  std::vector<std::pair<std::string, std::string>> events(const actor& gw,
+                                                          const std::string& type) {
+    std::vector<std::pair<std::string, std::string>> out;  // (user, skip_user)
+    for (auto& d : rec(gw).delivers) {
+      auto j = parse(d.frame);
+      if (j["type"] == type) out.emplace_back(j["user"].get<std::string>(), d.skip_user);
+    }
+    return out;
+  }
+};
+
+using ev = std::vector<std::pair<std::string, std::string>>;
+
+json members_json(std::initializer_list<const char*> users) {
+  json arr = json::array();
+  for (auto* u : users) arr.push_back({{"user", u}, {"name", display(u)}});
+  return arr;
+}
+
+// --- join ------------------------------------------------------------------------
+
+TEST_F(RoomTest, JoinRepliesWithJoinedFrame) {
+  auto r = room("general");
+  auto gw = gateway();
+  join(r, gw, 1, "alice", "7");
+  sched.run();
+
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  const auto& jm = rec(gw).joins[0];
+  EXPECT_EQ(jm.conn, 1u);
+  EXPECT_EQ(jm.room, "general");
+  EXPECT_EQ(jm.room_actor, r);
+  EXPECT_TRUE(jm.member);
+  EXPECT_EQ(jm.last_seq, 0u);
+  ASSERT_EQ(jm.frames.size(), 1u);  // no recovery: the joined frame only
+  auto j = parse(jm.frames[0]);
+  EXPECT_EQ(j["type"], "joined");
+  EXPECT_EQ(j["id"], 7);
+  EXPECT_EQ(j["room"], "general");
+  EXPECT_EQ(j["seq"], 0);
+  auto epoch = state_of<room_state>(r).epoch;
+  EXPECT_EQ(epoch.size(), 16u);
+  EXPECT_EQ(j["epoch"], epoch);
+  EXPECT_EQ(j["member_count"], 1);
+  EXPECT_EQ(j["members"], members_json({"alice"}));
+  EXPECT_FALSE(j.contains("recovered"));
+
+  for (int i = 1; i <= 3; ++i) say(r, gw, 1, "alice", "m" + std::to_string(i));
+  sched.run();
+
+  // A second user on another gateway, with a string id: seq is the last stored seq.
+  auto gw2 = gateway();
+  join(r, gw2, 5, "bob", "\"j2\"");
+  sched.run();
+  ASSERT_EQ(rec(gw2).joins.size(), 1u);
+  EXPECT_EQ(rec(gw2).joins[0].conn, 5u);
+  EXPECT_EQ(rec(gw2).joins[0].last_seq, 3u);
+  auto frames = last_join_frames(gw2);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0]["type"], "joined");
+  EXPECT_EQ(frames[0]["id"], "j2");
+  EXPECT_EQ(frames[0]["seq"], 3);
+  EXPECT_EQ(frames[0]["epoch"], epoch);
+  EXPECT_EQ(frames[0]["member_count"], 2);
+  EXPECT_EQ(frames[0]["members"], members_json({"alice", "bob"}));
+}
+
+TEST_F(RoomTest, JoinedListsAtMostTheConfiguredMembers) {
+  auto cfg = test_room_config();
+  cfg.joined_members_listed = 2;
+  auto r = room("general", cfg);
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  join(r, gw, 2, "bob");
+  join(r, gw, 3, "carol");
+  sched.run();
+  auto frames = last_join_frames(gw);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0]["member_count"], 3);          // everyone is counted
+  EXPECT_EQ(frames[0]["members"].size(), 2u);       // only two are listed
+}
+
+// --- ordering and durability ------------------------------------------------------
+
+TEST_F(RoomTest, SendsAreStoredDeliveredAndAckedInSeqOrder) {
+  auto r = room("general");
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  join(r, gw1, 1, "alice");
+  join(r, gw2, 2, "bob");
+  sched.run();
+
+  const uint64_t n = 30;
+  // All queued before the room runs once: the room pipelines them into batches.
+  for (uint64_t i = 1; i <= n; ++i) {
+    bool by_bob = i % 3 == 0;
+    say(r, by_bob ? gw2 : gw1, by_bob ? 2 : 1, by_bob ? "bob" : "alice",
+        "msg " + std::to_string(i), std::to_string(i));
+  }
+  sched.run();
+
+  // Every member sees every message once, in seq order, with no gap.
+  EXPECT_EQ(delivered_seqs(gw1), iota_seqs(1, n));
+  EXPECT_EQ(delivered_seqs(gw2), iota_seqs(1, n));
+  auto msgs = delivered(gw2, "message");
+  ASSERT_EQ(msgs.size(), n);
+  for (uint64_t i = 1; i <= n; ++i) {
+    EXPECT_EQ(msgs[i - 1]["text"], "msg " + std::to_string(i));
+    EXPECT_EQ(msgs[i - 1]["from"], i % 3 == 0 ? "bob" : "alice");
+    EXPECT_EQ(msgs[i - 1]["room"], "general");
+    if (i > 1) {
+      EXPECT_GE(msgs[i - 1]["ts"].get<int64_t>(), msgs[i - 2]["ts"].get<int64_t>());
+    }
+  }
+
+  // Each sender gets one ack per message, with that message's seq, in order.
+  std::vector<uint64_t> alice_seqs, bob_seqs;
+  for (uint64_t i = 1; i <= n; ++i) (i % 3 == 0 ? bob_seqs : alice_seqs).push_back(i);
+  EXPECT_EQ(ack_seqs(gw1, 1), alice_seqs);
+  EXPECT_EQ(ack_seqs(gw2, 2), bob_seqs);
+  for (auto* gw : {&gw1, &gw2})
+    for (auto& a : conn_frames(*gw, "ack")) {
+      EXPECT_EQ(a["id"], a["seq"]);  // request i was the room's i-th message
+      EXPECT_EQ(a["room"], "general");
+    }
+  EXPECT_TRUE(conn_frames(gw1, "error").empty());
+
+  // The store holds exactly 1..n, and the room pipelined them (fewer commits than messages).
+  auto stored = backend->stored("general");
+  ASSERT_EQ(stored.size(), n);
+  for (uint64_t i = 1; i <= n; ++i) EXPECT_EQ(stored[i - 1].seq, i);
+  EXPECT_LT(backend->append_calls, n);
+  EXPECT_EQ(state_of<room_state>(r).last_seq, n);
+}
+
+TEST_F(RoomTest, AckAndBroadcastOnlyAfterTheStoreCommit) {
+  auto r = room("general");
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  sched.run();
+  rec(gw) = recorder_state{};
+
+  say(r, gw, 1, "alice", "hello", "5");
+  expect((send_req), from(self).to(r));
+  // The room has asked the store to append: nothing is stored, nothing acked yet.
+  EXPECT_EQ(backend->append_calls, 0u);
+  disallow((to_conn), from(r).to(gw));
+  disallow((deliver), from(r).to(gw));
+  expect((append_atom, append_batch), from(r).to(store));
+  EXPECT_EQ(backend->append_calls, 0u);
+  EXPECT_TRUE(rec(gw).log.empty());
+  expect((flush_now_atom), from(store).to(store));  // the group commit
+  EXPECT_EQ(backend->append_calls, 1u);
+  EXPECT_EQ(backend->stored("general").size(), 1u);
+  EXPECT_TRUE(rec(gw).log.empty());
+  expect((uint64_t), from(store).to(r).with(uint64_t{1}));
+  // Only now: the ack, then the broadcast.
+  expect((to_conn), from(r).to(gw));
+  expect((deliver), from(r).to(gw));
+  ASSERT_EQ(rec(gw).to_conns.size(), 1u);
+  auto ack = parse(rec(gw).to_conns[0].frame);
+  EXPECT_EQ(ack["type"], "ack");
+  EXPECT_EQ(ack["id"], 5);
+  EXPECT_EQ(ack["seq"], 1);
+  EXPECT_EQ(ack["ts"], backend->stored("general")[0].ts);
+  EXPECT_EQ(delivered_seqs(gw), iota_seqs(1, 1));
+}
+
+// --- membership -------------------------------------------------------------------
+
+TEST_F(RoomTest, SendFromNonMemberIsRefused) {
+  auto r = room("general");
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  join(r, gw1, 1, "alice");
+  sched.run();
+
+  say(r, gw1, 2, "carol", "hi", "11");  // never joined
+  say(r, gw2, 1, "alice", "hi", "12");  // same conn id, other gateway: another connection
+  sched.run();
+  auto e1 = conn_frames(gw1, "error", 2);
+  ASSERT_EQ(e1.size(), 1u);
+  EXPECT_EQ(e1[0]["code"], "not_member");
+  EXPECT_EQ(e1[0]["id"], 11);
+  auto e2 = conn_frames(gw2, "error", 1);
+  ASSERT_EQ(e2.size(), 1u);
+  EXPECT_EQ(e2[0]["code"], "not_member");
+  EXPECT_EQ(e2[0]["id"], 12);
+  EXPECT_TRUE(delivered(gw1, "message").empty());
+  EXPECT_EQ(backend->append_calls, 0u);
+
+  // Leaving answers `left`; afterwards the connection is no member either.
+  leave(r, gw1, 1, "13");
+  sched.run();
+  auto left = conn_frames(gw1, "left", 1);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0]["id"], 13);
+  EXPECT_EQ(left[0]["room"], "general");
+  say(r, gw1, 1, "alice", "bye", "14");
+  sched.run();
+  auto e3 = conn_frames(gw1, "error", 1);
+  ASSERT_EQ(e3.size(), 1u);
+  EXPECT_EQ(e3[0]["code"], "not_member");
+  EXPECT_EQ(e3[0]["id"], 14);
+  EXPECT_TRUE(backend->stored("general").empty());
+  EXPECT_EQ(state_of<room_state>(r).last_seq, 0u);
+}
+
+// --- presence -----------------------------------------------------------------------
+
+TEST_F(RoomTest, PresenceEventsFollowUsersNotConnections) {
+  auto r = room("general");
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  auto gw3 = gateway();
+
+  join(r, gw1, 1, "alice");
+  sched.run();
+  // The event is for everyone but alice herself (her gateway skips her).
+  EXPECT_EQ(events(gw1, "member_joined"), (ev{{"alice", "alice"}}));
+
+  join(r, gw2, 2, "bob");
+  sched.run();
+  EXPECT_EQ(events(gw1, "member_joined"), (ev{{"alice", "alice"}, {"bob", "bob"}}));
+  EXPECT_EQ(events(gw2, "member_joined"), (ev{{"bob", "bob"}}));
+
+  // Alice's second connection: no event for anyone; presence counts users.
+  join(r, gw2, 3, "alice");
+  sched.run();
+  EXPECT_EQ(events(gw1, "member_joined").size(), 2u);
+  EXPECT_EQ(events(gw2, "member_joined").size(), 1u);
+  auto frames = last_join_frames(gw2);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0]["member_count"], 2);
+  EXPECT_EQ(frames[0]["members"], members_json({"alice", "bob"}));
+
+  self->send(r, make_presence("general", conn_ref{gw2, 2}, "21"));
+  sched.run();
+  auto pres = conn_frames(gw2, "presence", 2);
+  ASSERT_EQ(pres.size(), 1u);
+  EXPECT_EQ(pres[0]["id"], 21);
+  EXPECT_EQ(pres[0]["members"], members_json({"alice", "bob"}));
+
+  // Alice's first connection leaves: she is still there through the other one.
+  leave(r, gw1, 1);
+  sched.run();
+  EXPECT_TRUE(events(gw1, "member_left").empty());
+  EXPECT_TRUE(events(gw2, "member_left").empty());
+
+  // Her last connection leaves: member_left, to the gateway that still has members.
+  auto gw1_delivers = rec(gw1).delivers.size();
+  leave(r, gw2, 3);
+  sched.run();
+  EXPECT_EQ(events(gw2, "member_left"), (ev{{"alice", "alice"}}));
+  EXPECT_EQ(rec(gw1).delivers.size(), gw1_delivers);  // gw1 has no member any more
+
+  // A gateway dies: its connections leave (down_msg), with member_left.
+  join(r, gw3, 4, "carol");
+  sched.run();
+  EXPECT_EQ(events(gw2, "member_joined").back(), std::make_pair(std::string("carol"), std::string("carol")));
+  anon_send_exit(gw3, exit_reason::kill);
+  sched.run();
+  EXPECT_EQ(events(gw2, "member_left"), (ev{{"alice", "alice"}, {"carol", "carol"}}));
+  auto& st = state_of<room_state>(r);
+  EXPECT_EQ(st.users.count("carol"), 0u);
+  EXPECT_EQ(st.conn_count, 1u);
+  EXPECT_EQ(st.by_gateway.size(), 1u);
+  EXPECT_EQ(st.by_gateway.count(gw3), 0u);
+}
+
+TEST_F(RoomTest, GatewayDeathDropsEveryConnectionOfThatGateway) {
+  auto r = room("general");
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  join(r, gw1, 1, "alice");
+  join(r, gw2, 2, "bob");
+  join(r, gw2, 3, "bob");
+  join(r, gw2, 4, "carol");
+  sched.run();
+  anon_send_exit(gw2, exit_reason::kill);
+  sched.run();
+  auto& st = state_of<room_state>(r);
+  EXPECT_EQ(st.conn_count, 1u);
+  EXPECT_EQ(st.users.size(), 1u);
+  auto left = events(gw1, "member_left");
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (ev{{"bob", "bob"}, {"carol", "carol"}}));  // one per user, not per connection
+  // Messages still flow to the survivors.
+  say(r, gw1, 1, "alice", "still here");
+  sched.run();
+  EXPECT_EQ(delivered_seqs(gw1), iota_seqs(1, 1));
+}
+
+TEST_F(RoomTest, BigRoomPresenceIsBatched) {
+  auto cfg = test_room_config();
+  cfg.presence_batch_threshold = 2;
+  auto r = room("general", cfg);
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  join(r, gw1, 1, "a");
+  join(r, gw1, 2, "b");
+  sched.run();
+  // At or below the threshold: immediate events.
+  EXPECT_EQ(events(gw1, "member_joined"), (ev{{"a", "a"}, {"b", "b"}}));
+
+  join(r, gw1, 3, "c");
+  join(r, gw2, 4, "d");
+  sched.run();
+  // Above it: nothing yet...
+  EXPECT_EQ(events(gw1, "member_joined").size(), 2u);
+  EXPECT_TRUE(events(gw2, "member_joined").empty());
+  EXPECT_TRUE(delivered(gw1, "presence_diff").empty());
+  // ...then one presence_diff per interval, to every gateway.
+  EXPECT_TRUE(sched.trigger_timeout());
+  expect((presence_tick_atom), from(r).to(r));
+  sched.run();
+  for (auto* gw : {&gw1, &gw2}) {
+    auto diffs = delivered(*gw, "presence_diff");
+    ASSERT_EQ(diffs.size(), 1u);
+    EXPECT_EQ(diffs[0]["room"], "general");
+    EXPECT_EQ(diffs[0]["joins"], members_json({"c", "d"}));
+    EXPECT_EQ(diffs[0]["leaves"], json::array());
+  }
+
+  // A leave and a join in one interval.
+  leave(r, gw2, 4);
+  join(r, gw1, 5, "e");
+  sched.run();
+  EXPECT_TRUE(events(gw1, "member_left").empty());
+  EXPECT_TRUE(sched.trigger_timeout());
+  expect((presence_tick_atom), from(r).to(r));
+  sched.run();
+  auto diffs = delivered(gw1, "presence_diff");
+  ASSERT_EQ(diffs.size(), 2u);
+  EXPECT_EQ(diffs[1]["joins"], members_json({"e"}));
+  EXPECT_EQ(diffs[1]["leaves"], members_json({"d"}));
+
+  // Leaving and coming back within one interval cancels out: no diff at all.
+  leave(r, gw1, 3);
+  join(r, gw1, 6, "c");
+  sched.run();
+  EXPECT_TRUE(sched.trigger_timeout());
+  expect((presence_tick_atom), from(r).to(r));
+  sched.run();
+  EXPECT_EQ(delivered(gw1, "presence_diff").size(), 2u);
+  EXPECT_FALSE(state_of<room_state>(r).tick_pending);
+
+  // Back at the threshold (a, b remain after c and e leave), events are immediate again.
+  leave(r, gw1, 6);
+  leave(r, gw1, 5);
+  sched.run();
+  EXPECT_TRUE(sched.trigger_timeout());
+  sched.run();
+  join(r, gw2, 7, "f");  // 3 users again: batched
+  leave(r, gw2, 7);      // cancels
+  leave(r, gw1, 2);      // b: 1 user left + 1 = 2, not above the threshold
+  sched.run();
+  EXPECT_EQ(events(gw1, "member_left"), (ev{{"b", "b"}}));
+}
+
+// --- idempotency ----------------------------------------------------------------------
+
+TEST_F(RoomTest, IdempotentSendReturnsTheFirstAck) {
+  auto r = room("general");
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  join(r, gw, 2, "bob");
+  sched.run();
+
+  say(r, gw, 1, "alice", "hello", "1", "k1");
+  sched.run();
+  say(r, gw, 1, "alice", "hello (retry)", "2", "k1");  // same user, same key: nothing new
+  sched.run();
+  say(r, gw, 2, "bob", "hi", "3", "k1");  // another user with the same key: a new message
+  say(r, gw, 1, "alice", "other", "4", "k2");
+  say(r, gw, 1, "alice", "no key", "5");
+  say(r, gw, 1, "alice", "no key", "6");  // no key: always a new message
+  sched.run();
+
+  auto acks = conn_frames(gw, "ack");
+  ASSERT_EQ(acks.size(), 6u);
+  std::map<int, json> by_id;
+  for (auto& a : acks) by_id[a["id"].get<int>()] = a;
+  EXPECT_EQ(by_id[1]["seq"], 1);
+  EXPECT_EQ(by_id[2]["seq"], 1);
+  EXPECT_EQ(by_id[2]["ts"], by_id[1]["ts"]);
+  EXPECT_EQ(by_id[3]["seq"], 2);
+  EXPECT_EQ(by_id[4]["seq"], 3);
+  EXPECT_EQ(by_id[5]["seq"], 4);
+  EXPECT_EQ(by_id[6]["seq"], 5);
+  auto stored = backend->stored("general");
+  ASSERT_EQ(stored.size(), 5u);
+  EXPECT_EQ(stored[0].text, "hello");
+  EXPECT_EQ(stored[0].idem_key, "k1");
+  EXPECT_EQ(stored[1].from, "bob");
+  EXPECT_EQ(delivered_seqs(gw), iota_seqs(1, 5));
+}
+
+TEST_F(RoomTest, DuplicateWhileTheFirstIsInFlightGetsTheSameAck) {
+  auto r = room("general");
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  join(r, gw, 2, "alice");  // her second connection retries
+  sched.run();
+
+  say(r, gw, 1, "alice", "hello", "1", "k");
+  expect((send_req), from(self).to(r));
+  expect((append_atom, append_batch), from(r).to(store));  // in the store, not committed
+  say(r, gw, 2, "alice", "hello", "2", "k");
+  expect((send_req), from(self).to(r));
+  EXPECT_TRUE(conn_frames(gw, "ack").empty());  // the duplicate waits for the commit
+  sched.run();
+
+  auto a1 = conn_frames(gw, "ack", 1);
+  auto a2 = conn_frames(gw, "ack", 2);
+  ASSERT_EQ(a1.size(), 1u);
+  ASSERT_EQ(a2.size(), 1u);
+  EXPECT_EQ(a1[0]["id"], 1);
+  EXPECT_EQ(a2[0]["id"], 2);
+  EXPECT_EQ(a1[0]["seq"], 1);
+  EXPECT_EQ(a2[0]["seq"], 1);
+  EXPECT_EQ(a1[0]["ts"], a2[0]["ts"]);
+  EXPECT_EQ(backend->stored("general").size(), 1u);
+  EXPECT_EQ(backend->append_calls, 1u);
+  EXPECT_EQ(delivered_seqs(gw), iota_seqs(1, 1));
+
+  // A duplicate still queued behind another append (not yet handed to the store) too.
+  say(r, gw, 1, "alice", "x", "3");       // in flight
+  say(r, gw, 1, "alice", "y", "4", "k2");  // queued
+  say(r, gw, 2, "alice", "y", "5", "k2");  // duplicate of a queued one
+  sched.run();
+  auto acks = conn_frames(gw, "ack");
+  ASSERT_EQ(acks.size(), 5u);
+  std::map<int, uint64_t> seq_of;
+  for (auto& a : acks) seq_of[a["id"].get<int>()] = a["seq"].get<uint64_t>();
+  EXPECT_EQ(seq_of[3], 2u);
+  EXPECT_EQ(seq_of[4], 3u);
+  EXPECT_EQ(seq_of[5], 3u);
+  EXPECT_EQ(backend->stored("general").size(), 3u);
+  EXPECT_TRUE(state_of<room_state>(r).idem_waiters.empty());
+}
+
+TEST_F(RoomTest, IdempotencyKeysSurviveARoomRestart) {
+  auto r1 = room("general");
+  auto gw = gateway();
+  join(r1, gw, 1, "alice");
+  say(r1, gw, 1, "alice", "hello", "1", "k1");
+  sched.run();
+  ASSERT_EQ(ack_seqs(gw), iota_seqs(1, 1));
+  anon_send_exit(r1, exit_reason::kill);
+  sched.run();
+
+  auto r2 = room("general");  // loads the keys from the store's snapshot
+  join(r2, gw, 1, "alice");
+  say(r2, gw, 1, "alice", "hello", "2", "k1");
+  sched.run();
+  auto acks = conn_frames(gw, "ack");
+  ASSERT_EQ(acks.size(), 2u);
+  EXPECT_EQ(acks[1]["id"], 2);
+  EXPECT_EQ(acks[1]["seq"], 1);
+  EXPECT_EQ(acks[1]["ts"], acks[0]["ts"]);
+  EXPECT_EQ(backend->stored("general").size(), 1u);
+}
+
+// --- recovery -------------------------------------------------------------------------
+
+struct RecoveryTest : RoomTest {
+  actor r, gw1, gw2;
+  std::string epoch;
+  RecoveryTest() {
+    auto cfg = test_room_config();
+    cfg.window = 5;          // the room keeps 8..12 in memory
+    cfg.max_recovery = 10;
+    r = room("general", cfg);
+    gw1 = gateway();
+    gw2 = gateway();
+    join(r, gw1, 1, "alice");
+    for (int i = 1; i <= 12; ++i) say(r, gw1, 1, "alice", "m" + std::to_string(i));
+    sched.run();
+    epoch = state_of<room_state>(r).epoch;
+    EXPECT_EQ(state_of<room_state>(r).recent.size(), 5u);
+    EXPECT_EQ(state_of<room_state>(r).recent.front().seq, 8u);
+  }
+
+  // The recovered message seqs and the final joined frame of the last join.
+  std::pair<std::vector<uint64_t>, json> outcome() {
+    auto frames = last_join_frames(gw2);
+    std::vector<uint64_t> seqs;
+    json joined;
+    for (size_t i = 0; i < frames.size(); ++i) {
+      if (i + 1 < frames.size()) {
+        EXPECT_EQ(frames[i]["type"], "message");
+        EXPECT_EQ(frames[i]["text"], "m" + std::to_string(frames[i]["seq"].get<uint64_t>()));
+        seqs.push_back(frames[i]["seq"].get<uint64_t>());
+      } else {
+        joined = frames[i];
+      }
+    }
+    EXPECT_EQ(joined["type"], "joined");
+    EXPECT_EQ(joined["seq"], 12);
+    return {seqs, joined};
+  }
+};
+
+TEST_F(RecoveryTest, SinceInsideTheWindowReplaysFromMemory) {
+  join_since(r, gw2, 2, "bob", 9, epoch, "1");
+  expect((join_req), from(self).to(r));
+  disallow((range_atom, range_query), from(r).to(store));  // no store round trip
+  sched.run();
+  auto [seqs, joined] = outcome();
+  EXPECT_EQ(seqs, iota_seqs(10, 12));
+  EXPECT_EQ(joined["recovered"], true);
+  EXPECT_EQ(joined["id"], 1);
+  EXPECT_EQ(rec(gw2).joins.back().last_seq, 12u);
+
+  // Nothing missed: just joined, recovered.
+  join_since(r, gw2, 3, "bob", 12, epoch);
+  sched.run();
+  auto [seqs2, joined2] = outcome();
+  EXPECT_TRUE(seqs2.empty());
+  EXPECT_EQ(joined2["recovered"], true);
+
+  // And bob, now a member, gets what comes next right after.
+  say(r, gw1, 1, "alice", "m13");
+  sched.run();
+  EXPECT_EQ(delivered_seqs(gw2), iota_seqs(13, 13));
+}
+
+TEST_F(RecoveryTest, WrongEpochIsNotRecovered) {
+  join_since(r, gw2, 2, "bob", 9, "0123456789abcdef");
+  sched.run();
+  auto [seqs, joined] = outcome();
+  EXPECT_TRUE(seqs.empty());
+  EXPECT_EQ(joined["recovered"], false);
+  EXPECT_EQ(joined["epoch"], epoch);  // the client learns the new epoch
+  EXPECT_TRUE(state_of<room_state>(r).users.count("bob"));  // joined all the same
+}
+
+TEST_F(RecoveryTest, SinceBeyondTheWindowIsFetchedFromTheStore) {
+  join_since(r, gw2, 2, "bob", 4, epoch);
+  expect((join_req), from(self).to(r));
+  expect((range_atom, range_query), from(r).to(store));
+  sched.run();
+  auto [seqs, joined] = outcome();
+  EXPECT_EQ(seqs, iota_seqs(5, 12));
+  EXPECT_EQ(joined["recovered"], true);
+
+  // Exactly max_recovery (10) missed messages is still recovered.
+  join_since(r, gw2, 3, "bob", 2, epoch);
+  sched.run();
+  auto [seqs2, joined2] = outcome();
+  EXPECT_EQ(seqs2, iota_seqs(3, 12));
+  EXPECT_EQ(joined2["recovered"], true);
+}
+
+TEST_F(RecoveryTest, SinceOlderThanMaxRecoveryIsNotRecovered) {
+  join_since(r, gw2, 2, "bob", 1, epoch);  // 11 missed > max_recovery 10
+  expect((join_req), from(self).to(r));
+  disallow((range_atom, range_query), from(r).to(store));  // no store read
+  sched.run();
+  auto [seqs, joined] = outcome();
+  EXPECT_TRUE(seqs.empty());
+  EXPECT_EQ(joined["recovered"], false);
+}
+
+TEST_F(RecoveryTest, MessagesCommittedDuringTheStoreReadAreNotLost) {
+  join_since(r, gw2, 2, "bob", 4, epoch);
+  expect((join_req), from(self).to(r));
+  // While the room waits for the store, alice sends: stored after the read.
+  say(r, gw1, 1, "alice", "m13");
+  sched.run();
+  auto [seqs, joined] = outcome();
+  // The joined frame says 12 or 13; either way bob sees 5..13 exactly once, in order.
+  std::vector<uint64_t> all = seqs;
+  for (auto s : delivered_seqs(gw2)) all.push_back(s);
+  EXPECT_EQ(all, iota_seqs(5, 13));
+}
+
+TEST_F(RoomTest, RecoveryAfterARestartOnATrimmedStore) {
+  use_backend(5);  // the store keeps only the newest 5 messages of a room
+  auto cfg = test_room_config();
+  auto r1 = room("general", cfg);
+  auto gw = gateway();
+  join(r1, gw, 1, "alice");
+  for (int i = 1; i <= 12; ++i) say(r1, gw, 1, "alice", "m" + std::to_string(i));
+  sched.run();
+  auto epoch = state_of<room_state>(r1).epoch;
+  anon_send_exit(r1, exit_reason::kill);
+  sched.run();
+
+  auto r2 = room("general", cfg);
+  EXPECT_EQ(state_of<room_state>(r2).epoch, epoch);
+  EXPECT_EQ(state_of<room_state>(r2).first_seq, 8u);
+  EXPECT_EQ(state_of<room_state>(r2).last_seq, 12u);
+  auto gw2 = gateway();
+  join_since(r2, gw2, 2, "bob", 3, epoch);  // 4..7 are gone
+  sched.run();
+  auto f = last_join_frames(gw2);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0]["recovered"], false);
+  EXPECT_EQ(f[0]["first_seq"], 8);
+
+  join_since(r2, gw2, 3, "bob", 7, epoch);  // 8..12 are all there
+  sched.run();
+  f = last_join_frames(gw2);
+  ASSERT_EQ(f.size(), 6u);
+  for (uint64_t i = 0; i < 5; ++i) EXPECT_EQ(f[i]["seq"], 8 + i);
+  EXPECT_EQ(f[5]["recovered"], true);
+
+  // The next message continues the sequence.
+  say(r2, gw2, 2, "bob", "m13");
+  sched.run();
+  EXPECT_EQ(delivered_seqs(gw2), iota_seqs(13, 13));
+}
+
+// --- history --------------------------------------------------------------------------
+
+TEST_F(RoomTest, HistoryFromTheWindowAndFromTheStore) {
+  auto cfg = test_room_config();
+  cfg.window = 5;
+  auto r = room("general", cfg);
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  sched.run();
+  history(r, gw, 1, 0, 50, "0");  // empty room
+  sched.run();
+  {
+    auto h = conn_frames(gw, "history");
+    ASSERT_EQ(h.size(), 1u);
+    EXPECT_EQ(h[0]["id"], 0);
+    EXPECT_EQ(h[0]["messages"], json::array());
+    EXPECT_EQ(h[0]["more"], false);
+  }
+  for (int i = 1; i <= 3; ++i) say(r, gw, 1, "alice", "m" + std::to_string(i));
+  sched.run();
+  {
+    // The window still holds everything: all of it, and nothing more.
+    history(r, gw, 1, 0, 50, "\"all\"");
+    history(r, gw, 1, 0, 2, "\"two\"");
+    sched.run();
+    auto h = conn_frames(gw, "history");
+    ASSERT_EQ(h.size(), 3u);
+    EXPECT_EQ(h[1]["id"], "all");
+    EXPECT_EQ(h[1]["messages"].size(), 3u);
+    EXPECT_EQ(h[1]["messages"][0]["seq"], 1);
+    EXPECT_EQ(h[1]["more"], false);
+    EXPECT_EQ(h[2]["messages"].size(), 2u);
+    EXPECT_EQ(h[2]["messages"][0]["seq"], 2);
+    EXPECT_EQ(h[2]["more"], true);
+  }
+  for (int i = 4; i <= 12; ++i) say(r, gw, 1, "alice", "m" + std::to_string(i));
+  sched.run();
+  rec(gw) = recorder_state{};
+
+  auto seqs_of = [](const json& h) {
+    std::vector<uint64_t> out;
+    for (auto& m : h["messages"]) {
+      EXPECT_EQ(m["type"], "message");
+      EXPECT_EQ(m["text"], "m" + std::to_string(m["seq"].get<uint64_t>()));
+      out.push_back(m["seq"].get<uint64_t>());
+    }
+    return out;
+  };
+  auto last_history = [&] {
+    auto h = conn_frames(gw, "history");
+    EXPECT_FALSE(h.empty());
+    return h.empty() ? json{} : h.back();
+  };
+
+  // Newest 3: inside the window, answered without the store.
+  history(r, gw, 1, 0, 3, "1");
+  expect((history_req), from(self).to(r));
+  disallow((range_atom, range_query), from(r).to(store));
+  expect((to_conn), from(r).to(gw));
+  auto h = last_history();
+  EXPECT_EQ(h["id"], 1);
+  EXPECT_EQ(h["room"], "general");
+  EXPECT_EQ(seqs_of(h), iota_seqs(10, 12));
+  EXPECT_EQ(h["more"], true);
+  EXPECT_EQ(h["first_seq"], 1);
+
+  // The whole window.
+  history(r, gw, 1, 0, 5, "2");
+  sched.run();
+  EXPECT_EQ(seqs_of(last_history()), iota_seqs(8, 12));
+
+  // One more than the window: from the store.
+  history(r, gw, 1, 0, 6, "3");
+  expect((history_req), from(self).to(r));
+  expect((range_atom, range_query), from(r).to(store));
+  sched.run();
+  h = last_history();
+  EXPECT_EQ(h["id"], 3);
+  EXPECT_EQ(seqs_of(h), iota_seqs(7, 12));
+  EXPECT_EQ(h["more"], true);
+
+  // Paging back with `before` (exclusive).
+  history(r, gw, 1, 5, 3, "4");
+  sched.run();
+  h = last_history();
+  EXPECT_EQ(seqs_of(h), iota_seqs(2, 4));
+  EXPECT_EQ(h["more"], true);
+  history(r, gw, 1, 3, 50, "5");
+  sched.run();
+  h = last_history();
+  EXPECT_EQ(seqs_of(h), iota_seqs(1, 2));
+  EXPECT_EQ(h["more"], false);
+  history(r, gw, 1, 1, 50, "6");
+  sched.run();
+  h = last_history();
+  EXPECT_TRUE(seqs_of(h).empty());
+  EXPECT_EQ(h["more"], false);
+  // `before` past the end means "newest".
+  history(r, gw, 1, 1000, 2, "7");
+  sched.run();
+  EXPECT_EQ(seqs_of(last_history()), iota_seqs(11, 12));
+  EXPECT_TRUE(conn_frames(gw, "error").empty());
+}
+
+// --- direct messages --------------------------------------------------------------------
+
+TEST_F(RoomTest, DmRoomsServeOnlyTheirTwoParticipants) {
+  auto r = room("dm:alice:bob");
+  EXPECT_TRUE(state_of<room_state>(r).dm);
+  auto gw = gateway();
+
+  // A third user can neither join nor send.
+  join(r, gw, 3, "carol", "1");
+  say(r, gw, 3, "carol", "hi", "2");
+  sched.run();
+  EXPECT_TRUE(rec(gw).joins.empty());
+  auto errs = conn_frames(gw, "error", 3);
+  ASSERT_EQ(errs.size(), 2u);
+  EXPECT_EQ(errs[0]["code"], "forbidden");
+  EXPECT_EQ(errs[0]["id"], 1);
+  EXPECT_EQ(errs[1]["code"], "forbidden");
+  EXPECT_EQ(errs[1]["id"], 2);
+  EXPECT_TRUE(backend->stored("dm:alice:bob").empty());
+
+  // A participant sends without joining: ack, and one user_deliver to the registry
+  // for both users' connections; nothing goes to gateways as a room broadcast.
+  self->send(r, make_send("dm:alice:bob", conn_ref{gw, 1}, member_info{"alice", "Alice"}, "3",
+                          "psst", "", "bob"));
+  sched.run();
+  auto acks = conn_frames(gw, "ack", 1);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0]["room"], "dm:alice:bob");
+  EXPECT_EQ(acks[0]["seq"], 1);
+  ASSERT_EQ(rec(reg).user_delivers.size(), 1u);
+  auto& ud = rec(reg).user_delivers[0];
+  EXPECT_EQ(ud.users, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(ud.room, "dm:alice:bob");
+  EXPECT_EQ(ud.seq, 1u);
+  auto m = parse(ud.frame);
+  EXPECT_EQ(m["type"], "message");
+  EXPECT_EQ(m["text"], "psst");
+  EXPECT_EQ(m["from"], "alice");
+  EXPECT_TRUE(rec(gw).delivers.empty());
+
+  // Joining (for history/recovery) is allowed but does not make a member.
+  join(r, gw, 2, "bob", "4");
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  EXPECT_FALSE(rec(gw).joins[0].member);
+  auto j = last_join_frames(gw);
+  EXPECT_EQ(j.back()["seq"], 1);
+  EXPECT_TRUE(state_of<room_state>(r).by_gateway.empty());
+  EXPECT_TRUE(events(gw, "member_joined").empty());
+
+  self->send(r, make_send("dm:alice:bob", conn_ref{gw, 2}, member_info{"bob", "Bob"}, "5",
+                          "hey", "", "alice"));
+  sched.run();
+  ASSERT_EQ(rec(reg).user_delivers.size(), 2u);
+  EXPECT_EQ(rec(reg).user_delivers[1].seq, 2u);
+  EXPECT_TRUE(rec(gw).delivers.empty());
+
+  // Typing goes to the other participant only, through the registry.
+  self->send(r, make_typing("dm:alice:bob", conn_ref{gw, 1}, "alice", "Alice"));
+  self->send(r, make_typing("dm:alice:bob", conn_ref{gw, 3}, "carol", "Carol"));
+  sched.run();
+  ASSERT_EQ(rec(reg).user_delivers.size(), 3u);
+  EXPECT_EQ(rec(reg).user_delivers[2].users, (std::vector<std::string>{"bob"}));
+  EXPECT_EQ(rec(reg).user_delivers[2].seq, 0u);
+  auto typing = parse(rec(reg).user_delivers[2].frame);
+  EXPECT_EQ(typing["type"], "typing");
+  EXPECT_EQ(typing["user"], "alice");
+  EXPECT_EQ(typing["name"], "Alice");
+  EXPECT_EQ(backend->stored("dm:alice:bob").size(), 2u);
+}
+
+// --- typing -------------------------------------------------------------------------
+
+TEST_F(RoomTest, TypingIsBroadcastToEveryoneButTheTypist) {
+  auto r = room("general");
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  join(r, gw1, 1, "alice");
+  join(r, gw2, 2, "bob");
+  sched.run();
+  rec(gw1) = recorder_state{};
+  rec(gw2) = recorder_state{};
+
+  self->send(r, make_typing("general", conn_ref{gw1, 1}, "alice", "Alice"));
+  sched.run();
+  for (auto* gw : {&gw1, &gw2}) {
+    ASSERT_EQ(rec(*gw).delivers.size(), 1u);
+    auto& d = rec(*gw).delivers[0];
+    EXPECT_EQ(d.skip_user, "alice");
+    EXPECT_EQ(d.seq, 0u);  // not a stored message
+    auto t = parse(d.frame);
+    EXPECT_EQ(t["type"], "typing");
+    EXPECT_EQ(t["room"], "general");
+    EXPECT_EQ(t["user"], "alice");
+    EXPECT_EQ(t["name"], "Alice");
+  }
+  // From a connection that is not a member: dropped silently.
+  self->send(r, make_typing("general", conn_ref{gw2, 9}, "carol", "Carol"));
+  self->send(r, make_typing("general", conn_ref{gw2, 9}, "bob", "Bob"));  // bob's name, wrong conn
+  sched.run();
+  EXPECT_EQ(rec(gw1).delivers.size(), 1u);
+  EXPECT_EQ(rec(gw2).delivers.size(), 1u);
+  EXPECT_TRUE(rec(gw2).to_conns.empty());
+  EXPECT_EQ(backend->append_calls, 0u);
+}
+
+// --- idle rooms and the directory ------------------------------------------------------
+
+struct DirectoryTest : RoomTest {
+  room_config cfg = [] {
+    auto c = test_room_config();
+    c.idle_grace = std::chrono::seconds(30);
+    return c;
+  }();
+  actor d = directory(cfg);
+  actor gw = gateway();
+
+  join_req dir_join(uint64_t conn, const std::string& user, const std::string& id = "") {
+    return make_join("lobby", conn_ref{gw, conn}, member_info{user, display(user)}, id);
+  }
+  leave_req dir_leave(uint64_t conn) { return make_leave("lobby", conn_ref{gw, conn}); }
+  directory_state& dst() { return state_of<directory_state>(d); }
+};
+
+TEST_F(DirectoryTest, IdleRoomIsStopped) {
+  self->send(d, dir_join(1, "alice"));
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  auto r = rec(gw).joins[0].room_actor;
+  ASSERT_TRUE(r);
+  EXPECT_EQ(dst().rooms.at("lobby").room, r);
+  self->send(gw, watch_atom_v, r);
+  self->send(r, make_send("lobby", conn_ref{gw, 1}, member_info{"alice", "Alice"}, "", "hi"));
+  self->send(d, dir_leave(1));
+  sched.run();
+
+  // Half the grace: still there.
+  sched.clock().advance_time(cfg.idle_grace / 2);
+  sched.run();
+  EXPECT_TRUE(rec(gw).downs.empty());
+  EXPECT_EQ(dst().rooms.count("lobby"), 1u);
+
+  // The full grace: room_idle -> stop_room -> gone.
+  sched.clock().advance_time(cfg.idle_grace / 2);
+  sched.run();
+  ASSERT_EQ(rec(gw).downs.size(), 1u);
+  EXPECT_EQ(rec(gw).downs[0].source, r.address());
+  EXPECT_EQ(dst().rooms.count("lobby"), 0u);
+  EXPECT_TRUE(dst().by_addr.empty());
+
+  // A later join starts a new room actor that continues from the store.
+  self->send(d, dir_join(2, "bob"));
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 2u);
+  EXPECT_NE(rec(gw).joins[1].room_actor, r);
+  EXPECT_EQ(rec(gw).joins[1].last_seq, 1u);
+}
+
+TEST_F(DirectoryTest, JoinForwardedAfterTheIdleCheckKeepsTheRoomAlive) {
+  self->send(d, dir_join(1, "alice"));
+  self->send(d, dir_leave(1));
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  auto r = rec(gw).joins[0].room_actor;
+  self->send(gw, watch_atom_v, r);
+  sched.run();
+
+  // The grace is over: the idle check is in the room's mailbox...
+  sched.clock().advance_time(cfg.idle_grace);
+  // ...and a join reaches the directory, which forwards it, before the room's
+  // room_idle reaches the directory.
+  self->send(d, dir_join(2, "bob", "3"));
+  expect((join_req), from(self).to(d));
+  EXPECT_EQ(dst().rooms.at("lobby").sent, 3u);
+  while (allow((idle_chk_atom, uint64_t), from(r).to(r))) {
+  }
+  EXPECT_EQ(state_of<room_state>(r).received, 2u);  // the forwarded join is still queued
+  expect((room_idle), from(r).to(d));
+  // The directory saw that it forwarded more than the room had received: no stop.
+  disallow((stop_room_atom), from(d).to(r));
+  expect((join_req), from(d).to(r));
+  sched.run();
+  EXPECT_TRUE(rec(gw).downs.empty());
+  ASSERT_EQ(dst().rooms.count("lobby"), 1u);
+  EXPECT_EQ(dst().rooms.at("lobby").room, r);
+  ASSERT_EQ(rec(gw).joins.size(), 2u);
+  EXPECT_EQ(rec(gw).joins[1].room_actor, r);
+  EXPECT_EQ(state_of<room_state>(r).conn_count, 1u);
+
+  // While bob is in, idle checks do nothing.
+  sched.clock().advance_time(cfg.idle_grace * 3);
+  sched.run();
+  EXPECT_TRUE(rec(gw).downs.empty());
+
+  // Once he leaves, the room goes after its grace.
+  self->send(d, dir_leave(2));
+  sched.run();
+  sched.clock().advance_time(cfg.idle_grace);
+  sched.run();
+  EXPECT_EQ(rec(gw).downs.size(), 1u);
+  EXPECT_EQ(dst().rooms.count("lobby"), 0u);
+}
+
+TEST_F(DirectoryTest, RoomThatNobodyJoinedIsStoppedToo) {
+  // A history (or presence, or typing) request creates the room but joins nobody.
+  self->send(d, make_history("lobby", conn_ref{gw, 1}, "1", 0, 50));
+  sched.run();
+  ASSERT_EQ(conn_frames(gw, "history").size(), 1u);
+  ASSERT_EQ(dst().rooms.count("lobby"), 1u);
+  auto r = dst().rooms.at("lobby").room;
+  self->send(gw, watch_atom_v, r);
+  sched.run();
+  sched.clock().advance_time(cfg.idle_grace);
+  sched.run();
+  EXPECT_EQ(rec(gw).downs.size(), 1u);
+  EXPECT_EQ(dst().rooms.count("lobby"), 0u);
+}
+
+TEST_F(DirectoryTest, RoomEmptiedWhileAFailedAppendWasInFlightIsStoppedToo) {
+  self->send(d, dir_join(1, "alice"));
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  auto r = rec(gw).joins[0].room_actor;
+  self->send(gw, watch_atom_v, r);
+  sched.run();
+  sched.clock().advance_time(cfg.idle_grace);  // any check from before: alice is in
+  sched.run();
+  ASSERT_TRUE(rec(gw).downs.empty());
+
+  // Alice sends and leaves while the append is in flight; the append fails.
+  backend->fail_appends = 1;
+  self->send(r, make_send("lobby", conn_ref{gw, 1}, member_info{"alice", "Alice"}, "5", "hi"));
+  expect((send_req), from(self).to(r));
+  self->send(d, dir_leave(1));
+  expect((leave_req), from(self).to(d));
+  expect((leave_req), from(d).to(r));  // the room is empty, the append still in flight
+  EXPECT_TRUE(state_of<room_state>(r).in_flight);
+  sched.run();
+  ASSERT_EQ(conn_frames(gw, "error", 1).size(), 1u);
+  EXPECT_EQ(state_of<room_state>(r).conn_count, 0u);
+  EXPECT_FALSE(state_of<room_state>(r).in_flight);
+
+  sched.clock().advance_time(cfg.idle_grace);
+  sched.run();
+  EXPECT_EQ(rec(gw).downs.size(), 1u);
+  EXPECT_EQ(dst().rooms.count("lobby"), 0u);
+}
+
+TEST_F(DirectoryTest, RoomWhoseStoreLoadFailedIsReplacedByAFreshOne) {
+  backend->fail_loads = 1;
+  self->send(d, dir_join(1, "alice", "1"));
+  sched.run();
+  auto errs = conn_frames(gw, "error", 1);
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0]["code"], "unavailable");
+  EXPECT_EQ(errs[0]["id"], 1);
+  ASSERT_EQ(dst().rooms.count("lobby"), 1u);
+  auto failed = dst().rooms.at("lobby").room;
+  self->send(gw, watch_atom_v, failed);
+  sched.run();
+  // It stops after a few seconds; the directory forgets it.
+  sched.clock().advance_time(std::chrono::seconds(5));
+  sched.run();
+  ASSERT_EQ(rec(gw).downs.size(), 1u);
+  EXPECT_EQ(dst().rooms.count("lobby"), 0u);
+  // The next join gets a fresh room that loads fine.
+  self->send(d, dir_join(1, "alice", "2"));
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  EXPECT_NE(rec(gw).joins[0].room_actor, failed);
+  EXPECT_EQ(last_join_frames(gw).back()["id"], 2);
+}
+
+TEST_F(DirectoryTest, LeaveForAnUnknownRoomIsAnsweredWithoutCreatingIt) {
+  self->send(d, make_leave("nowhere", conn_ref{gw, 1}, "8"));
+  sched.run();
+  auto left = conn_frames(gw, "left", 1);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0]["id"], 8);
+  EXPECT_EQ(left[0]["room"], "nowhere");
+  EXPECT_TRUE(dst().rooms.empty());
+}
+
+}  // namespace

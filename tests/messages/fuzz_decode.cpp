@@ -1,0 +1,100 @@
+// libFuzzer entry point for the client frame decoder. With clang, from the source root:
+//   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -I. -o fuzz_decode
+//     tests/messages/fuzz_decode.cpp messages/codec.cpp messages/validate.cpp -lcaf_core
+// With g++ it builds as a plain object (no main here). Any broken promise aborts, so that the
+// fuzzer keeps the input that caused it.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "messages/codec.hpp"
+#include "messages/validate.hpp"
+
+namespace {
+
+using json = nlohmann::json;
+
+void require(bool ok) {
+  if (!ok) std::abort();
+}
+
+bool valid_utf8(std::string_view s) {
+  size_t n = 0;
+  return chat::utf8_code_points(s, n);
+}
+
+// What an encoder must produce: one line holding one JSON object.
+bool one_object(const std::string& frame) {
+  for (char c : frame)
+    if (static_cast<unsigned char>(c) < 0x20) return false;
+  auto j = json::parse(frame, nullptr, false);
+  return !j.is_discarded() && j.is_object();
+}
+
+bool valid_room(const std::string& room) {
+  std::string a, b;
+  return chat::valid_room_name(room) || chat::parse_dm_room(room, a, b);
+}
+
+void check_one(std::string_view text, const chat::limits& lim) {
+  chat::client_req r;
+  chat::decode_error err;
+  if (!chat::decode_request(text, lim, r, err)) {
+    require(err.code == "bad_request" || err.code == "too_large");
+    require(!err.message.empty() && valid_utf8(err.message));
+    require(one_object(chat::encode_error(err.id, err.code, err.message)));
+    return;
+  }
+  require(one_object(chat::encode_pong(r.id)));  // the id splices into any reply
+  chat::stored_msg m{r.room, 1, 1, "alice", "Alice", r.text, r.data, r.idem_key};
+  switch (r.type) {
+    case chat::req_type::join:
+    case chat::req_type::leave:
+    case chat::req_type::presence:
+    case chat::req_type::typing:
+      require(valid_room(r.room));
+      require(one_object(chat::encode_joined(r.id, r.room, r.since, r.epoch, 1,
+                                             {{r.name, r.name}}, r.has_since ? 1 : -1, 1)));
+      break;
+    case chat::req_type::history:
+      require(valid_room(r.room));
+      require(r.limit >= 1 && r.limit <= lim.max_history);
+      require(one_object(chat::encode_history(r.id, r.room, {m}, true, 1)));
+      break;
+    case chat::req_type::send:
+    case chat::req_type::dm: {
+      if (r.type == chat::req_type::send) require(valid_room(r.room));
+      if (r.type == chat::req_type::dm) m.room = chat::dm_room_name("alice", r.to);
+      size_t n = 0;
+      require(chat::utf8_code_points(r.text, n) && n >= 1 && n <= lim.max_text_chars);
+      require(r.idem_key.size() <= lim.max_idem_key);
+      auto out = chat::encode_message(m);
+      require(one_object(out));
+      auto j = json::parse(out);
+      require(j["text"].get_ref<const std::string&>() == r.text);
+      if (!r.data.empty()) require(j["data"].is_object() && j["data"] == json::parse(r.data));
+      break;
+    }
+    case chat::req_type::hello:
+    case chat::req_type::refresh:
+      require(one_object(chat::encode_welcome(r.id, r.token, r.name, "s", "n", 25)));
+      break;
+    case chat::req_type::rooms:
+    case chat::req_type::ping:
+      break;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view text(reinterpret_cast<const char*>(data), size);
+  chat::limits lim;
+  check_one(text, lim);
+  // As the server reads a frame: split on '\n', one request per piece.
+  chat::split_frame(text, [&](std::string_view piece) { check_one(piece, lim); });
+  return 0;
+}
