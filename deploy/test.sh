@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh --browser
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.ccache}"
+# Cache hits across checkouts in different directories.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 
 echo "== build"
 BUILD_DIR=build bash deploy/build.sh
