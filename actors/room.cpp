@@ -474,13 +474,13 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
             // typing, a refused join) must go away after its grace as well.
             schedule_idle_check(self);
           },
-             [=](caf::error& err) {
-               spdlog::error("event=room_load_failed room={} error=\"{}\"", self->state.room,
-                             self->system().render(err));
-               self->become(failed_behavior(self));
-               self->send(self->state.deps.directory, room_idle{self->state.room, 0});
-               self->delayed_send(self, std::chrono::seconds(5), stop_room_atom_v);
-             });
+          [=](caf::error& err) {
+            spdlog::error("event=room_load_failed room={} error=\"{}\"", self->state.room,
+                          self->system().render(err));
+            self->become(failed_behavior(self));
+            self->send(self->state.deps.directory, room_idle{self->state.room, 0});
+            self->delayed_send(self, std::chrono::seconds(5), stop_room_atom_v);
+          });
   auto from_directory = [=] {
     if (self->current_sender() == self->state.deps.directory) ++self->state.received;
   };

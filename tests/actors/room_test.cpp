@@ -345,6 +345,24 @@ TEST_F(RoomTest, SendFromNonMemberIsRefused) {
   EXPECT_EQ(state_of<room_state>(r).last_seq, 0u);
 }
 
+TEST_F(RoomTest, TrustedSendNeedsNoMembership) {
+  auto r = room("general");
+  auto gw = gateway();
+  auto api = gateway();  // the server API answers through a connection of its own
+  join(r, gw, 1, "alice");
+  sched.run();
+  auto req = make_send("general", conn_ref{api, 77}, member_info{"system", "System"}, "1",
+                       "maintenance at noon");
+  req.trusted = true;
+  self->send(r, req);
+  sched.run();
+  EXPECT_EQ(ack_seqs(api, 77), iota_seqs(1, 1));
+  auto msgs = delivered(gw, "message");
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0]["from"], "system");
+  EXPECT_TRUE(rec(api).delivers.empty());  // not made a member by sending
+}
+
 // --- presence -----------------------------------------------------------------------
 
 TEST_F(RoomTest, PresenceEventsFollowUsersNotConnections) {
@@ -700,6 +718,24 @@ TEST_F(RecoveryTest, SinceOlderThanMaxRecoveryIsNotRecovered) {
   auto [seqs, joined] = outcome();
   EXPECT_TRUE(seqs.empty());
   EXPECT_EQ(joined["recovered"], false);
+}
+
+TEST_F(RecoveryTest, LeaveWhileTheStoreReadIsPendingCancelsTheJoin) {
+  join_since(r, gw2, 2, "bob", 4, epoch);
+  expect((join_req), from(self).to(r));  // the room asks the store for 5..7
+  leave(r, gw2, 2, "9");
+  expect((leave_req), from(self).to(r));
+  sched.run();
+  EXPECT_TRUE(rec(gw2).joins.empty());  // no joined for a connection that left
+  auto left = conn_frames(gw2, "left", 2);
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0]["id"], 9);
+  auto& st = state_of<room_state>(r);
+  EXPECT_TRUE(st.pending_joins.empty());
+  EXPECT_EQ(st.users.count("bob"), 0u);
+  say(r, gw1, 1, "alice", "m13");
+  sched.run();
+  EXPECT_TRUE(rec(gw2).delivers.empty());
 }
 
 TEST_F(RecoveryTest, MessagesCommittedDuringTheStoreReadAreNotLost) {
