@@ -260,9 +260,25 @@ void dispatch(room_actor* self) {
   batch.msgs.reserve(n);
   int64_t ts = std::max(now_ms(), st.last_ts);  // ts never goes backwards within a room
   uint64_t seq = st.last_seq;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t taken = 0; taken < n && !st.queued.empty();) {
     auto p = std::move(st.queued.front());
     st.queued.pop_front();
+    // A retry queued while a failed append was being re-read may find its key
+    // stored by then: answer with the first ack instead of storing it twice.
+    auto key = idem_key_of(p.req);
+    if (!key.empty()) {
+      auto hit = st.idem.find(key);
+      if (hit != st.idem.end()) {
+        reply(self, p.req.conn, encode_ack(p.req.req_id, st.room, hit->second.seq, hit->second.ts));
+        auto w = st.idem_waiters.find(key);
+        if (w != st.idem_waiters.end()) {
+          for (auto& [c, id] : w->second)
+            reply(self, c, encode_ack(id, st.room, hit->second.seq, hit->second.ts));
+          st.idem_waiters.erase(w);
+        }
+        continue;
+      }
+    }
     auto& m = p.msg;
     m.room = st.room;
     m.seq = ++seq;
@@ -274,7 +290,9 @@ void dispatch(room_actor* self) {
     m.idem_key = p.req.idem_key;
     batch.msgs.push_back(m);
     st.flying.push_back(std::move(p));
+    ++taken;
   }
+  if (batch.msgs.empty()) return;
   st.in_flight = true;
   self->request(st.deps.store, st.deps.cfg.store_timeout, append_atom_v, std::move(batch))
       .then([=](uint64_t) { on_committed(self); },
