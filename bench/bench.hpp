@@ -60,6 +60,7 @@ struct options {
   // output and checks
   int server_pid = 0;
   bool json = false;
+  std::string json_out;           // also write the JSON report here
   bool quiet = false;
   bool strict = false;            // errors and gaps fail the run too (smoke)
   bool expect_clean = true;       // lost/out-of-order/duplicates fail the run

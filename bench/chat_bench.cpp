@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -73,7 +74,7 @@ Scenarios (preset the numbers below; explicit flags override):
               reports the highest deliveries/s that held
   bigroom     10,000 members in one room, 5 senders x 10 msg/s, 20 s
   manyrooms   10,000 conns in 1,000 rooms of 10, every conn sends 0.5 msg/s, 20 s
-  storm       15,000 conns over 20 rooms; 20 senders (never cut) x 5 msg/s for 15 s;
+  storm       15,000 conns over 100 rooms; 100 senders (never cut) x 1 msg/s for 15 s;
               3 s in, every other conn is cut (RST) and reconnects with jittered
               exponential backoff, rejoining with since/epoch
   durable     100 conns, each keeps --window 8 sends in flight for 10 s;
@@ -108,6 +109,7 @@ Stepping (fanout-max):
 Output:
   --server-pid PID   sample the server's RSS and CPU from /proc
   --json             print one JSON object on stdout instead of the table
+  --json-out FILE    also write that JSON object to FILE
   --quiet            no progress on stderr
   --strict           errors, gaps and failed connections fail the run too
 Exit: 0 clean run, 1 lost/out-of-order/duplicates/failed connections (or a
@@ -136,7 +138,9 @@ void apply_scenario(options& o, const std::string& s) {
   } else if (s == "manyrooms") {
     o.conns = 10000, o.rooms = 1000, o.senders = 10000, o.rate = 0.5, o.duration = 20;
   } else if (s == "storm") {
-    o.conns = 15000, o.rooms = 20, o.senders = 20, o.rate = 5, o.duration = 15, o.drain = 15;
+    // 100 rooms of 150 (as idle), one sender in each at 1 msg/s, so every
+    // cut client has something to recover; senders are never cut.
+    o.conns = 15000, o.rooms = 100, o.senders = 100, o.rate = 1, o.duration = 15, o.drain = 15;
     o.storm = true, o.reconnect = true, o.cut_after = 3;
   } else if (s == "durable") {
     o.conns = 100, o.rooms = 1, o.senders = 100, o.window = 8, o.duration = 10;
@@ -165,7 +169,7 @@ parsed parse_args(int argc, char** argv) {
       {"--cut-after", true},   {"--backoff-base-ms", true},
       {"--backoff-max-ms", true},                         {"--step-factor", true},
       {"--max-p99-ms", true},  {"--max-steps", true},     {"--refine-steps", true},
-      {"--server-pid", true},  {"--idempotency", false},  {"--no-batch", false},
+      {"--server-pid", true},  {"--json-out", true},      {"--idempotency", false},  {"--no-batch", false},
       {"--storm", false},      {"--reconnect", false},    {"--step", false},
       {"--json", false},       {"--quiet", false},        {"--strict", false},
       {"--help", false},       {"-h", false},
@@ -257,6 +261,7 @@ parsed parse_args(int argc, char** argv) {
     else if (a == "--max-steps") o.max_steps = to_i(a, v);
     else if (a == "--refine-steps") o.refine_steps = to_i(a, v);
     else if (a == "--server-pid") o.server_pid = to_i(a, v);
+    else if (a == "--json-out") o.json_out = v;
     else if (a == "--idempotency") o.idempotency = true;
     else if (a == "--no-batch") o.batch = false;
     else if (a == "--storm") o.storm = o.reconnect = true;
@@ -653,7 +658,11 @@ ojson run_once(const options& o) {
       auto it = acked.find(room);
       const interval_set& A = it == acked.end() ? empty_set : it->second;
       interval_set got = interval_set::from_json(rcv[2]);
-      uint64_t e = A.count_above(base), have = A.intersect_count(got, base);
+      // Only acks the drain waited for count (seq <= the room's target); acks
+      // that came in after the targets were set are reported apart.
+      auto tt = tmax.find(room);
+      uint64_t upto = tt == tmax.end() ? 0 : tt->second;
+      uint64_t e = A.count_above(base, upto), have = A.intersect_count(got, base, upto);
       expected += e;
       lost += e - have;
       if (e != have) ++receivers_with_loss;
@@ -662,6 +671,11 @@ ojson run_once(const options& o) {
       if (rcv.size() > 3 && rcv[3].get<int>() == 0) lost_by_absent += e - have;
     }
   for (auto& w : ws) w.events.clear();
+  uint64_t acked_after_target = 0;
+  for (auto& [room, A] : acked) {
+    auto tt = tmax.find(room);
+    acked_after_target += A.count_above(tt == tmax.end() ? 0 : tt->second);
+  }
 
   double dur = o.duration > 0 ? o.duration : 1;
   ojson& P_ = R["params"];
@@ -707,6 +721,7 @@ ojson run_once(const options& o) {
   M["lost"] = lost;
   M["receivers_with_loss"] = receivers_with_loss;
   M["lost_by_disconnected"] = lost_by_absent;
+  M["acked_after_drain_target"] = acked_after_target;  // acked too late to be checked
   M["duplicates"] = C["dup"];
   M["out_of_order"] = C["ooo"];
   M["gaps"] = C["gaps"];
@@ -858,9 +873,10 @@ void print_run(const ojson& r) {
   std::printf("  %-16s %s (load average at start: 1, 5, 15 min, runnable/total)\n", "machine",
               p.value("loadavg_at_start", "?").c_str());
   const ojson& c = r["connections"];
-  std::printf("  %-16s requested %d  joined %d  failed %d  dropped %llu  (connect phase %.2f s)\n",
+  std::printf("  %-16s requested %d  joined %d  failed %d  dropped %llu  (connect phase %.2f s; %llu connection attempts in all, reconnects included)\n",
               "connections", c["requested"].get<int>(), c["joined"].get<int>(), c["failed"].get<int>(),
-              (unsigned long long)c["dropped"].get<uint64_t>(), c["connect_phase_s"].get<double>());
+              (unsigned long long)c["dropped"].get<uint64_t>(), c["connect_phase_s"].get<double>(),
+              (unsigned long long)c["attempts"].get<uint64_t>());
   print_hist_line("connect time", c["connect_ms"]);
   const ojson& m = r["messages"];
   std::printf("  %-16s sent %llu  acked %llu (%.0f/s)  unacked %llu  send errors %llu\n", "sends",
@@ -878,6 +894,9 @@ void print_run(const ojson& r) {
   if (m.value("still_pending_after_drain", uint64_t{0}) > 0)
     std::printf("  %-16s %llu receivers were still behind when the drain ended (%.1f s): their 'lost' may be late\n",
                 "", (unsigned long long)m["still_pending_after_drain"].get<uint64_t>(), m["drain_s"].get<double>());
+  if (m.value("acked_after_drain_target", uint64_t{0}) > 0)
+    std::printf("  %-16s %llu messages were acked only after the drain started: not checked for loss\n", "",
+                (unsigned long long)m["acked_after_drain_target"].get<uint64_t>());
   print_hist_line("delivery latency", r["latency_ms"]);
   print_hist_line("ack latency", r["ack_latency_ms"]);
   const ojson& f = r["frames"];
@@ -948,6 +967,13 @@ ojson targets_for(const std::string& sc, const ojson& r) {
   return t;
 }
 
+void write_json_out(const options& o, const ojson& out) {
+  if (o.json_out.empty()) return;
+  std::ofstream f(o.json_out);
+  f << out.dump(2) << "\n";
+  if (!f) std::fprintf(stderr, "chat-bench: cannot write %s\n", o.json_out.c_str());
+}
+
 void print_targets(const ojson& t) {
   for (auto& x : t)
     std::printf("  %-16s %s: %s\n", "target", x["target"].get<std::string>().c_str(),
@@ -984,6 +1010,15 @@ int main(int argc, char** argv) {
   out["tool"] = "chat-bench";
   out["scenario"] = o.scenario.empty() ? "custom" : o.scenario;
   out["nofile"] = nofile;
+  {
+    char d[64];
+    std::time_t tt = std::time(nullptr);
+    std::strftime(d, sizeof d, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&tt));
+    out["date"] = d;
+    std::string cmd;
+    for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
+    out["command"] = cmd;
+  }
   bool ok = true;
 
   if (o.step) {
@@ -1041,6 +1076,7 @@ int main(int argc, char** argv) {
     out["targets"] = t;
     ok = best.is_object();
     out["ok"] = ok;
+    write_json_out(o, out);
     if (o.json) {
       std::cout << out.dump(2) << std::endl;
     } else {
@@ -1098,6 +1134,7 @@ int main(int argc, char** argv) {
     out["runs"] = runs;
     out["ok"] = ok;
   }
+  write_json_out(o, out);
   if (o.json) {
     std::cout << out.dump(2) << std::endl;
   } else {

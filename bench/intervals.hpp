@@ -4,6 +4,7 @@
 // extends the last interval in O(1); a receiver that got everything is one pair.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -67,13 +68,14 @@ struct interval_set {
     for (auto& p : o.v) insert_range(p.first, p.second);
   }
 
-  // |this ∩ o ∩ (above, inf)|
-  uint64_t intersect_count(const interval_set& o, uint64_t above) const {
+  // |this ∩ o ∩ (above, upto]|
+  uint64_t intersect_count(const interval_set& o, uint64_t above,
+                           uint64_t upto = UINT64_MAX) const {
     uint64_t n = 0;
     size_t i = 0, j = 0;
     while (i < v.size() && j < o.v.size()) {
       uint64_t a = std::max({v[i].first, o.v[j].first, above + 1});
-      uint64_t b = std::min(v[i].second, o.v[j].second);
+      uint64_t b = std::min({v[i].second, o.v[j].second, upto});
       if (a <= b) n += b - a + 1;
       if (v[i].second < o.v[j].second)
         ++i;
@@ -82,12 +84,13 @@ struct interval_set {
     }
     return n;
   }
-  // |this ∩ (above, inf)|
-  uint64_t count_above(uint64_t above) const {
+  // |this ∩ (above, upto]|
+  uint64_t count_above(uint64_t above, uint64_t upto = UINT64_MAX) const {
     uint64_t n = 0;
     for (auto& p : v) {
       uint64_t a = std::max(p.first, above + 1);
-      if (a <= p.second) n += p.second - a + 1;
+      uint64_t b = std::min(p.second, upto);
+      if (a <= b) n += b - a + 1;
     }
     return n;
   }
