@@ -70,7 +70,7 @@ struct RoomTest : ::testing::Test, test_coordinator_fixture<test_config> {
   }
 
   actor gateway() {
-    auto g = sys.spawn(recorder_impl);
+    auto g = sys.spawn(recorder_impl, std::string("recorder"));
     spawned.push_back(g);
     sched.run();
     return g;

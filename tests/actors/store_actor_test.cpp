@@ -90,7 +90,7 @@ struct StoreActorTest : ::testing::Test, test_coordinator_fixture<test_config> {
   }
 
   actor gateway() {
-    auto g = sys.spawn(recorder_impl);
+    auto g = sys.spawn(recorder_impl, std::string("recorder"));
     spawned.push_back(g);
     sched.run();
     return g;

@@ -37,6 +37,7 @@ using watch_atom = caf::atom_constant<caf::atom("watch")>;
 constexpr auto watch_atom_v = watch_atom::value;
 
 struct recorder_state {
+  std::string label;
   std::vector<std::string> log;  // kind of every message, in arrival order
   std::vector<chat::to_conn> to_conns;
   std::vector<chat::joined_msg> joins;
@@ -52,7 +53,10 @@ struct recorder_state {
 };
 using recorder_actor = caf::stateful_actor<recorder_state>;
 
-inline caf::behavior recorder_impl(recorder_actor* self) {
+// `label` only names it: CAF 0.17 spawns an actor without arguments through a null
+// shared_ptr<tuple<>>, which UBSan reports (init_fun_factory.hpp).
+inline caf::behavior recorder_impl(recorder_actor* self, std::string label) {
+  self->state.label = std::move(label);
   self->set_down_handler([=](caf::down_msg& dm) {
     self->state.log.push_back("down");
     self->state.downs.push_back(dm);
