@@ -80,6 +80,12 @@ bool valid_display_name(std::string_view name) {
 bool sender(const json& body, bool required, member_info& who, api_error& err) {
   std::string from, name;
   if (!opt_string(body, "from", from, err) || !opt_string(body, "name", name, err)) return false;
+  auto present_but_empty = [&](const char* key, const std::string& v) {
+    auto it = body.find(key);
+    return it != body.end() && it->is_string() && v.empty();
+  };
+  if (present_but_empty("from", from)) return bad(err, "'from' must not be empty");
+  if (present_but_empty("name", name)) return bad(err, "'name' must not be empty");
   if (from.empty() && required) return bad(err, "'from' is required");
   if (!name.empty() && !valid_display_name(name))
     return bad(err, "'name' must be 1-64 characters without control characters");
@@ -299,6 +305,7 @@ http_response api_response(unsigned version, bool keep_alive, unsigned status, s
   res.set(http::field::cache_control, "no-store");
   res.keep_alive(keep_alive);
   res.body() = std::move(body);
+  res.body() += '\n';  // friendlier in a terminal (curl)
   res.prepare_payload();
   return res;
 }

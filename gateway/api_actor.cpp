@@ -10,6 +10,7 @@
 namespace chat {
 
 using json = nlohmann::json;
+using ordered = nlohmann::ordered_json;  // answers keep their keys in a readable order
 
 unsigned api_status_for(std::string_view code) {
   if (code == "bad_request") return 400;
@@ -30,7 +31,9 @@ std::string api_error_body(std::string_view code, std::string_view message) {
 
 namespace {
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const ordered& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 void finish(api_actor* self, uint64_t id, unsigned status, std::string body) {
   auto& pending = self->state.pending;
@@ -66,7 +69,7 @@ std::string strip_type(const std::string& frame, std::string_view type) {
   if (frame.compare(0, prefix.size(), prefix) == 0) return "{" + frame.substr(prefix.size());
   auto j = json::parse(frame, nullptr, false);
   if (j.is_object()) j.erase("type");
-  return dump(j);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 void send_presence(api_actor* self, uint64_t id, const caf::actor& dir) {
@@ -129,8 +132,8 @@ void on_frame(api_actor* self, uint64_t id, const std::string& frame) {
     return fail(self, id, j.value("code", "internal"), j.value("message", ""));
   }
   if (type == "ack") {
-    json out{{"room", j.value("room", "")}, {"seq", j.value("seq", uint64_t{0})},
-             {"ts", j.value("ts", int64_t{0})}};
+    ordered out{{"room", j.value("room", "")}, {"seq", j.value("seq", uint64_t{0})},
+                {"ts", j.value("ts", int64_t{0})}};
     return finish(self, id, 200, dump(out));
   }
   if (type == "history" || type == "presence") return on_room_reply(self, id, type, j, frame);
@@ -163,7 +166,7 @@ void start(api_actor* self, api_call& call) {
           .then(
               [=](uint64_t closed) {
                 if (closed == 0) return fail(self, id, "not_found", "user has no open connections");
-                finish(self, id, 200, dump(json{{"user", user}, {"closed", closed}}));
+                finish(self, id, 200, dump(ordered{{"user", user}, {"closed", closed}}));
               },
               [=](caf::error& err) {
                 fail(self, id, "unavailable", "user registry: " + self->system().render(err));
@@ -174,7 +177,7 @@ void start(api_actor* self, api_call& call) {
       self->request(st.ctx->directory, st.timeout, rooms_atom_v)
           .then(
               [=](const std::vector<std::string>& names) {
-                finish(self, id, 200, dump(json{{"rooms", names}}));
+                finish(self, id, 200, dump(ordered{{"rooms", names}}));
               },
               [=](caf::error& err) {
                 fail(self, id, "unavailable", "directory: " + self->system().render(err));

@@ -504,8 +504,8 @@ class cli_client {
         if (type == "joined") {
           if (std::find(rooms_.begin(), rooms_.end(), room) == rooms_.end())
             rooms_.push_back(room);
-          status("joined " + room + " (" + std::to_string(j.value("member_count", 0)) +
-                 " members)");
+          auto n = j.value("member_count", 0);
+          status("joined " + room + " (" + std::to_string(n) + (n == 1 ? " member)" : " members)"));
         } else {
           std::cerr << "chat-cli: cannot join " << room << ": " << why << "\n";
           rooms_.erase(std::remove(rooms_.begin(), rooms_.end(), room), rooms_.end());

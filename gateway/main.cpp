@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
   chat::add_server_options(app, cfg);
 
   auto* token = app.add_subcommand("token", "Print a signed JWT (uses --jwt-secret or --jwt-private-key)");
+  token->fallthrough();  // server options (--jwt-secret, --config) may follow `token`
   chat::token_spec spec;
   std::string ttl = "1h";
   token->add_option("--user", spec.user, "User id (sub)")->required();
