@@ -61,6 +61,10 @@ int run_server(chat::server_config cfg) {
   caf::actor_system_config caf_cfg;
   chat::register_message_types(caf_cfg);
   caf_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.actor_threads));
+  // The default work-stealing scheduler lets idle workers sleep 10 ms between
+  // polls: each actor hop of a quiet room then costs up to 10 ms (measured:
+  // ack p50 42 ms at 100 msg/s). The sharing policy wakes a worker at once.
+  caf_cfg.set("scheduler.policy", caf::atom("sharing"));
   if (!cfg.cluster_file.empty()) {
     std::string err;
     if (!chat::parse_cluster_config(read_file(cfg.cluster_file), cluster, err))
