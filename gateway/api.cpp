@@ -215,8 +215,14 @@ bool parse_publish(std::string_view body, const std::string& room, const limits&
   if (!decode_as(std::move(j), "send", lim, req, err)) return false;
   call.op = api_op::publish;
   call.room = room;
-  call.send = send_req{room, {}, std::move(who), {}, std::move(req.text), std::move(req.data),
-                       std::move(req.idem_key), {}};
+  call.send = send_req{room,
+                       {},
+                       std::move(who),
+                       {},
+                       std::move(req.text),
+                       std::move(req.data),
+                       std::move(req.idem_key),
+                       {}};
   call.send.trusted = true;
   return true;
 }
@@ -233,8 +239,14 @@ bool parse_dm(std::string_view body, const limits& lim, api_call& call, api_erro
   auto room = dm_room_name(who.user, req.to);
   call.op = api_op::dm;
   call.room = room;
-  call.send = send_req{room, {}, std::move(who), {}, std::move(req.text), std::move(req.data),
-                       std::move(req.idem_key), req.to};
+  call.send = send_req{room,
+                       {},
+                       std::move(who),
+                       {},
+                       std::move(req.text),
+                       std::move(req.data),
+                       std::move(req.idem_key),
+                       req.to};
   call.send.trusted = true;
   return true;
 }
@@ -378,9 +390,8 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
   // The actor answers from a CAF thread: hop back to the session's own thread.
   call.reply = [&ioc, done = std::move(done), version, keep_alive](unsigned status,
                                                                    std::string body) {
-    net::post(ioc, [done, res = api_response(version, keep_alive, status, std::move(body))]() mutable {
-      done(std::move(res));
-    });
+    net::post(ioc, [done, res = api_response(version, keep_alive, status,
+                                             std::move(body))]() mutable { done(std::move(res)); });
   };
   caf::anon_send(ctx.api, std::move(call));
 }

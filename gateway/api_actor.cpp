@@ -132,7 +132,8 @@ void on_frame(api_actor* self, uint64_t id, const std::string& frame) {
     return fail(self, id, j.value("code", "internal"), j.value("message", ""));
   }
   if (type == "ack") {
-    ordered out{{"room", j.value("room", "")}, {"seq", j.value("seq", uint64_t{0})},
+    ordered out{{"room", j.value("room", "")},
+                {"seq", j.value("seq", uint64_t{0})},
                 {"ts", j.value("ts", int64_t{0})}};
     return finish(self, id, 200, dump(out));
   }
@@ -207,8 +208,9 @@ caf::behavior api_impl(api_actor* self, server_context* ctx, std::chrono::millis
       [=](api_timeout_atom, uint64_t id) {
         if (self->state.pending.count(id) == 0) return;
         spdlog::warn("event=api_timeout request={}", id);
-        fail(self, id, "timeout", "no answer in time; a message may still be stored: "
-                                  "retry with the same idempotency_key");
+        fail(self, id, "timeout",
+             "no answer in time; a message may still be stored: "
+             "retry with the same idempotency_key");
       },
       // What rooms send to gateways with members: the API never joins, so nothing
       // arrives here; ignore it rather than log unexpected messages.

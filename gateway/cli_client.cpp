@@ -1,12 +1,13 @@
 #include "gateway/cli_client.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
-#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -43,8 +44,10 @@ bool parse_ws_url(std::string_view url, ws_url& out, std::string& err) {
   if (end != std::string_view::npos) {
     auto target = rest.substr(end);
     target = target.substr(0, target.find('#'));
-    if (!target.empty() && target.front() == '?') out.target += std::string(target);
-    else if (!target.empty()) out.target = std::string(target);
+    if (!target.empty() && target.front() == '?')
+      out.target += std::string(target);
+    else if (!target.empty())
+      out.target = std::string(target);
   }
   std::string_view port;
   if (!authority.empty() && authority.front() == '[') {  // [IPv6]:port
@@ -167,9 +170,8 @@ class cli_client {
     } else {
       auto& tcp_layer = beast::get_lowest_layer(ws_);
       tcp_layer.expires_after(std::chrono::milliseconds(opt_.connect_timeout_ms));
-      tcp_layer.async_connect(results, [this](beast::error_code ec, const tcp::endpoint&) {
-        on_connect(ec);
-      });
+      tcp_layer.async_connect(
+          results, [this](beast::error_code ec, const tcp::endpoint&) { on_connect(ec); });
       ioc_.run();
     }
     stop_stdin();
@@ -195,9 +197,8 @@ class cli_client {
   void on_connect(beast::error_code ec) {
     if (ec) return fatal("cannot connect to " + opt_.url + ": " + ec.message());
     beast::get_lowest_layer(ws_).expires_after(std::chrono::milliseconds(opt_.connect_timeout_ms));
-    ws_.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
-      req.set(beast::http::field::user_agent, "chat-cli");
-    }));
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::request_type& req) { req.set(beast::http::field::user_agent, "chat-cli"); }));
     ws_.read_message_max(64 * 1024 * 1024);
     auto host = url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host;
     ws_.async_handshake(host + ":" + url_.port, url_.target,
@@ -208,8 +209,8 @@ class cli_client {
     if (ec) return fatal("WebSocket handshake with " + opt_.url + " failed: " + ec.message());
     beast::get_lowest_layer(ws_).expires_never();
     // Beast pings an idle server and gives up on a dead one; a close handshake takes <= 5 s.
-    ws_.set_option(websocket::stream_base::timeout{std::chrono::seconds(5),
-                                                   std::chrono::seconds(90), true});
+    ws_.set_option(
+        websocket::stream_base::timeout{std::chrono::seconds(5), std::chrono::seconds(90), true});
     json hello{{"type", "hello"}, {"id", next_id_}};
     if (!opt_.token.empty())
       hello["token"] = opt_.token;
@@ -283,6 +284,22 @@ class cli_client {
     pending_[id] = pending{k, std::move(req), 0, initial};
     return id;
   }
+
+  // Requests from stdin go out one at a time, in order: a message refused with
+  // rate_limited is retried before the next line is sent, so lines never swap.
+  void enqueue(kind k, json req) {
+    queue_.emplace_back(k, std::move(req));
+    pump();
+  }
+
+  void pump() {
+    if (inflight_ != 0 || queue_.empty() || closing_ || finished_) return;
+    auto next = std::move(queue_.front());
+    queue_.pop_front();
+    inflight_ = request(next.first, std::move(next.second));
+  }
+
+  std::string next_idem_key() { return idem_prefix_ + std::to_string(++idem_seq_); }
 
   // Close 1000 once what is queued has been written.
   void begin_close() {
@@ -380,10 +397,10 @@ class cli_client {
       ++failed_;
       return;
     }
-    request(kind::send, json{{"type", "send"},
+    enqueue(kind::send, json{{"type", "send"},
                              {"room", rooms_.front()},
                              {"text", line},
-                             {"idempotency_key", idem_prefix_ + std::to_string(next_id_)}});
+                             {"idempotency_key", next_idem_key()}});
   }
 
   void command(const std::string& line) {
@@ -396,24 +413,23 @@ class cli_client {
       // Lines that follow go to this room at once: the server holds sends made
       // while the join is pending.
       if (std::find(rooms_.begin(), rooms_.end(), arg) == rooms_.end()) rooms_.push_back(arg);
-      request(kind::join, json{{"type", "join"}, {"room", arg}});
+      enqueue(kind::join, json{{"type", "join"}, {"room", arg}});
     } else if (cmd == "/leave" && !arg.empty()) {
       rooms_.erase(std::remove(rooms_.begin(), rooms_.end(), arg), rooms_.end());
-      request(kind::leave, json{{"type", "leave"}, {"room", arg}});
+      enqueue(kind::leave, json{{"type", "leave"}, {"room", arg}});
     } else if (cmd == "/dm" && arg.find(' ') != std::string::npos) {
       auto to = arg.substr(0, arg.find(' '));
       auto text = arg.substr(arg.find(' ') + 1);
-      request(kind::dm, json{{"type", "dm"},
-                             {"to", to},
-                             {"text", text},
-                             {"idempotency_key", idem_prefix_ + std::to_string(next_id_)}});
+      enqueue(
+          kind::dm,
+          json{{"type", "dm"}, {"to", to}, {"text", text}, {"idempotency_key", next_idem_key()}});
     } else if (cmd == "/history") {
       auto room = !arg.empty() ? arg : rooms_.empty() ? "" : rooms_.front();
       if (room.empty()) {
         std::cerr << "chat-cli: /history needs a room\n";
         return;
       }
-      request(kind::history, json{{"type", "history"}, {"room", room}, {"limit", 50}});
+      enqueue(kind::history, json{{"type", "history"}, {"room", room}, {"limit", 50}});
     } else {
       std::cerr << "chat-cli: commands: /join ROOM, /leave ROOM, /dm USER TEXT, /history [ROOM], "
                    "/quit (start a line with // to send a '/')\n";
@@ -425,18 +441,25 @@ class cli_client {
     start_drain();
   }
 
-  // Stop reading input; close once every request is answered, or after --wait-ms.
+  // Stop reading input; close once every request is sent and answered. Gives up
+  // when nothing is answered for --wait-ms (re-armed on every reply).
   void start_drain() {
     if (draining_ || closing_ || finished_) return;
     draining_ = true;
     stop_stdin();
-    if (pending_.empty()) return begin_close();
+    arm_drain_timer();
+    maybe_done();
+  }
+
+  void arm_drain_timer() {
     drain_timer_.expires_after(std::chrono::milliseconds(opt_.wait_ms));
     drain_timer_.async_wait([this](beast::error_code ec) {
-      if (ec || finished_) return;
+      if (ec || finished_ || closing_) return;
       size_t unacked = 0;
       for (auto& [id, p] : pending_)
         if (p.k == kind::send || p.k == kind::dm) ++unacked;
+      for (auto& q : queue_)
+        if (q.first == kind::send || q.first == kind::dm) ++unacked;
       if (unacked > 0) {
         std::cerr << "chat-cli: no ack for " << unacked << " message(s) within " << opt_.wait_ms
                   << " ms\n";
@@ -447,14 +470,15 @@ class cli_client {
   }
 
   void maybe_done() {
-    if (draining_ && pending_.empty()) begin_close();
+    if (draining_ && pending_.empty() && queue_.empty()) begin_close();
   }
 
   // --- incoming ----------------------------------------------------------------------
 
   void out_line(std::string_view s) {
     std::cout << s << '\n';
-    std::cout.flush();  // pipelines see each line at once
+    std::cout.flush();              // pipelines see each line at once
+    if (!std::cout) begin_close();  // the reader went away (`| head -1`): done
   }
 
   void status(const std::string& s) {
@@ -472,7 +496,11 @@ class cli_client {
       if (it != pending_.end()) {
         auto p = std::move(it->second);
         pending_.erase(it);
-        on_reply(id->get<int>(), p, type, j);
+        int rid = id->get<int>();
+        on_reply(rid, p, type, j);
+        if (rid == inflight_ && pending_.count(rid) == 0) inflight_ = 0;  // not being retried
+        if (draining_ && !closing_) arm_drain_timer();                    // progress
+        pump();
         maybe_done();
         return;
       }
@@ -491,8 +519,8 @@ class cli_client {
         hello_timer_.cancel();
         if (type != "welcome") return fatal("hello refused: " + why);
         welcomed_ = true;
-        status("connected to " + opt_.url + " as " + str(j, "user") + " (node " +
-               str(j, "node") + ")");
+        status("connected to " + opt_.url + " as " + str(j, "user") + " (node " + str(j, "node") +
+               ")");
         for (auto& room : opt_.rooms) {
           request(kind::join, json{{"type", "join"}, {"room", room}}, true);
           ++initial_joins_;
@@ -502,8 +530,7 @@ class cli_client {
       case kind::join: {
         auto room = p.req.value("room", "");
         if (type == "joined") {
-          if (std::find(rooms_.begin(), rooms_.end(), room) == rooms_.end())
-            rooms_.push_back(room);
+          if (std::find(rooms_.begin(), rooms_.end(), room) == rooms_.end()) rooms_.push_back(room);
           auto n = j.value("member_count", 0);
           status("joined " + room + " (" + std::to_string(n) + (n == 1 ? " member)" : " members)"));
         } else {
@@ -544,7 +571,7 @@ class cli_client {
           return;
         }
         if (opt_.json || opt_.send_only) return;
-        std::cout << "--- history of " << str(j, "room")
+        std::cout << "--- history of " << terminal_safe(str(j, "room"))
                   << (j.value("more", false) ? " (older messages exist)" : "") << "\n";
         for (auto& m : j.value("messages", json::array())) print_event("message", m);
         std::cout.flush();
@@ -578,6 +605,9 @@ class cli_client {
   net::steady_timer drain_timer_;
   net::signal_set signals_;
   std::deque<std::string> outq_;
+  std::deque<std::pair<kind, json>> queue_;  // from stdin, not sent yet
+  int inflight_ = 0;                         // the one stdin request out (0: none)
+  uint64_t idem_seq_ = 0;
   bool writing_ = false;
   bool close_after_write_ = false;
   bool welcomed_ = false;
@@ -606,6 +636,10 @@ int run_cli(const cli_options& opt) {
     return cli_exit_usage;
   }
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error, not a crash
+  // A closed stdin/stdout/stderr would be reused by the next descriptor we open
+  // (then "stdin" is our own socket): park /dev/null there.
+  for (int fd = 0; fd <= 2; ++fd)
+    if (::fcntl(fd, F_GETFD) == -1 && errno == EBADF) ::open("/dev/null", O_RDWR);
   cli_client client(opt, std::move(url));
   return client.run();
 }

@@ -16,7 +16,7 @@ struct cli_options {
   bool json = false;       // print every received object as is, one per line
   bool send_only = false;  // print nothing received (errors still go to stderr)
   bool listen = false;     // keep running after stdin ends
-  int wait_ms = 5000;      // after stdin ends: longest wait for outstanding replies
+  int wait_ms = 5000;      // after stdin ends: longest wait for a reply before giving up
   int connect_timeout_ms = 10000;
 };
 

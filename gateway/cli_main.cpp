@@ -15,15 +15,16 @@ int main(int argc, char** argv) {
   app.add_option("--url", opt.url, "Server WebSocket URL")
       ->envname("CHAT_URL")
       ->capture_default_str();
-  auto* token = app.add_option("--token", opt.token, "JWT to authenticate with")
-                    ->envname("CHAT_TOKEN");
+  auto* token =
+      app.add_option("--token", opt.token, "JWT to authenticate with")->envname("CHAT_TOKEN");
   auto* name = app.add_option("--name", opt.name, "Anonymous name (server runs --allow-anonymous)");
   token->excludes(name);
   app.add_option("--room", opt.rooms, "Room to join (repeat for several; lines go to the first)");
   app.add_flag("--json", opt.json, "Print every received JSON object as is, one per line");
   app.add_flag("--send-only", opt.send_only, "Print nothing received (errors still go to stderr)");
   app.add_flag("--listen", opt.listen, "Keep running after stdin ends (until Ctrl-C or close)");
-  app.add_option("--wait-ms", opt.wait_ms, "After stdin ends, longest wait for outstanding acks")
+  app.add_option("--wait-ms", opt.wait_ms,
+                 "After stdin ends, give up waiting for acks when none came for this long")
       ->check(CLI::Range(0, 3600 * 1000))
       ->capture_default_str();
   try {

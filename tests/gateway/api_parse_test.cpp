@@ -32,8 +32,8 @@ TEST(ApiParse, Routes) {
   std::string allow;
   EXPECT_EQ(match_api_route("GET", "/api/dm", r, allow), route_result::bad_method);
   EXPECT_EQ(allow, "POST");
-  for (auto path : {"/api/", "/api/rooms/", "/api/rooms//history", "/api/rooms/x/y",
-                    "/api/users/x", "/api/rooms/%zz/history", "/apix/rooms", "/api/rooms/x/history/"})
+  for (auto path : {"/api/", "/api/rooms/", "/api/rooms//history", "/api/rooms/x/y", "/api/users/x",
+                    "/api/rooms/%zz/history", "/apix/rooms", "/api/rooms/x/history/"})
     EXPECT_EQ(match("GET", path, r), route_result::not_found) << path;
 }
 
@@ -64,8 +64,8 @@ TEST(ApiParse, Publish) {
   limits lim;
   api_call c;
   api_error e;
-  ASSERT_TRUE(parse_publish(R"({"text":"hi","data":{"a":1},"idempotency_key":"k"})", "general",
-                            lim, c, e))
+  ASSERT_TRUE(
+      parse_publish(R"({"text":"hi","data":{"a":1},"idempotency_key":"k"})", "general", lim, c, e))
       << e.message;
   EXPECT_EQ(c.op, api_op::publish);
   EXPECT_EQ(c.send.room, "general");

@@ -11,16 +11,18 @@ namespace {
 
 const std::string kKey = "test-api-key-0123456789";
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
+bool is_type(const json& j, const char* t) {
+  return j.is_object() && j.value("type", "") == t;
+}
 
 struct Api : ::testing::Test {
-  chatd_process server{{"--allow-anonymous", "--store", "memory", "--log-level", "warn",
-                        "--rate", "1000", "--burst", "1000", "--api-key", kKey}};
+  chatd_process server{{"--allow-anonymous", "--store", "memory", "--log-level", "warn", "--rate",
+                        "1000", "--burst", "1000", "--api-key", kKey}};
   void SetUp() override { ASSERT_TRUE(server.ok()) << server.log(); }
 
   // An API call with the right key; `out` is the parsed body (null if not JSON).
-  int call(const std::string& method, const std::string& target, const std::string& body,
-           json& out, const std::string& auth = "Bearer " + kKey,
+  int call(const std::string& method, const std::string& target, const std::string& body, json& out,
+           const std::string& auth = "Bearer " + kKey,
            std::map<std::string, std::string>* headers = nullptr) {
     http_headers h;
     if (!auth.empty()) h.emplace_back("Authorization", auth);
@@ -64,11 +66,12 @@ TEST(ApiDisabled, EveryRequestIs404WithoutAKey) {
   chatd_process server{{"--allow-anonymous", "--store", "memory", "--log-level", "warn"}};
   ASSERT_TRUE(server.ok()) << server.log();
   std::string body;
-  int status = http_request(server.port(), "GET", "/api/rooms", {{"Authorization", "Bearer x"}},
-                            "", body);
+  int status =
+      http_request(server.port(), "GET", "/api/rooms", {{"Authorization", "Bearer x"}}, "", body);
   EXPECT_EQ(status, 404);
   auto j = json::parse(body, nullptr, false);
-  EXPECT_EQ(j, json::parse(R"({"error":"not_found","message":"server API disabled: set --api-key"})"));
+  EXPECT_EQ(j,
+            json::parse(R"({"error":"not_found","message":"server API disabled: set --api-key"})"));
   status = http_request(server.port(), "POST", "/api/rooms/general/messages", {}, R"({"text":"x"})",
                         body);
   EXPECT_EQ(status, 404);
@@ -83,7 +86,8 @@ TEST_F(Api, NeedsTheKey) {
   EXPECT_EQ(call("GET", "/api/rooms", "", out, "Bearer wrong-key"), 401);
   EXPECT_EQ(call("GET", "/api/rooms", "", out, "Bearer " + kKey + "x"), 401);
   EXPECT_EQ(call("GET", "/api/rooms", "", out, "Basic " + kKey), 401);
-  EXPECT_EQ(call("POST", "/api/rooms/general/messages", R"({"text":"x"})", out, "Bearer nope"), 401);
+  EXPECT_EQ(call("POST", "/api/rooms/general/messages", R"({"text":"x"})", out, "Bearer nope"),
+            401);
   EXPECT_EQ(call("GET", "/api/rooms", "", out, "bearer " + kKey), 200) << out;
   EXPECT_EQ(call("GET", "/api/rooms", "", out), 200);
   EXPECT_EQ(out, json::parse(R"({"rooms":[]})"));
@@ -133,8 +137,11 @@ TEST_F(Api, PublishAsAUserWithDataAndIdempotency) {
   ws_client alice;
   hello(alice, "alice");
   join(alice, "general");
-  json body{{"text", "from the backend"}, {"from", "bob"}, {"name", "Bob"},
-            {"data", {{"kind", "card"}, {"n", 1}}}, {"idempotency_key", "order-42"}};
+  json body{{"text", "from the backend"},
+            {"from", "bob"},
+            {"name", "Bob"},
+            {"data", {{"kind", "card"}, {"n", 1}}},
+            {"idempotency_key", "order-42"}};
   auto first = post("/api/rooms/general/messages", body);
   EXPECT_EQ(first["seq"], 1);
   auto again = post("/api/rooms/general/messages", body);
@@ -147,14 +154,13 @@ TEST_F(Api, PublishAsAUserWithDataAndIdempotency) {
   post("/api/rooms/general/messages", {{"text", "next"}, {"from", "bob"}});
   m = next_message(alice);
   ASSERT_TRUE(m);
-  EXPECT_EQ((*m)["seq"], 2);  // the repeat delivered nothing
+  EXPECT_EQ((*m)["seq"], 2);       // the repeat delivered nothing
   EXPECT_EQ((*m)["name"], "bob");  // the name defaults to the user id
 }
 
 TEST_F(Api, PublishIsValidatedLikeTheProtocol) {
   json out;
-  auto bad = [&](const std::string& target, const std::string& body, int status,
-                 const char* code) {
+  auto bad = [&](const std::string& target, const std::string& body, int status, const char* code) {
     EXPECT_EQ(call("POST", target, body, out), status) << target << " " << body << " " << out;
     expect_error(out, code);
   };
@@ -237,7 +243,8 @@ TEST_F(Api, DisconnectClosesEveryConnectionOfTheUser) {
   EXPECT_EQ(call("POST", "/api/users/alice/disconnect", R"({"code":"4003"})", out), 400);
   EXPECT_EQ(call("POST", "/api/users/a%3Ab/disconnect", "{}", out), 400);
   EXPECT_EQ(call("POST", "/api/users/alice/disconnect",
-                 json{{"reason", std::string(121, 'r')}}.dump(), out), 400);
+                 json{{"reason", std::string(121, 'r')}}.dump(), out),
+            400);
 }
 
 TEST_F(Api, DisconnectFindsPercentEncodedUnicodeUsers) {

@@ -13,12 +13,14 @@ namespace {
 
 const std::string kSecret = "cli-test-secret-0123456789abcdef";
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
+bool is_type(const json& j, const char* t) {
+  return j.is_object() && j.value("type", "") == t;
+}
 
 struct Cli : ::testing::Test {
   chatd_process server{{"--allow-anonymous", "--jwt-secret", kSecret, "--store", "memory",
-                        "--log-level", "warn", "--rate", "1000", "--burst", "1000",
-                        "--api-key", "cli-test-key"}};
+                        "--log-level", "warn", "--rate", "1000", "--burst", "1000", "--api-key",
+                        "cli-test-key"}};
   void SetUp() override { ASSERT_TRUE(server.ok()) << server.log(); }
 
   std::string url() const { return "ws://127.0.0.1:" + std::to_string(server.port()) + "/ws"; }
@@ -77,7 +79,8 @@ TEST_F(Cli, JsonPrintsEveryObjectAsReceived) {
   ws_client alice;
   hello(alice, "alice");
   join(alice, "general");
-  auto ack = alice.request({{"type", "send"}, {"room", "general"}, {"text", "hi \"there\" <b>"}}, 5);
+  auto ack =
+      alice.request({{"type", "send"}, {"room", "general"}, {"text", "hi \"there\" <b>"}}, 5);
   ASSERT_TRUE(ack && is_type(*ack, "ack"));
   auto sent = next_message(alice);
   ASSERT_TRUE(sent);
@@ -119,7 +122,8 @@ TEST_F(Cli, CommandsJoinDmAndSlashEscape) {
   hello(alice, "alice");
   join(alice, "side");
   child_process p{cli({"--name", "bot", "--send-only"})};
-  ASSERT_TRUE(p.write_stdin("/join side\n//not a command\n/dm alice psst\n/bogus\n/quit\nignored\n"));
+  ASSERT_TRUE(
+      p.write_stdin("/join side\n//not a command\n/dm alice psst\n/bogus\n/quit\nignored\n"));
   EXPECT_EQ(p.wait(), 0) << p.err();
   std::map<std::string, std::string> got;  // room -> text (two rooms: any order)
   for (int i = 0; i < 2; ++i) {
@@ -200,8 +204,8 @@ TEST(CliUsage, ExitCodes) {
     int rc = p.wait();
     return std::make_pair(rc, p.err());
   };
-  EXPECT_EQ(run({}).first, 2);                                        // neither --token nor --name
-  EXPECT_EQ(run({"--name", "a", "--token", "t"}).first, 2);            // both
+  EXPECT_EQ(run({}).first, 2);                               // neither --token nor --name
+  EXPECT_EQ(run({"--name", "a", "--token", "t"}).first, 2);  // both
   EXPECT_EQ(run({"--name", "a", "--url", "http://127.0.0.1:1/"}).first, 2);
   EXPECT_EQ(run({"--name", "a", "--url", "wss://127.0.0.1:1/ws"}).first, 2);
   EXPECT_EQ(run({"--name", "a", "--no-such-flag"}).first, 2);
@@ -209,4 +213,28 @@ TEST(CliUsage, ExitCodes) {
   auto refused = run({"--name", "a", "--url", "ws://127.0.0.1:1/ws"});
   EXPECT_EQ(refused.first, 1);
   EXPECT_NE(refused.second.find("cannot connect"), std::string::npos) << refused.second;
+}
+
+TEST(CliRate, LinesKeepTheirOrderUnderTheRateLimit) {
+  chatd_process server{{"--allow-anonymous", "--store", "memory", "--log-level", "warn", "--rate",
+                        "10", "--burst", "5"}};
+  ASSERT_TRUE(server.ok()) << server.log();
+  ws_client alice;
+  auto w = alice.hello_name(server.port(), "alice");
+  ASSERT_TRUE(is_type(w, "welcome")) << w;
+  ASSERT_TRUE(alice.request({{"type", "join"}, {"room", "general"}}, 3));
+  child_process p{{CHAT_CLI_PATH, "--url",
+                   "ws://127.0.0.1:" + std::to_string(server.port()) + "/ws", "--name", "bot",
+                   "--room", "general", "--send-only"}};
+  std::string lines;
+  for (int i = 1; i <= 15; ++i) lines += "line " + std::to_string(i) + "\n";
+  p.write_stdin(lines);
+  p.close_stdin();
+  EXPECT_EQ(p.wait(std::chrono::seconds(20)), 0) << p.err();  // rate_limited, retried, all stored
+  for (int i = 1; i <= 15; ++i) {
+    auto m = alice.recv_until([](const json& x) { return is_type(x, "message"); });
+    ASSERT_TRUE(m) << i;
+    EXPECT_EQ((*m)["text"], "line " + std::to_string(i));
+    EXPECT_EQ((*m)["seq"], i);
+  }
 }

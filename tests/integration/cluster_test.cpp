@@ -78,7 +78,9 @@ TEST(Cluster, PlacementIsDeterministicAndSpread) {
   for (int i = 0; i < 1000; ++i) {
     auto room = "r" + std::to_string(i);
     auto home = chat::rendezvous_home(room, names);
-    if (home != 2) EXPECT_EQ(chat::rendezvous_home(room, two), home);
+    if (home != 2) {
+      EXPECT_EQ(chat::rendezvous_home(room, two), home);
+    }
   }
 }
 
