@@ -11,10 +11,6 @@ namespace {
 
 const std::string kKey = "test-api-key-0123456789";
 
-bool is_type(const json& j, const char* t) {
-  return j.is_object() && j.value("type", "") == t;
-}
-
 struct Api : ::testing::Test {
   chatd_process server{{"--allow-anonymous", "--store", "memory", "--log-level", "warn", "--rate",
                         "1000", "--burst", "1000", "--api-key", kKey}};

@@ -10,7 +10,6 @@ using namespace chat_test;
 
 namespace {
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
 
 struct Basic : ::testing::Test {
   chatd_process server{{"--allow-anonymous", "--store", "memory", "--log-level", "warn",

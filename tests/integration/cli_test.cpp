@@ -13,10 +13,6 @@ namespace {
 
 const std::string kSecret = "cli-test-secret-0123456789abcdef";
 
-bool is_type(const json& j, const char* t) {
-  return j.is_object() && j.value("type", "") == t;
-}
-
 struct Cli : ::testing::Test {
   chatd_process server{{"--allow-anonymous", "--jwt-secret", kSecret, "--store", "memory",
                         "--log-level", "warn", "--rate", "1000", "--burst", "1000", "--api-key",

@@ -14,7 +14,6 @@ using namespace chat_test;
 
 namespace {
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
 
 uint16_t free_port() {
   boost::asio::io_context ioc;

@@ -10,7 +10,6 @@ using namespace chat_test;
 
 namespace {
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
 
 std::vector<std::string> args(const temp_dir& dir) {
   return {"--allow-anonymous", "--db", dir.path() + "/data/chat.db", "--log-level", "warn",

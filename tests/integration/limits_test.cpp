@@ -11,7 +11,6 @@ using namespace chat_test;
 
 namespace {
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
 
 std::vector<std::string> base_args(std::vector<std::string> extra) {
   std::vector<std::string> a{"--allow-anonymous", "--store", "memory", "--log-level", "warn"};

@@ -10,7 +10,6 @@ using namespace chat_test;
 
 namespace {
 
-bool is_type(const json& j, const char* t) { return j.is_object() && j.value("type", "") == t; }
 
 std::string run_token(const std::string& args) {
   std::string cmd = std::string(CHATD_PATH) + " token --jwt-secret s3cret " + args + " 2>&1";

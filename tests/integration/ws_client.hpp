@@ -15,6 +15,11 @@ namespace chat_test {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
+// True when `j` is a protocol object of this type.
+inline bool is_type(const json& j, const char* t) {
+  return j.is_object() && j.value("type", "") == t;
+}
+
 class ws_client {
  public:
   ws_client() = default;
