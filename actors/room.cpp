@@ -142,6 +142,15 @@ void push_recent(room_actor* self, const stored_msg& m) {
   while (st.recent.size() > st.deps.cfg.window) st.recent.pop_front();
 }
 
+// Background retention trims the store behind the room's back; every store
+// read tells the room the oldest seq left, so `first_seq` and `more` stay true.
+void learn_first_seq(room_actor* self, uint64_t first) {
+  auto& st = self->state;
+  if (first <= st.first_seq) return;
+  st.first_seq = std::min(first, st.last_seq + 1);
+  while (!st.recent.empty() && st.recent.front().seq < st.first_seq) st.recent.pop_front();
+}
+
 // A committed message: remember it, then ack the sender and broadcast.
 void publish(room_actor* self, stored_msg& msg, const conn_ref* sender, const std::string& req_id,
              int64_t t0_us) {
@@ -367,8 +376,9 @@ void handle_join(room_actor* self, const join_req& req) {
       range_query q{st.room, req.since, upto, static_cast<uint32_t>(upto - req.since - 1), false};
       self->request(st.deps.store, st.deps.cfg.store_timeout, range_atom_v, q)
           .then(
-              [=](std::vector<stored_msg>& got) {
+              [=](std::vector<stored_msg>& got, uint64_t first) {
                 auto& st = self->state;
+                learn_first_seq(self, first);
                 if (st.pending_joins.erase(key) == 0) return;  // left meanwhile
                 std::vector<std::string> frames;
                 uint64_t expect = req.since + 1;
@@ -419,8 +429,9 @@ void handle_history(room_actor* self, const history_req& req) {
   range_query q{st.room, 0, before, req.limit, true};
   self->request(st.deps.store, st.deps.cfg.store_timeout, range_atom_v, q)
       .then(
-          [=](std::vector<stored_msg>& got) {
+          [=](std::vector<stored_msg>& got, uint64_t first) {
             auto& st = self->state;
+            learn_first_seq(self, first);
             bool more = got.size() >= req.limit && !got.empty() && got.front().seq > st.first_seq;
             reply(self, req.conn, encode_history(req.req_id, st.room, got, more, st.first_seq));
           },

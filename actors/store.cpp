@@ -93,12 +93,15 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
         }
         return promise;
       },
-      [=](range_atom, const range_query& q) -> caf::result<std::vector<stored_msg>> {
+      [=](range_atom, const range_query& q) -> caf::result<std::vector<stored_msg>, uint64_t> {
         if (!self->state.pending.empty()) flush(self);  // same as load
         std::vector<stored_msg> out;
+        uint64_t first = 1;
         std::string err;
-        if (!self->state.backend->range(q, out, err)) return store_error(err);
-        return out;
+        if (!self->state.backend->range(q, out, err) ||
+            !self->state.backend->first_seq(q.room, first, err))
+          return store_error(err);
+        return {std::move(out), first};
       },
       [=](rooms_atom) -> caf::result<std::vector<std::string>> {
         std::vector<std::string> out;

@@ -788,6 +788,39 @@ TEST_F(RoomTest, RecoveryAfterARestartOnATrimmedStore) {
   EXPECT_EQ(delivered_seqs(gw2), iota_seqs(13, 13));
 }
 
+TEST_F(RoomTest, StoreReadsTellTheRoomWhatRetentionTrimmed) {
+  use_backend(5);  // the store keeps only the newest 5 messages: 8..12 below
+  auto cfg = test_room_config();
+  cfg.window = 3;
+  auto r = room("general", cfg);
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  for (int i = 1; i <= 12; ++i) say(r, gw, 1, "alice", "m" + std::to_string(i));
+  sched.run();
+  EXPECT_EQ(state_of<room_state>(r).first_seq, 1u);  // the room has not been told yet
+  history(r, gw, 1, 0, 5, "7");
+  expect((history_req), from(self).to(r));
+  expect((range_atom, range_query), from(r).to(store));
+  sched.run();
+  auto h = conn_frames(gw, "history");
+  ASSERT_EQ(h.size(), 1u);
+  EXPECT_EQ(h[0]["messages"].size(), 5u);
+  EXPECT_EQ(h[0]["messages"][0]["seq"], 8);
+  EXPECT_EQ(h[0]["more"], false);  // 8 is the oldest left
+  EXPECT_EQ(h[0]["first_seq"], 8);
+  EXPECT_EQ(state_of<room_state>(r).first_seq, 8u);
+  // Recovery from before the trim point is now refused at once.
+  auto gw2 = gateway();
+  join_since(r, gw2, 2, "bob", 5, state_of<room_state>(r).epoch);
+  expect((join_req), from(self).to(r));
+  disallow((range_atom, range_query), from(r).to(store));
+  sched.run();
+  auto f = last_join_frames(gw2);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0]["recovered"], false);
+  EXPECT_EQ(f[0]["first_seq"], 8);
+}
+
 // --- history --------------------------------------------------------------------------
 
 TEST_F(RoomTest, HistoryFromTheWindowAndFromTheStore) {

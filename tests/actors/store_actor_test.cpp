@@ -457,7 +457,10 @@ TEST_F(StoreActorTest, ReadsSeeAppendsHandedInBeforeThem) {
   sched.run();
   load.receive([&](room_snapshot& snap) { EXPECT_EQ(snap.last_seq, 3u); },
                [&](error& e) { ADD_FAILURE() << to_string(e); });
-  range.receive([&](std::vector<stored_msg>& got) { EXPECT_EQ(got.size(), 3u); },
+  range.receive([&](std::vector<stored_msg>& got, uint64_t first) {
+                  EXPECT_EQ(got.size(), 3u);
+                  EXPECT_EQ(first, 1u);
+                },
                 [&](error& e) { ADD_FAILURE() << to_string(e); });
   EXPECT_EQ(state_of<client_state>(client).answers, (answers{{"a#1", 3}}));
 }
