@@ -54,7 +54,7 @@ websocket_session::websocket_session(net::ip::tcp::socket&& socket, io_shard& sh
       opened_(clock_type::now()) {
   session_id_ = ctx.cfg.node + "-" + random_hex(12);
   beast::error_code ec;
-  auto ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
+  auto ep = ws_.next_layer().remote_endpoint(ec);
   if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
@@ -80,7 +80,6 @@ void websocket_session::run(beast::http::request<beast::http::string_body> req) 
   ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
     res.set(beast::http::field::server, "chatd");
   }));
-  beast::get_lowest_layer(ws_).expires_never();
   ws_.async_accept(req, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
 }
 
@@ -175,7 +174,8 @@ void websocket_session::do_write() {
   }
   writing_ = true;
   ws_.text(true);
-  ws_.async_write(bufs_, beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
+  ws_.async_write(buffer_span{bufs_.data(), bufs_.data() + bufs_.size()},
+                  beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
 }
 
 void websocket_session::on_write(beast::error_code ec, std::size_t bytes) {
@@ -211,8 +211,8 @@ void websocket_session::close(uint16_t code, std::string reason) {
   close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (ec || self->cleaned_) return;
     beast::error_code ignored;
-    beast::get_lowest_layer(self->ws_).socket().shutdown(net::socket_base::shutdown_both, ignored);
-    beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    self->ws_.next_layer().shutdown(net::socket_base::shutdown_both, ignored);
+    self->ws_.next_layer().close(ignored);
     self->cleanup("close timed out");
   });
 }
@@ -229,7 +229,7 @@ void websocket_session::do_close() {
   ws_.async_close(reason, [self = shared_from_this()](beast::error_code) {
     // The pending read completes next and cleans up; make sure of it.
     beast::error_code ignored;
-    beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    self->ws_.next_layer().close(ignored);
   });
 }
 

@@ -32,6 +32,18 @@ class token_bucket {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// A buffer sequence that points into a session's own vector of buffers. Beast
+// copies the sequence it is given into each write operation: a vector would be
+// copied (one allocation per frame), two pointers are not.
+struct buffer_span {
+  using value_type = boost::asio::const_buffer;
+  using const_iterator = const boost::asio::const_buffer*;
+  const_iterator first = nullptr;
+  const_iterator last = nullptr;
+  const_iterator begin() const { return first; }
+  const_iterator end() const { return last; }
+};
+
 class websocket_session : public std::enable_shared_from_this<websocket_session> {
  public:
   websocket_session(boost::asio::ip::tcp::socket&& socket, io_shard& shard, server_context& ctx);
@@ -89,7 +101,10 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   // sent) when that node is not reachable.
   caf::actor directory_for(const std::string& room, const std::string& req_id);
 
-  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  // A plain socket below the WebSocket: Beast's own timeouts (handshake, idle
+  // ping) cover it, and tcp_stream's timer and bookkeeping cost memory and time
+  // on every write.
+  boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
   io_shard& shard_;
   server_context& ctx_;
   uint64_t id_;
@@ -99,7 +114,7 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
 
   std::vector<frame_ptr> queue_;     // waiting for the write in flight
   std::vector<frame_ptr> inflight_;  // being written
-  std::vector<boost::asio::const_buffer> bufs_;
+  std::vector<boost::asio::const_buffer> bufs_;  // what buffer_span below points into
   size_t queued_bytes_ = 0;
   bool writing_ = false;
   bool closing_ = false;
