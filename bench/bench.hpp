@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bench {
 
@@ -22,6 +23,11 @@ struct options {
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string path = "/ws";
+  // Where the senders connect (--sender-url), if not to the target above: to
+  // measure the cluster path (sender's node -> room's home -> receiver's node).
+  std::string sender_host;  // "" = same as host/port/path
+  int sender_port = 0;
+  std::string sender_path = "/ws";
   // shape of the run
   std::string scenario;  // "" = custom
   int conns = 20;
@@ -58,7 +64,7 @@ struct options {
   int max_steps = 10;
   int refine_steps = 3;   // bisection runs once bracketed
   // output and checks
-  int server_pid = 0;
+  std::vector<int> server_pids;   // sampled together (summed): one node, or every node of a cluster
   bool json = false;
   std::string json_out;           // also write the JSON report here
   bool quiet = false;

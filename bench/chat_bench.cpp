@@ -77,11 +77,16 @@ Scenarios (preset the numbers below; explicit flags override):
   storm       15,000 conns over 100 rooms; 100 senders (never cut) x 1 msg/s for 15 s;
               3 s in, every other conn is cut (RST) and reconnects with jittered
               exponential backoff, rejoining with since/epoch
+  cluster     210 conns in one room (200 receivers), 10 senders x 10 msg/s, 10 s;
+              meant for a cluster: bench/run.sh cluster compares the same-node
+              and the cross-node path (--sender-url on another node)
   durable     100 conns, each keeps --window 8 sends in flight for 10 s;
               runs twice: 1 room and 100 rooms (unless --rooms is given)
 
 Target:
   --url ws://HOST:PORT/PATH   or --host H (127.0.0.1) --port P (8080) --path /ws
+  --sender-url ws://HOST:PORT/PATH   senders connect (and join) here instead, e.g.
+                     another node of a cluster; receivers use the target above
 Shape:
   --conns N          connections (20)           --rooms R     rooms bench-0..R-1 (2)
   --senders S        first S conns send (2)     --rate X      msg/s per sender (10)
@@ -107,7 +112,8 @@ Storm:
 Stepping (fanout-max):
   --step  --step-factor F (2)  --max-p99-ms M (100)  --max-steps N (10)  --refine-steps N (3)
 Output:
-  --server-pid PID   sample the server's RSS and CPU from /proc
+  --server-pid PID[,PID...]  sample the server's RSS and CPU from /proc (summed
+                     over all the pids: every node of a local cluster)
   --json             print one JSON object on stdout instead of the table
   --json-out FILE    also write that JSON object to FILE
   --quiet            no progress on stderr
@@ -142,6 +148,10 @@ void apply_scenario(options& o, const std::string& s) {
     // cut client has something to recover; senders are never cut.
     o.conns = 15000, o.rooms = 100, o.senders = 100, o.rate = 1, o.duration = 15, o.drain = 15;
     o.storm = true, o.reconnect = true, o.cut_after = 3;
+  } else if (s == "cluster") {
+    // 200 receivers + 10 senders in one room; run.sh runs it twice against a
+    // local 3-node cluster (same node, then across nodes with --sender-url).
+    o.conns = 210, o.rooms = 1, o.senders = 10, o.rate = 10, o.duration = 10;
   } else if (s == "durable") {
     o.conns = 100, o.rooms = 1, o.senders = 100, o.window = 8, o.duration = 10;
   } else {
@@ -158,7 +168,7 @@ parsed parse_args(int argc, char** argv) {
   parsed p;
   std::vector<std::pair<std::string, std::string>> kv;  // flag, value ("" for switches)
   static const std::map<std::string, bool> takes_value = {
-      {"--url", true},         {"--host", true},          {"--port", true},
+      {"--url", true},         {"--sender-url", true},    {"--host", true},          {"--port", true},
       {"--path", true},        {"--scenario", true},      {"--conns", true},
       {"--rooms", true},       {"--senders", true},       {"--rate", true},
       {"--window", true},      {"--duration", true},      {"--size", true},
@@ -212,26 +222,33 @@ parsed parse_args(int argc, char** argv) {
     if (v.empty() || *end || !std::isfinite(x)) usage_error(a + ": not a number: '" + v + "'");
     return x;
   };
+  // ws://host[:port][/path]
+  auto parse_url = [&to_i](const std::string& a, const std::string& v, std::string& host, int& port,
+                           std::string& path) {
+    std::string u = v;
+    if (u.rfind("ws://", 0) != 0) usage_error(a + " must start with ws:// (no TLS here)");
+    u = u.substr(5);
+    auto slash = u.find('/');
+    std::string hp = slash == std::string::npos ? u : u.substr(0, slash);
+    path = slash == std::string::npos ? "/ws" : u.substr(slash);
+    auto colon = hp.rfind(':');
+    if (colon == std::string::npos) {
+      host = hp;
+      port = 80;
+    } else {
+      host = hp.substr(0, colon);
+      port = to_i(a, hp.substr(colon + 1));
+    }
+    if (host.empty()) usage_error(a + ": no host in '" + v + "'");
+  };
   options& o = p.o;
   for (auto& [a, v] : kv) {
     p.given[a] = true;
     if (a == "--url") {
-      // ws://host:port/path
-      std::string u = v;
-      if (u.rfind("ws://", 0) != 0) usage_error("--url must start with ws:// (no TLS here)");
-      u = u.substr(5);
-      auto slash = u.find('/');
-      std::string hp = slash == std::string::npos ? u : u.substr(0, slash);
-      o.path = slash == std::string::npos ? "/ws" : u.substr(slash);
-      auto colon = hp.rfind(':');
-      if (colon == std::string::npos) {
-        o.host = hp;
-        o.port = 80;
-      } else {
-        o.host = hp.substr(0, colon);
-        o.port = to_i(a, hp.substr(colon + 1));
-      }
+      parse_url(a, v, o.host, o.port, o.path);
       p.given["--host"] = p.given["--port"] = true;
+    } else if (a == "--sender-url") {
+      parse_url(a, v, o.sender_host, o.sender_port, o.sender_path);
     } else if (a == "--host") o.host = v;
     else if (a == "--port") o.port = to_i(a, v);
     else if (a == "--path") o.path = v;
@@ -260,7 +277,16 @@ parsed parse_args(int argc, char** argv) {
     else if (a == "--max-p99-ms") o.max_p99_ms = to_d(a, v);
     else if (a == "--max-steps") o.max_steps = to_i(a, v);
     else if (a == "--refine-steps") o.refine_steps = to_i(a, v);
-    else if (a == "--server-pid") o.server_pid = to_i(a, v);
+    else if (a == "--server-pid") {
+      // PID or PID,PID,...: a cluster's nodes are sampled together.
+      std::stringstream ss(v);
+      std::string one;
+      while (std::getline(ss, one, ',')) {
+        int pid = to_i(a, one);
+        if (pid <= 0) usage_error("--server-pid must be a pid or a comma-separated list of pids");
+        o.server_pids.push_back(pid);
+      }
+    }
     else if (a == "--json-out") o.json_out = v;
     else if (a == "--idempotency") o.idempotency = true;
     else if (a == "--no-batch") o.batch = false;
@@ -293,7 +319,8 @@ parsed parse_args(int argc, char** argv) {
   if (o.step_factor <= 1.0 || o.step_factor > 100) usage_error("--step-factor must be > 1");
   if (o.max_steps < 1 || o.max_steps > 100) usage_error("--max-steps must be 1..100");
   if (o.refine_steps < 0 || o.refine_steps > 10) usage_error("--refine-steps must be 0..10");
-  if (o.server_pid < 0) usage_error("--server-pid must be a pid");
+  if (!o.sender_host.empty() && (o.sender_port < 1 || o.sender_port > 65535))
+    usage_error("--sender-url: port must be 1..65535");
   for (const std::string* s : {&o.name_prefix, &o.room_prefix})
     for (char ch : *s)
       if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
@@ -359,6 +386,28 @@ machine_sample sample_machine() {
   m.total = m.busy + v[3] + v[4];
   m.ok = true;
   return m;
+}
+
+// Several pids (the nodes of a local cluster): RSS and CPU summed; ok only if
+// every one could be read, so a node that died does not look like a drop.
+proc_sample sample_procs(const std::vector<int>& pids) {
+  proc_sample sum;
+  sum.t = now_ns();
+  if (pids.empty()) return sum;
+  sum.ok = true;
+  for (int pid : pids) {
+    proc_sample one = sample_proc(pid);
+    sum.ok = sum.ok && one.ok;
+    sum.rss_kb += one.rss_kb;
+    sum.cpu_s += one.cpu_s;
+  }
+  return sum;
+}
+
+std::string join_pids(const std::vector<int>& pids) {
+  std::string out;
+  for (int pid : pids) out += (out.empty() ? "" : ",") + std::to_string(pid);
+  return out;
 }
 
 double cpu_pct(const proc_sample& a, const proc_sample& b) {
@@ -491,11 +540,11 @@ ojson run_once(const options& o) {
   int P = o.procs;
   int T = o.threads;
 
-  proc_sample s_before = sample_proc(o.server_pid), s_idle, s_go, s_end, s_after;
+  proc_sample s_before = sample_procs(o.server_pids), s_idle, s_go, s_end, s_after;
   machine_sample m_go, m_end;
   long rss_peak = s_before.rss_kb;
-  if (o.server_pid && !s_before.ok)
-    logf("warning: cannot read /proc/%d (server sampling off)", o.server_pid);
+  if (!o.server_pids.empty() && !s_before.ok)
+    logf("warning: cannot read /proc/{%s} (server sampling off)", join_pids(o.server_pids).c_str());
 
   char what[64];
   if (o.window > 0)
@@ -552,7 +601,7 @@ ojson run_once(const options& o) {
   int64_t t_connect0 = now_ns();
   int64_t last_progress = t_connect0;
   auto tick = [&] {
-    proc_sample s = sample_proc(o.server_pid);
+    proc_sample s = sample_procs(o.server_pids);
     if (s.ok) rss_peak = std::max(rss_peak, s.rss_kb);
   };
   if (!wait_all(ws, "joined", t_connect0 + int64_t((o.connect_timeout + 15) * 1e9),
@@ -571,7 +620,7 @@ ojson run_once(const options& o) {
     joined += w.events["joined"].value("ok", 0);
     connect_phase = std::max(connect_phase, w.events["joined"].value("connect_phase_s", 0.0));
   }
-  s_idle = sample_proc(o.server_pid);
+  s_idle = sample_procs(o.server_pids);
   logf("joined %d/%d in %.2f s%s", joined, o.conns, connect_phase,
        s_idle.ok ? (", server RSS " + std::to_string(s_idle.rss_kb / 1024) + " MiB").c_str() : "");
 
@@ -581,7 +630,7 @@ ojson run_once(const options& o) {
   bool go_sampled = false, end_sampled = false;
   auto tick2 = [&] {
     int64_t now = now_ns();
-    proc_sample s = sample_proc(o.server_pid);
+    proc_sample s = sample_procs(o.server_pids);
     if (s.ok) rss_peak = std::max(rss_peak, s.rss_kb);
     if (!go_sampled && now >= t0) {
       s_go = s;
@@ -603,7 +652,7 @@ ojson run_once(const options& o) {
   if (!wait_all(ws, "sent", t_end + int64_t((o.drain + 15) * 1e9), tick2, why))
     return abort_run(why);
   if (!end_sampled) {
-    s_end = sample_proc(o.server_pid);
+    s_end = sample_procs(o.server_pids);
     m_end = sample_machine();
   }
 
@@ -616,7 +665,7 @@ ojson run_once(const options& o) {
   int64_t drain_deadline = now_ns() + int64_t(o.drain * 1e9);
   for (auto& w : ws) send_cmd(w, {{"cmd", "drain"}, {"targets", targets}, {"deadline", drain_deadline}});
   if (!wait_all(ws, "done", drain_deadline + 20'000'000'000, tick, why)) return abort_run(why);
-  s_after = sample_proc(o.server_pid);
+  s_after = sample_procs(o.server_pids);
   reap(ws, false);
 
   // --- merge ---
@@ -681,6 +730,8 @@ ojson run_once(const options& o) {
   ojson& P_ = R["params"];
   P_["scenario"] = o.scenario.empty() ? "custom" : o.scenario;
   P_["url"] = "ws://" + o.host + ":" + std::to_string(o.port) + o.path;
+  if (!o.sender_host.empty())
+    P_["sender_url"] = "ws://" + o.sender_host + ":" + std::to_string(o.sender_port) + o.sender_path;
   P_["conns"] = o.conns;
   P_["rooms"] = o.rooms;
   P_["senders"] = o.senders;
@@ -762,9 +813,10 @@ ojson run_once(const options& o) {
     S["recovered_latency_ms"] = rlat.summary_ms();
   }
 
-  if (o.server_pid) {
+  if (!o.server_pids.empty()) {
     ojson& Sv = R["server"];
-    Sv["pid"] = o.server_pid;
+    Sv["pid"] = o.server_pids[0];
+    if (o.server_pids.size() > 1) Sv["pids"] = o.server_pids;  // figures are their sum
     Sv["sampled"] = s_before.ok;
     if (s_before.ok) {
       Sv["rss_before_kb"] = s_before.rss_kb;
@@ -870,6 +922,9 @@ void print_run(const ojson& r) {
               "run", p["conns"].get<int>(), p["rooms"].get<int>(), p["senders"].get<int>(), what,
               p["duration_s"].get<double>(), p["size_bytes"].get<int>(), p["procs"].get<int>(),
               p["threads"].get<int>());
+  if (p.contains("sender_url"))
+    std::printf("  %-16s receivers %s, senders %s\n", "urls", p.value("url", "?").c_str(),
+                p.value("sender_url", "?").c_str());
   std::printf("  %-16s %s (load average at start: 1, 5, 15 min, runnable/total)\n", "machine",
               p.value("loadavg_at_start", "?").c_str());
   const ojson& c = r["connections"];
@@ -918,8 +973,17 @@ void print_run(const ojson& r) {
   }
   if (r.contains("server") && r["server"].value("sampled", false)) {
     const ojson& s = r["server"];
-    std::printf("  %-16s pid %d  RSS before %.1f MiB, idle %.1f MiB (%+.2f KiB/conn), peak %.1f MiB, after %.1f MiB\n",
-                "server", s["pid"].get<int>(), s["rss_before_kb"].get<long>() / 1024.0,
+    std::string who = "pid " + std::to_string(s["pid"].get<int>());
+    if (s.contains("pids")) {  // a cluster: the figures are the sum over its nodes
+      who = "pids";
+      char sep = ' ';
+      for (auto& x : s["pids"]) {
+        who += sep + std::to_string(x.get<int>());
+        sep = ',';
+      }
+    }
+    std::printf("  %-16s %s  RSS before %.1f MiB, idle %.1f MiB (%+.2f KiB/conn), peak %.1f MiB, after %.1f MiB\n",
+                "server", who.c_str(), s["rss_before_kb"].get<long>() / 1024.0,
                 s["rss_idle_kb"].get<long>() / 1024.0, s["rss_per_conn_bytes"].get<double>() / 1024.0,
                 s["rss_peak_kb"].get<long>() / 1024.0, s["rss_after_kb"].get<long>() / 1024.0);
     std::printf("  %-16s CPU connect %.0f%%  load %.0f%%  drain+close %.0f%%  (100%% = one core)\n", "",

@@ -162,6 +162,8 @@ struct thread_ctx {
   int tidx;
   tcp::endpoint server_ep;
   std::string host_hdr;
+  tcp::endpoint sender_ep;  // senders' target (--sender-url; else = server_ep)
+  std::string sender_host_hdr, sender_path;
   const std::string& text;
   std::vector<std::unique_ptr<client>> clients;
   size_t next_connect = 0;
@@ -257,7 +259,8 @@ struct conn : std::enable_shared_from_this<conn> {
     attempt_timer.async_wait([self](beast::error_code e) {
       if (!e && !self->dead && !self->joined) self->die("timeout: connect+hello+join > 30 s");
     });
-    s.async_connect(tc.server_ep, [self](beast::error_code e) { self->on_connect(e); });
+    auto& ep = cl->sender_idx >= 0 ? tc.sender_ep : tc.server_ep;
+    s.async_connect(ep, [self](beast::error_code e) { self->on_connect(e); });
   }
 
   void on_connect(beast::error_code ec) {
@@ -271,7 +274,9 @@ struct conn : std::enable_shared_from_this<conn> {
     ws.read_message_max(64 * 1024 * 1024);
     ws.auto_fragment(false);
     auto self = shared_from_this();
-    ws.async_handshake(tc.host_hdr, tc.o.path, [self](beast::error_code e) { self->on_handshake(e); });
+    bool snd = cl->sender_idx >= 0;
+    ws.async_handshake(snd ? tc.sender_host_hdr : tc.host_hdr, snd ? tc.sender_path : tc.o.path,
+                       [self](beast::error_code e) { self->on_handshake(e); });
   }
 
   void on_handshake(beast::error_code ec) {
@@ -806,18 +811,20 @@ void worker_main(const options& o, int proc, int procs, int ctrl_fd, int out_fd)
   shared_state sh;
 
   // Resolve once (numeric or name), IPv4.
-  tcp::endpoint ep;
-  {
+  auto resolve = [out_fd](const std::string& host, int port) {
     asio::io_context tmp;
     tcp::resolver r(tmp);
     beast::error_code ec;
-    auto res = r.resolve(tcp::v4(), o.host, std::to_string(o.port), ec);
+    auto res = r.resolve(tcp::v4(), host, std::to_string(port), ec);
     if (ec || res.empty()) {
-      write_line(out_fd, {{"ev", "fatal"}, {"error", "resolve " + o.host + ": " + ec.message()}});
+      write_line(out_fd, {{"ev", "fatal"}, {"error", "resolve " + host + ": " + ec.message()}});
       ::_exit(2);
     }
-    ep = *res.begin();
-  }
+    return tcp::endpoint(*res.begin());
+  };
+  tcp::endpoint ep = resolve(o.host, o.port);
+  bool split = !o.sender_host.empty();
+  tcp::endpoint sender_ep = split ? resolve(o.sender_host, o.sender_port) : ep;
 
   std::string text;
   {
@@ -832,6 +839,9 @@ void worker_main(const options& o, int proc, int procs, int ctrl_fd, int out_fd)
     auto tc = std::make_unique<thread_ctx>(o, sh, t, text);
     tc->server_ep = ep;
     tc->host_hdr = o.host + ":" + std::to_string(o.port);
+    tc->sender_ep = sender_ep;
+    tc->sender_host_hdr = split ? o.sender_host + ":" + std::to_string(o.sender_port) : tc->host_hdr;
+    tc->sender_path = split ? o.sender_path : o.path;
     tcs.push_back(std::move(tc));
   }
 
