@@ -48,9 +48,7 @@ websocket_session::websocket_session(net::ip::tcp::socket&& socket, io_shard& sh
       id_((static_cast<uint64_t>(shard.index) << 48) | shard.next_conn++),
       msg_bucket_(ctx.cfg.rate, ctx.cfg.burst),
       req_bucket_(ctx.cfg.rate * 5, ctx.cfg.burst * 5),
-      hello_timer_(ws_.get_executor()),
-      expiry_timer_(ws_.get_executor()),
-      close_timer_(ws_.get_executor()),
+      timer_(ws_.get_executor()),
       opened_(clock_type::now()) {
   session_id_ = ctx.cfg.node + "-" + random_hex(12);
   beast::error_code ec;
@@ -98,9 +96,9 @@ void websocket_session::on_accept(beast::error_code ec) {
   } else if (static_cast<size_t>(m.connections.load()) > ctx_.cfg.max_connections) {
     close(1013, "server full, retry_ms=5000");
   } else {
-    hello_timer_.expires_after(std::chrono::milliseconds(
+    timer_.expires_after(std::chrono::milliseconds(
         static_cast<int64_t>(ctx_.cfg.hello_timeout_s * 1000)));
-    hello_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (ec || self->authed_ || self->closing_) return;
       self->send_error("", "unauthorized", "no hello in time");
       self->close(4001, "no hello");
@@ -109,8 +107,14 @@ void websocket_session::on_accept(beast::error_code ec) {
   do_read();
 }
 
+// Read a message in pieces of at most kReadPiece bytes: Beast prepares the
+// buffer before the data arrives, so every idle connection holds what one
+// piece asks for (a whole-message read asks for 1,536 bytes).
+constexpr std::size_t kReadPiece = 256;
+
 void websocket_session::do_read() {
-  ws_.async_read(buffer_, beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
+  ws_.async_read_some(buffer_, kReadPiece,
+                      beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
 }
 
 void websocket_session::on_read(beast::error_code ec, std::size_t) {
@@ -129,12 +133,18 @@ void websocket_session::on_read(beast::error_code ec, std::size_t) {
     do_read();
     return;
   }
+  if (!ws_.is_message_done()) {  // Beast enforces read_message_max over the pieces
+    do_read();
+    return;
+  }
   auto data = buffer_.data();
   std::string_view text(static_cast<const char*>(data.data()), data.size());
   split_frame(text, [&](std::string_view piece) {
     if (!closing_) handle(piece);
   });
   buffer_.consume(buffer_.size());
+  // A large message left a large buffer: give it back rather than hold it idle.
+  if (buffer_.capacity() > 2 * kReadPiece) buffer_.shrink_to_fit();
   do_read();
 }
 
@@ -202,14 +212,13 @@ void websocket_session::close(uint16_t code, std::string reason) {
   closing_ = true;
   close_code_ = code;
   close_reason_ = std::move(reason);
-  hello_timer_.cancel();
-  expiry_timer_.cancel();
+  timer_.cancel();
   // What is queued (an error explaining the close) goes out first, unless the
   // write in flight never completes: then the socket is cut.
   if (!writing_) do_close();
-  close_timer_.expires_after(std::chrono::seconds(5));
-  close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-    if (ec || self->cleaned_) return;
+  timer_.expires_after(std::chrono::seconds(5));
+  timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->cleaned_ || !self->closing_) return;
     beast::error_code ignored;
     self->ws_.next_layer().shutdown(net::socket_base::shutdown_both, ignored);
     self->ws_.next_layer().close(ignored);
@@ -236,9 +245,7 @@ void websocket_session::do_close() {
 void websocket_session::cleanup(const std::string& why) {
   if (cleaned_) return;
   cleaned_ = true;
-  hello_timer_.cancel();
-  expiry_timer_.cancel();
-  close_timer_.cancel();
+  timer_.cancel();
   shard_.registry.remove(id_);
   auto self = self_ref();
   for (auto& [room, sub] : rooms_) {
@@ -338,7 +345,7 @@ void websocket_session::handle_hello(client_req& req) {
   }
   authed_ = true;
   ident_ = std::move(r.id);
-  hello_timer_.cancel();
+  timer_.cancel();
   send_frame(encode_welcome(req.id, ident_.user, ident_.name, session_id_, ctx_.cfg.node,
                             ctx_.cfg.heartbeat_s));
   users_ = ctx_.routes->users_for(ident_.user);
@@ -350,11 +357,12 @@ void websocket_session::handle_hello(client_req& req) {
 }
 
 void websocket_session::arm_expiry() {
-  expiry_timer_.cancel();
+  if (closing_) return;
+  timer_.cancel();
   if (ident_.exp <= 0) return;
   auto left_ms = ident_.exp * 1000 - now_ms();
-  expiry_timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, left_ms)));
-  expiry_timer_.async_wait([self = shared_from_this(), exp = ident_.exp](beast::error_code ec) {
+  timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, left_ms)));
+  timer_.async_wait([self = shared_from_this(), exp = ident_.exp](beast::error_code ec) {
     if (ec || self->closing_ || self->ident_.exp != exp) return;
     self->send_error("", "token_expired", "token expired");
     self->close(4002, "token expired");

@@ -131,9 +131,12 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> dm_typing_;
   token_bucket msg_bucket_;
   token_bucket req_bucket_;
-  boost::asio::steady_timer hello_timer_;
-  boost::asio::steady_timer expiry_timer_;
-  boost::asio::steady_timer close_timer_;
+  // One timer for the one deadline a session has at a time: hello (until
+  // authenticated), token expiry (while open), closing handshake (while
+  // closing). Each handler checks that its phase still holds, so a stale
+  // completion of an earlier phase does nothing. Saves two timers' memory on
+  // every idle connection.
+  boost::asio::steady_timer timer_;
   std::chrono::steady_clock::time_point opened_;
 };
 
