@@ -62,9 +62,19 @@ void schedule_idle_check(room_actor* self) {
 
 void presence_event(room_actor* self, bool joined, const member_info& who) {
   auto& st = self->state;
-  if (st.users.size() + (joined ? 0 : 1) > st.deps.cfg.presence_batch_threshold) {
-    // Big room: batch into one presence_diff per interval; a join and a leave
-    // of the same user within it cancel out.
+  auto now = self->clock().now();
+  if (now - st.presence_window_start >= std::chrono::seconds(1)) {
+    st.presence_window_start = now;
+    st.presence_window_events = 0;
+  }
+  ++st.presence_window_events;
+  bool big = st.users.size() + (joined ? 0 : 1) > st.deps.cfg.presence_batch_threshold;
+  bool storm = st.presence_window_events > st.deps.cfg.presence_storm_rate;
+  // While a diff is pending every change joins it: a user's later event must
+  // never overtake an earlier one that waits in the diff.
+  if (big || storm || st.tick_pending) {
+    // Batch into one presence_diff per interval; a join and a leave of the
+    // same user within it cancel out.
     auto& same = joined ? st.diff_joins : st.diff_leaves;
     auto& other = joined ? st.diff_leaves : st.diff_joins;
     auto it = std::find_if(other.begin(), other.end(),

@@ -21,6 +21,9 @@ struct room_config {
   caf::timespan idle_grace = std::chrono::seconds(30);
   size_t presence_batch_threshold = 1000;  // above: presence_diff once per second
   caf::timespan presence_batch_interval = std::chrono::seconds(1);
+  // Presence changes per second above which a room of any size batches too
+  // (a reconnect storm would otherwise send members^2 events).
+  size_t presence_storm_rate = 50;
   uint64_t max_recovery = 10000;           // missed messages a join may replay
   size_t joined_members_listed = 100;
   size_t presence_members_listed = 1000;
@@ -85,9 +88,11 @@ struct room_state {
   std::vector<pending_send> flying;
   bool in_flight = false;
 
-  // Presence batching in big rooms.
+  // Presence batching in big rooms, and in any room during a storm.
   std::vector<member_info> diff_joins, diff_leaves;
   bool tick_pending = false;
+  caf::actor_clock::time_point presence_window_start;
+  size_t presence_window_events = 0;
 
   uint64_t received = 0;  // requests forwarded by the directory
   uint64_t idle_gen = 0;

@@ -448,6 +448,38 @@ TEST_F(RoomTest, GatewayDeathDropsEveryConnectionOfThatGateway) {
   EXPECT_EQ(delivered_seqs(gw1), iota_seqs(1, 1));
 }
 
+TEST_F(RoomTest, PresenceStormInASmallRoomIsBatched) {
+  auto cfg = test_room_config();
+  cfg.presence_storm_rate = 3;
+  auto r = room("general", cfg);
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  join(r, gw1, 1, "a");
+  sched.run();
+  // Three changes in a second: events as usual; the fourth and fifth go into a diff.
+  for (int i = 2; i <= 5; ++i) join(r, gw2, static_cast<uint64_t>(i), "u" + std::to_string(i));
+  sched.run();
+  EXPECT_EQ(events(gw1, "member_joined"), (ev{{"a", "a"}, {"u2", "u2"}, {"u3", "u3"}}));
+  EXPECT_TRUE(delivered(gw1, "presence_diff").empty());
+  // While the diff is pending, even a change below the rate waits in it, so a
+  // user's leave cannot overtake their earlier join.
+  sched.clock().current_time += std::chrono::seconds(2);
+  leave(r, gw2, 5);
+  sched.run();
+  EXPECT_TRUE(events(gw1, "member_left").empty());
+  EXPECT_TRUE(sched.trigger_timeout());
+  expect((presence_tick_atom), from(r).to(r));
+  sched.run();
+  auto diffs = delivered(gw1, "presence_diff");
+  ASSERT_EQ(diffs.size(), 1u);
+  EXPECT_EQ(diffs[0]["joins"], members_json({"u4"}));  // u5 joined and left: cancelled
+  EXPECT_EQ(diffs[0]["leaves"], json::array());
+  // Once the storm is over, events are immediate again.
+  leave(r, gw2, 4);
+  sched.run();
+  EXPECT_EQ(events(gw1, "member_left"), (ev{{"u4", "u4"}}));
+}
+
 TEST_F(RoomTest, BigRoomPresenceIsBatched) {
   auto cfg = test_room_config();
   cfg.presence_batch_threshold = 2;
@@ -510,9 +542,18 @@ TEST_F(RoomTest, BigRoomPresenceIsBatched) {
   sched.run();
   join(r, gw2, 7, "f");  // 3 users again: batched
   leave(r, gw2, 7);      // cancels
-  leave(r, gw1, 2);      // b: 1 user left + 1 = 2, not above the threshold
+  leave(r, gw1, 2);      // b: not above the threshold, but a diff is pending
   sched.run();
-  EXPECT_EQ(events(gw1, "member_left"), (ev{{"b", "b"}}));
+  EXPECT_TRUE(events(gw1, "member_left").empty());  // waits in the diff, in order
+  EXPECT_TRUE(sched.trigger_timeout());
+  sched.run();
+  auto last = delivered(gw1, "presence_diff").back();
+  EXPECT_EQ(last["joins"], json::array());
+  EXPECT_EQ(last["leaves"], members_json({"b"}));
+  // Nothing pending and at the threshold: immediate again.
+  join(r, gw2, 8, "g");
+  sched.run();
+  EXPECT_EQ(events(gw1, "member_joined").back(), (std::pair<std::string, std::string>{"g", "g"}));
 }
 
 // --- idempotency ----------------------------------------------------------------------
