@@ -69,7 +69,7 @@ void presence_event(room_actor* self, bool joined, const member_info& who) {
   }
   ++st.presence_window_events;
   bool big = st.users.size() + (joined ? 0 : 1) > st.deps.cfg.presence_batch_threshold;
-  bool storm = st.presence_window_events > st.deps.cfg.presence_storm_rate;
+  bool storm = st.presence_window_events * st.users.size() > st.deps.cfg.presence_budget;
   // While a diff is pending every change joins it: a user's later event must
   // never overtake an earlier one that waits in the diff.
   if (big || storm || st.tick_pending) {

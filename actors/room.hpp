@@ -21,9 +21,9 @@ struct room_config {
   caf::timespan idle_grace = std::chrono::seconds(30);
   size_t presence_batch_threshold = 1000;  // above: presence_diff once per second
   caf::timespan presence_batch_interval = std::chrono::seconds(1);
-  // Presence changes per second above which a room of any size batches too
-  // (a reconnect storm would otherwise send members^2 events).
-  size_t presence_storm_rate = 50;
+  // Presence deliveries a second (changes x members) above which a room of
+  // any size batches too: a reconnect storm would send members^2 events.
+  size_t presence_budget = 500;
   uint64_t max_recovery = 10000;           // missed messages a join may replay
   size_t joined_members_listed = 100;
   size_t presence_members_listed = 1000;

@@ -51,8 +51,8 @@ void add_server_options(CLI::App& app, server_config& c) {
       ->check(CLI::Range(1u, 1000000u));
   opt("--presence-batch-threshold", c.presence_batch_threshold, "CHAT_PRESENCE_BATCH_THRESHOLD",
       "Members above which presence events are batched once per second");
-  opt("--presence-storm-rate", c.presence_storm_rate, "CHAT_PRESENCE_STORM_RATE",
-      "Presence changes per second in one room above which they are batched too");
+  opt("--presence-budget", c.presence_budget, "CHAT_PRESENCE_BUDGET",
+      "Presence deliveries a second in one room (changes x members) above which they are batched too");
   opt("--retention-max-messages", c.retention_max_messages, "CHAT_RETENTION_MAX_MESSAGES",
       "Messages kept per room (0: all)");
   opt("--retention-max-age", c.retention_max_age_s, "CHAT_RETENTION_MAX_AGE",

@@ -42,7 +42,7 @@ struct server_config {
   double room_grace_s = 30;
   uint32_t history_window = 1000;
   size_t presence_batch_threshold = 1000;
-  size_t presence_storm_rate = 50;
+  size_t presence_budget = 500;
   uint64_t retention_max_messages = 0;
   int64_t retention_max_age_s = 0;
 

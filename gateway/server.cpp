@@ -53,7 +53,7 @@ bool server::start(std::string& err) {
   rcfg.window = cfg.history_window;
   rcfg.idle_grace = std::chrono::milliseconds(static_cast<int64_t>(cfg.room_grace_s * 1000));
   rcfg.presence_batch_threshold = cfg.presence_batch_threshold;
-  rcfg.presence_storm_rate = cfg.presence_storm_rate;
+  rcfg.presence_budget = cfg.presence_budget;
   ctx_.directory =
       sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_.users, rcfg, ctx_.routes});
   ctx_.routes->set_node(self_index, ctx_.directory, ctx_.users);
