@@ -569,7 +569,9 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
         auto& st = self->state;
         st.tick_pending = false;
         if (st.diff_joins.empty() && st.diff_leaves.empty()) return;
-        broadcast(self, 0, encode_presence_diff(st.room, st.diff_joins, st.diff_leaves));
+        broadcast(self, 0,
+                  encode_presence_diff(st.room, st.diff_joins, st.diff_leaves,
+                                       st.deps.cfg.presence_diff_listed, st.users.size()));
         st.diff_joins.clear();
         st.diff_leaves.clear();
       },

@@ -27,6 +27,7 @@ struct room_config {
   uint64_t max_recovery = 10000;           // missed messages a join may replay
   size_t joined_members_listed = 100;
   size_t presence_members_listed = 1000;
+  size_t presence_diff_listed = 100;       // joins (and leaves) named in one presence_diff
   uint32_t max_batch = 1000;               // messages per store append
   caf::timespan store_timeout = std::chrono::seconds(30);
 };

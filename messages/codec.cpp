@@ -179,9 +179,10 @@ void put_num(std::string& out, const char* key, uint64_t v) {
   out.append(",\"").append(key).append("\":").append(std::to_string(v));
 }
 
-void put_members(std::string& out, const char* key, const std::vector<member_info>& ms) {
+void put_members(std::string& out, const char* key, const std::vector<member_info>& ms,
+                 size_t limit = SIZE_MAX) {
   out.append(",\"").append(key).append("\":[");
-  for (size_t i = 0; i < ms.size(); ++i) {
+  for (size_t i = 0; i < ms.size() && i < limit; ++i) {
     if (i) out.push_back(',');
     out.append("{\"user\":").append(json_quote(ms[i].user));
     out.append(",\"name\":").append(json_quote(ms[i].name)).append("}");
@@ -334,11 +335,18 @@ std::string encode_member_event(std::string_view type, const std::string& room,
 }
 
 std::string encode_presence_diff(const std::string& room, const std::vector<member_info>& joins,
-                                 const std::vector<member_info>& leaves) {
+                                 const std::vector<member_info>& leaves, size_t listed,
+                                 size_t member_count) {
   std::string out = "{\"type\":\"presence_diff\"";
   put_str(out, "room", room);
-  put_members(out, "joins", joins);
-  put_members(out, "leaves", leaves);
+  put_members(out, "joins", joins, listed);
+  put_members(out, "leaves", leaves, listed);
+  if (joins.size() > listed || leaves.size() > listed) {
+    put_num(out, "joins_count", joins.size());
+    put_num(out, "leaves_count", leaves.size());
+    put_num(out, "member_count", member_count);
+    out.append(",\"truncated\":true");
+  }
   out.push_back('}');
   return out;
 }

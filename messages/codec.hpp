@@ -82,8 +82,12 @@ std::string encode_pong(const std::string& id);
 // type: "member_joined" or "member_left"
 std::string encode_member_event(std::string_view type, const std::string& room,
                                 const member_info& who);
+// Lists at most `listed` joins and leaves: a mass join of a 10,000-member room
+// would otherwise send every member the whole list (members^2 bytes). When cut,
+// it adds the totals, the room's member_count and "truncated":true.
 std::string encode_presence_diff(const std::string& room, const std::vector<member_info>& joins,
-                                 const std::vector<member_info>& leaves);
+                                 const std::vector<member_info>& leaves,
+                                 size_t listed = SIZE_MAX, size_t member_count = 0);
 
 // A JSON string literal (quotes included), UTF-8 kept byte for byte.
 std::string json_quote(std::string_view s);

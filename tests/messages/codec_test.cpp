@@ -987,6 +987,17 @@ TEST(Encode, MemberEventsAndPresenceDiff) {
   j = parse_frame(encode_presence_diff("big", {}, {}));
   EXPECT_EQ(j["joins"], json::array());
   EXPECT_EQ(j["leaves"], json::array());
+  // At the limit: complete, no totals.
+  j = parse_frame(encode_presence_diff("big", {{"a", "A"}, {"b", "B"}}, {{"c", "C"}}, 2, 10));
+  EXPECT_EQ(keys_of(j), (std::set<std::string>{"type", "room", "joins", "leaves"}));
+  // Over it: the first `listed` of each, the totals and the member count.
+  j = parse_frame(encode_presence_diff("big", {{"a", "A"}, {"b", "B"}, {"d", "D"}}, {{"c", "C"}}, 2, 10));
+  EXPECT_EQ(j["joins"].size(), 2u);
+  EXPECT_EQ(j["leaves"].size(), 1u);
+  EXPECT_EQ(j["joins_count"], 3);
+  EXPECT_EQ(j["leaves_count"], 1);
+  EXPECT_EQ(j["member_count"], 10);
+  EXPECT_EQ(j["truncated"], true);
 }
 
 TEST(Encode, ControlCharactersEscaped) {
