@@ -195,7 +195,9 @@ fi
 server_flags=(--listen 127.0.0.1:0 --port-file "$tmp/port" --allow-anonymous
               --rate 1000000 --burst 1000000 --max-conns-per-user 100000
               --log-level warn)
-if [ "$name" = durable ]; then
+if [[ "${CHATD_FLAGS:-}" == *--store* ]]; then
+  :  # the caller chose (e.g. CHATD_FLAGS="--store memory" for durable's in-memory figures)
+elif [ "$name" = durable ]; then
   server_flags+=(--store sqlite --db "$tmp/chat.db")
 else
   server_flags+=(--store memory)
