@@ -170,6 +170,19 @@ struct ClusterDslTest : ::testing::Test, test_network_fixture_base<planet> {
 
   cluster_routes& earth_routes() { return *nodes[earth_ix].routes; }
 
+  // Starts earth's manager, picks a room homed on mars and sends alice's join
+  // (earth's gateway, conn 1) to mars's directory as earth resolved it: the
+  // join_req, with earth's gateway handle inside, crosses the simulated network.
+  std::pair<std::string, actor> alice_joins_a_mars_room() {
+    start_manager();
+    auto room = room_homed_on(mars_ix);
+    auto dir = earth_routes().directory_for(room);
+    EXPECT_TRUE(dir);
+    if (dir)
+      anon_send(dir, make_join(room, conn_ref{nodes[earth_ix].gw, 1}, who("alice"), "\"j1\""));
+    return {room, dir};
+  }
+
   // The simulated TCP stream between earth and mars breaks: each BASP broker
   // sees connection_closed, as after a reset.
   void cut_earth_mars() {
@@ -218,15 +231,10 @@ TEST_F(ClusterDslTest, ManagerDialsPeersAndRoutesByRendezvous) {
 }
 
 TEST_F(ClusterDslTest, MemberOnEarthGetsMarsRoomMessagesInSeqOrder) {
-  start_manager();
-  auto room = room_homed_on(mars_ix);
-  auto mars_dir = earth_routes().directory_for(room);
+  auto [room, mars_dir] = alice_joins_a_mars_room();
   ASSERT_TRUE(mars_dir);
   auto& earth_gw = nodes[earth_ix].gw;
   auto& mars_gw = nodes[mars_ix].gw;
-  // Alice joins from earth through mars's directory: the join_req (with
-  // earth's gateway handle inside) crosses the simulated network.
-  anon_send(mars_dir, make_join(room, conn_ref{earth_gw, 1}, who("alice"), "\"j1\""));
   run_net();
   ASSERT_EQ(rec(earth_gw).joins.size(), 1u);
   auto& joined = rec(earth_gw).joins[0];
@@ -292,14 +300,11 @@ TEST_F(ClusterDslTest, KilledNodeActorTakesItsRoomsOffTheRoutes) {
 }
 
 TEST_F(ClusterDslTest, LostConnectionGivesDownAndRedialRestoresTheRoute) {
-  start_manager();
-  auto room = room_homed_on(mars_ix);
-  auto mars_dir = earth_routes().directory_for(room);
+  // Alice (earth) and bob (mars) are members; one message gets through.
+  auto [room, mars_dir] = alice_joins_a_mars_room();
   ASSERT_TRUE(mars_dir);
   auto& earth_gw = nodes[earth_ix].gw;
   auto& mars_gw = nodes[mars_ix].gw;
-  // Alice (earth) and bob (mars) are members; one message gets through.
-  anon_send(mars_dir, make_join(room, conn_ref{earth_gw, 1}, who("alice"), "\"j1\""));
   anon_send(nodes[mars_ix].directory, make_join(room, conn_ref{mars_gw, 7}, who("bob"), "\"j2\""));
   run_net();
   anon_send(nodes[mars_ix].directory,

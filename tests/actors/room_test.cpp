@@ -127,6 +127,12 @@ struct RoomTest : ::testing::Test, test_coordinator_fixture<test_config> {
   }
 
   // The frames of the last joined_msg a gateway got, parsed.
+  // Fires the room's pending presence tick and runs what follows from it.
+  void fire_presence_tick(const actor& r) {
+    EXPECT_TRUE(sched.trigger_timeout());
+    expect((presence_tick_atom), from(r).to(r));
+    sched.run();
+  }
   std::vector<json> last_join_frames(const actor& gw) {
     std::vector<json> out;
     auto& joins = rec(gw).joins;
@@ -467,9 +473,7 @@ TEST_F(RoomTest, PresenceStormInASmallRoomIsBatched) {
   leave(r, gw2, 5);
   sched.run();
   EXPECT_TRUE(events(gw1, "member_left").empty());
-  EXPECT_TRUE(sched.trigger_timeout());
-  expect((presence_tick_atom), from(r).to(r));
-  sched.run();
+  fire_presence_tick(r);
   auto diffs = delivered(gw1, "presence_diff");
   ASSERT_EQ(diffs.size(), 1u);
   EXPECT_EQ(diffs[0]["joins"], members_json({"u4"}));  // u5 joined and left: cancelled
@@ -500,9 +504,7 @@ TEST_F(RoomTest, BigRoomPresenceIsBatched) {
   EXPECT_TRUE(events(gw2, "member_joined").empty());
   EXPECT_TRUE(delivered(gw1, "presence_diff").empty());
   // ...then one presence_diff per interval, to every gateway.
-  EXPECT_TRUE(sched.trigger_timeout());
-  expect((presence_tick_atom), from(r).to(r));
-  sched.run();
+  fire_presence_tick(r);
   for (auto* gw : {&gw1, &gw2}) {
     auto diffs = delivered(*gw, "presence_diff");
     ASSERT_EQ(diffs.size(), 1u);
@@ -516,9 +518,7 @@ TEST_F(RoomTest, BigRoomPresenceIsBatched) {
   join(r, gw1, 5, "e");
   sched.run();
   EXPECT_TRUE(events(gw1, "member_left").empty());
-  EXPECT_TRUE(sched.trigger_timeout());
-  expect((presence_tick_atom), from(r).to(r));
-  sched.run();
+  fire_presence_tick(r);
   auto diffs = delivered(gw1, "presence_diff");
   ASSERT_EQ(diffs.size(), 2u);
   EXPECT_EQ(diffs[1]["joins"], members_json({"e"}));
@@ -528,9 +528,7 @@ TEST_F(RoomTest, BigRoomPresenceIsBatched) {
   leave(r, gw1, 3);
   join(r, gw1, 6, "c");
   sched.run();
-  EXPECT_TRUE(sched.trigger_timeout());
-  expect((presence_tick_atom), from(r).to(r));
-  sched.run();
+  fire_presence_tick(r);
   EXPECT_EQ(delivered(gw1, "presence_diff").size(), 2u);
   EXPECT_FALSE(state_of<room_state>(r).tick_pending);
 
