@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "messages/validate.hpp"
+
 namespace chat {
 
 namespace {
@@ -38,49 +40,6 @@ auth_result refuse(std::string error) {
   auth_result r;
   r.error = std::move(error);
   return r;
-}
-
-// Walks UTF-8, calling on_cp for each code point; false on any ill-formed sequence
-// (overlongs, surrogates, > U+10FFFF, truncation, stray continuation bytes).
-template <typename F>
-bool for_each_code_point(std::string_view s, F&& on_cp) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    unsigned char c = p[0];
-    uint32_t cp;
-    size_t len;
-    // The bounds on the second byte are what rule out overlongs and surrogates.
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80) {
-      cp = c;
-      len = 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      cp = c & 0x1F;
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      cp = c & 0x0F;
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      cp = c & 0x07;
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return false;
-    }
-    if (static_cast<size_t>(end - p) < len) return false;
-    for (size_t i = 1; i < len; ++i) {
-      unsigned char b = p[i];
-      if (i == 1 ? (b < lo || b > hi) : (b & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (b & 0x3F);
-    }
-    if (!on_cp(cp)) return false;
-    p += len;
-  }
-  return true;
 }
 
 bool valid_utf8(std::string_view s) {

@@ -4,40 +4,10 @@ namespace chat {
 
 bool utf8_code_points(std::string_view s, size_t& count) {
   count = 0;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const auto* end = p + s.size();
-  while (p < end) {
-    unsigned char c = *p;
-    if (c < 0x80) {
-      ++p;
-    } else {
-      size_t len;
-      uint32_t cp;
-      if ((c & 0xE0) == 0xC0) {
-        len = 2;
-        cp = c & 0x1F;
-      } else if ((c & 0xF0) == 0xE0) {
-        len = 3;
-        cp = c & 0x0F;
-      } else if ((c & 0xF8) == 0xF0) {
-        len = 4;
-        cp = c & 0x07;
-      } else {
-        return false;
-      }
-      if (static_cast<size_t>(end - p) < len) return false;
-      for (size_t i = 1; i < len; ++i) {
-        if ((p[i] & 0xC0) != 0x80) return false;
-        cp = (cp << 6) | (p[i] & 0x3F);
-      }
-      if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-          cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return false;
-      p += len;
-    }
+  return for_each_code_point(s, [&count](uint32_t) {
     ++count;
-  }
-  return true;
+    return true;
+  });
 }
 
 bool valid_room_name(std::string_view room) {
