@@ -203,6 +203,26 @@ bool parse_room_param(const std::string& room, bool allow_dm, api_error& err) {
   return bad(err, "room names are 1-64 characters of A-Z a-z 0-9 _ - . : (dm: is reserved)");
 }
 
+namespace {
+
+// A send the backend vouches for: no connection behind it, no membership needed.
+void set_trusted_send(api_call& call, api_op op, const std::string& room, member_info who,
+                      client_req& req, std::string dm_to) {
+  call.op = op;
+  call.room = room;
+  call.send = send_req{room,
+                       {},
+                       std::move(who),
+                       {},
+                       std::move(req.text),
+                       std::move(req.data),
+                       std::move(req.idem_key),
+                       std::move(dm_to)};
+  call.send.trusted = true;
+}
+
+}  // namespace
+
 bool parse_publish(std::string_view body, const std::string& room, const limits& lim,
                    api_call& call, api_error& err) {
   json j;
@@ -213,17 +233,7 @@ bool parse_publish(std::string_view body, const std::string& room, const limits&
     return false;
   j["room"] = room;
   if (!decode_as(std::move(j), "send", lim, req, err)) return false;
-  call.op = api_op::publish;
-  call.room = room;
-  call.send = send_req{room,
-                       {},
-                       std::move(who),
-                       {},
-                       std::move(req.text),
-                       std::move(req.data),
-                       std::move(req.idem_key),
-                       {}};
-  call.send.trusted = true;
+  set_trusted_send(call, api_op::publish, room, std::move(who), req, {});
   return true;
 }
 
@@ -237,17 +247,8 @@ bool parse_dm(std::string_view body, const limits& lim, api_call& call, api_erro
   if (!valid_user_id(req.to)) return bad(err, "'to' must be a user id");
   if (req.to == who.user) return bad(err, "'from' and 'to' must differ");
   auto room = dm_room_name(who.user, req.to);
-  call.op = api_op::dm;
-  call.room = room;
-  call.send = send_req{room,
-                       {},
-                       std::move(who),
-                       {},
-                       std::move(req.text),
-                       std::move(req.data),
-                       std::move(req.idem_key),
-                       req.to};
-  call.send.trusted = true;
+  auto to = req.to;
+  set_trusted_send(call, api_op::dm, room, std::move(who), req, std::move(to));
   return true;
 }
 
