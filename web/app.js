@@ -389,6 +389,12 @@
           if (typeof j === 'string') memberJoined(m.room, j, null); else if (j) memberJoined(m.room, j.user, j.name);
         }
         for (const l of m.leaves || []) memberLeft(m.room, typeof l === 'string' ? l : l && l.user);
+        // A truncated diff (a crowd joined at once) names only some: trust the count.
+        const r = S.rooms.get(m.room);
+        if (r && typeof m.member_count === 'number') {
+          r.memberCount = Math.max(m.member_count, 0);
+          if (r === S.active) renderPresence();
+        }
         break;
       }
       case 'presence': {
