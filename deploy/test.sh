@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command: install what is missing, build, and run every test:
-# unit + integration tests, again under AddressSanitizer + UBSan, the browser
+# unit + integration tests (with the ThreadSanitizer binary for shared state),
+# again under AddressSanitizer + UBSan, the browser
 # tests of the web client, and a smoke run of the load generator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
