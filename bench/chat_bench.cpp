@@ -975,14 +975,8 @@ void print_run(const ojson& r) {
   if (r.contains("server") && r["server"].value("sampled", false)) {
     const ojson& s = r["server"];
     std::string who = "pid " + std::to_string(s["pid"].get<int>());
-    if (s.contains("pids")) {  // a cluster: the figures are the sum over its nodes
-      who = "pids";
-      char sep = ' ';
-      for (auto& x : s["pids"]) {
-        who += sep + std::to_string(x.get<int>());
-        sep = ',';
-      }
-    }
+    if (s.contains("pids"))  // a cluster: the figures are the sum over its nodes
+      who = "pids " + join_pids(s["pids"].get<std::vector<int>>());
     std::printf("  %-16s %s  RSS before %.1f MiB, idle %.1f MiB (%+.2f KiB/conn), peak %.1f MiB, after %.1f MiB\n",
                 "server", who.c_str(), s["rss_before_kb"].get<long>() / 1024.0,
                 s["rss_idle_kb"].get<long>() / 1024.0, s["rss_per_conn_bytes"].get<double>() / 1024.0,

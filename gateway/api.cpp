@@ -247,8 +247,7 @@ bool parse_dm(std::string_view body, const limits& lim, api_call& call, api_erro
   if (!valid_user_id(req.to)) return bad(err, "'to' must be a user id");
   if (req.to == who.user) return bad(err, "'from' and 'to' must differ");
   auto room = dm_room_name(who.user, req.to);
-  auto to = req.to;
-  set_trusted_send(call, api_op::dm, room, std::move(who), req, std::move(to));
+  set_trusted_send(call, api_op::dm, room, std::move(who), req, std::move(req.to));
   return true;
 }
 

@@ -345,7 +345,6 @@ void websocket_session::handle_hello(client_req& req) {
   }
   authed_ = true;
   ident_ = std::move(r.id);
-  timer_.cancel();
   send_frame(encode_welcome(req.id, ident_.user, ident_.name, session_id_, ctx_.cfg.node,
                             ctx_.cfg.heartbeat_s));
   users_ = ctx_.routes->users_for(ident_.user);
@@ -357,8 +356,8 @@ void websocket_session::handle_hello(client_req& req) {
 }
 
 void websocket_session::arm_expiry() {
-  if (closing_) return;
-  timer_.cancel();
+  if (closing_) return;  // the timer now guards the closing handshake
+  timer_.cancel();        // ends the hello deadline, or the previous token's expiry
   if (ident_.exp <= 0) return;
   auto left_ms = ident_.exp * 1000 - now_ms();
   timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(0, left_ms)));
