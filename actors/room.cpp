@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/metrics.hpp"
+#include "messages/clock.hpp"
 #include "messages/codec.hpp"
 #include "messages/validate.hpp"
 
@@ -11,11 +12,6 @@ namespace chat {
 namespace {
 
 using conn_key = std::pair<caf::actor, uint64_t>;
-
-int64_t steady_us() {
-  using namespace std::chrono;
-  return duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();
-}
 
 void reply(room_actor* self, const conn_ref& c, std::string frame) {
   if (c.gateway) self->send(c.gateway, to_conn{c.id, std::move(frame)});

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "actors/store_backend.hpp"
+#include "messages/clock.hpp"
 
 namespace chat {
 
@@ -45,11 +46,6 @@ const migration migrations[] = {
 };
 
 constexpr int latest_schema = 1;
-
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 int64_t clamp_i64(uint64_t v) {
   return v > static_cast<uint64_t>(max_i64) ? max_i64 : static_cast<int64_t>(v);

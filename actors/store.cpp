@@ -6,11 +6,6 @@
 
 namespace chat {
 
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 namespace {
 
 caf::error store_error(const std::string& what) {

@@ -7,6 +7,7 @@
 
 #include "actors/store_backend.hpp"
 #include "caf/all.hpp"
+#include "messages/clock.hpp"
 #include "messages/types.hpp"
 
 namespace chat {
@@ -44,7 +45,5 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
 // detached = its own thread (production); false under the test coordinator.
 store_actor spawn_store(caf::actor_system& sys, std::shared_ptr<store_backend> backend,
                         store_config cfg, bool detached = true);
-
-int64_t now_ms();
 
 }  // namespace chat

@@ -6,7 +6,8 @@
 #include <string_view>
 #include <vector>
 
-#include "messages/types.hpp"
+#include "messages/errors.hpp"
+#include "messages/model.hpp"
 
 namespace chat {
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "caf/all.hpp"
+#include "messages/model.hpp"
 
 namespace chat {
 
@@ -55,39 +56,16 @@ inline bool operator==(const conn_ref& a, const conn_ref& b) {
   return a.gateway == b.gateway && a.id == b.id;
 }
 
-struct member_info {
-  std::string user;
-  std::string name;
-};
+// member_info and stored_msg: messages/model.hpp.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, member_info& x) {
   return f(caf::meta::type_name("member_info"), x.user, x.name);
 }
-inline bool operator==(const member_info& a, const member_info& b) {
-  return a.user == b.user && a.name == b.name;
-}
-
-// A message as stored: `data` is JSON text ("" when absent).
-struct stored_msg {
-  std::string room;
-  uint64_t seq = 0;
-  int64_t ts = 0;  // milliseconds since the epoch
-  std::string from;
-  std::string name;
-  std::string text;
-  std::string data;
-  std::string idem_key;
-};
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stored_msg& x) {
   return f(caf::meta::type_name("stored_msg"), x.room, x.seq, x.ts, x.from, x.name, x.text,
            x.data, x.idem_key);
 }
-inline bool operator==(const stored_msg& a, const stored_msg& b) {
-  return a.room == b.room && a.seq == b.seq && a.ts == b.ts && a.from == b.from &&
-         a.name == b.name && a.text == b.text && a.data == b.data && a.idem_key == b.idem_key;
-}
-
 // What a room needs from the store when it starts.
 struct room_snapshot {
   std::string epoch;
