@@ -21,10 +21,21 @@ caf::actor& room_for(directory_actor* self, const std::string& name) {
   return it->second.room;
 }
 
+// A request(...) (the server API) is delegated, so that the room answers the
+// requester in one round trip; a gateway's message is sent, so that the room
+// sees it came from here. The room counts both (room.cpp `from_directory`).
+template <class Req>
+void forward_to(directory_actor* self, const caf::actor& room, Req& req) {
+  if (self->current_message_id().is_request())
+    self->delegate(room, std::move(req));
+  else
+    self->send(room, std::move(req));
+}
+
 template <class Req>
 void forward(directory_actor* self, Req& req) {
   auto& room = room_for(self, req.room);
-  self->send(room, std::move(req));
+  forward_to(self, room, req);
 }
 
 }  // namespace
@@ -55,9 +66,9 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
         auto it = st.rooms.find(req.room);
         if (it != st.rooms.end()) {
           ++it->second.sent;
-          self->send(it->second.room, std::move(req));
+          forward_to(self, it->second.room, req);
         } else if (req.reply && req.conn.gateway) {
-          self->send(req.conn.gateway, to_conn{req.conn.id, encode_left(req.req_id, req.room)});
+          self->send(req.conn.gateway, left_msg{req.conn.id, req.req_id, req.room});
         }
       },
       [=](const room_idle& idle) {

@@ -11,16 +11,36 @@ namespace chat {
 
 namespace {
 
-using conn_key = std::pair<caf::actor, uint64_t>;
+using conn_key = std::pair<gateway_actor, uint64_t>;
 
-void reply(room_actor* self, const conn_ref& c, std::string frame) {
-  if (c.gateway) self->send(c.gateway, to_conn{c.id, std::move(frame)});
+void count(errc code) { global_metrics().count_error(std::string(to_string(code))); }
+
+// Where a request's answer goes: the requester's promise when it came with
+// request(...) (the server API, one round trip), else the connection's gateway.
+reply_to reply_target(room_actor* self, const conn_ref& c, const std::string& req_id) {
+  return reply_to{c, req_id, self->make_response_promise()};
 }
 
-void reply_error(room_actor* self, const conn_ref& c, const std::string& id, const char* code,
-                 const std::string& msg) {
-  global_metrics().count_error(code);
-  reply(self, c, encode_error(id, code, msg));
+template <class T>
+void answer(room_actor* self, reply_to& to, T msg) {
+  msg.conn = to.conn.id;
+  msg.req_id = to.req_id;
+  if (!to.rp.async())
+    to.rp.deliver(std::move(msg));
+  else if (to.conn.gateway)
+    self->send(to.conn.gateway, std::move(msg));
+}
+
+void answer_error(room_actor* self, reply_to& to, errc code, std::string message) {
+  count(code);
+  if (!to.rp.async())
+    to.rp.deliver(make_chat_error(code, std::move(message)));
+  else if (to.conn.gateway)
+    self->send(to.conn.gateway, error_msg{to.conn.id, to.req_id, code, std::move(message), {}});
+}
+
+void answer_ack(room_actor* self, reply_to& to, uint64_t seq, int64_t ts) {
+  answer(self, to, ack_msg{0, {}, self->state.room, seq, ts});
 }
 
 bool is_member(room_actor* self, const conn_ref& c) {
@@ -103,7 +123,7 @@ void add_member(room_actor* self, const conn_ref& c, const member_info& who) {
 }
 
 // Removes one connection; member_left when it was its user's last.
-void remove_member(room_actor* self, const caf::actor& gw, uint64_t id) {
+void remove_member(room_actor* self, const gateway_actor& gw, uint64_t id) {
   auto& st = self->state;
   auto git = st.by_gateway.find(gw);
   if (git == st.by_gateway.end()) return;
@@ -112,7 +132,7 @@ void remove_member(room_actor* self, const caf::actor& gw, uint64_t id) {
   std::string user = std::move(cit->second);
   git->second.erase(cit);
   if (git->second.empty()) {
-    self->demonitor(gw);
+    self->demonitor(gw.address());
     st.by_gateway.erase(git);
   }
   --st.conn_count;
@@ -158,15 +178,14 @@ void learn_first_seq(room_actor* self, uint64_t first) {
 }
 
 // A committed message: remember it, then ack the sender and broadcast.
-void publish(room_actor* self, stored_msg& msg, const conn_ref* sender, const std::string& req_id,
-             int64_t t0_us) {
+void publish(room_actor* self, stored_msg& msg, reply_to* sender, int64_t t0_us) {
   auto& st = self->state;
   st.last_seq = msg.seq;
   st.last_ts = std::max(st.last_ts, msg.ts);
   if (st.first_seq > msg.seq) st.first_seq = msg.seq;
   auto frame = encode_message(msg);
   if (sender) {
-    reply(self, *sender, encode_ack(req_id, st.room, msg.seq, msg.ts));
+    answer_ack(self, *sender, msg.seq, msg.ts);
     global_metrics().observe_rtt_us(static_cast<uint64_t>(std::max<int64_t>(0, steady_us() - t0_us)));
   }
   if (st.dm) {
@@ -197,11 +216,11 @@ void on_committed(room_actor* self) {
       remember_idem(self, key, p.msg.seq, p.msg.ts);
       auto w = st.idem_waiters.find(key);
       if (w != st.idem_waiters.end()) {
-        for (auto& [c, id] : w->second) reply(self, c, encode_ack(id, st.room, p.msg.seq, p.msg.ts));
+        for (auto& to : w->second) answer_ack(self, to, p.msg.seq, p.msg.ts);
         st.idem_waiters.erase(w);
       }
     }
-    publish(self, p.msg, &p.req.conn, p.req.req_id, p.t0_us);
+    publish(self, p.msg, &p.to, p.t0_us);
   }
   st.in_flight = false;
   dispatch(self);
@@ -229,7 +248,7 @@ void resync(room_actor* self) {
                 // this message's ack instead of storing it a second time.
                 if (!m.idem_key.empty())
                   remember_idem(self, m.from + '\x1f' + m.idem_key, m.seq, m.ts);
-                publish(self, m, nullptr, {}, 0);
+                publish(self, m, nullptr, 0);
               }
             st.last_seq = std::max(st.last_seq, snap.last_seq);
             st.in_flight = false;
@@ -250,12 +269,12 @@ void on_failed(room_actor* self, const caf::error& err) {
                 self->system().render(err));
   for (auto& p : st.flying) {
     auto key = idem_key_of(p.req);
-    reply_error(self, p.req.conn, p.req.req_id, "unavailable", "message not stored, try again");
+    answer_error(self, p.to, errc::unavailable, "message not stored, try again");
     if (!key.empty()) {
       auto w = st.idem_waiters.find(key);
       if (w != st.idem_waiters.end()) {
-        for (auto& [c, id] : w->second)
-          reply_error(self, c, id, "unavailable", "message not stored, try again");
+        for (auto& to : w->second)
+          answer_error(self, to, errc::unavailable, "message not stored, try again");
         st.idem_waiters.erase(w);
       }
     }
@@ -284,11 +303,10 @@ void dispatch(room_actor* self) {
     if (!key.empty()) {
       auto hit = st.idem.find(key);
       if (hit != st.idem.end()) {
-        reply(self, p.req.conn, encode_ack(p.req.req_id, st.room, hit->second.seq, hit->second.ts));
+        answer_ack(self, p.to, hit->second.seq, hit->second.ts);
         auto w = st.idem_waiters.find(key);
         if (w != st.idem_waiters.end()) {
-          for (auto& [c, id] : w->second)
-            reply(self, c, encode_ack(id, st.room, hit->second.seq, hit->second.ts));
+          for (auto& to : w->second) answer_ack(self, to, hit->second.seq, hit->second.ts);
           st.idem_waiters.erase(w);
         }
         continue;
@@ -316,64 +334,74 @@ void dispatch(room_actor* self) {
 
 void handle_send(room_actor* self, send_req& req) {
   auto& st = self->state;
+  auto to = reply_target(self, req.conn, req.req_id);
   if (!req.trusted &&
       (st.dm ? !is_participant(self, req.who.user) : !is_member(self, req.conn))) {
-    reply_error(self, req.conn, req.req_id, st.dm ? "forbidden" : "not_member",
-                st.dm ? "not a participant of this conversation" : "join the room first");
+    if (st.dm)
+      answer_error(self, to, errc::forbidden, "not a participant of this conversation");
+    else
+      answer_error(self, to, errc::not_member, "join the room first");
     return;
   }
   auto key = idem_key_of(req);
   if (!key.empty()) {
     auto hit = st.idem.find(key);
     if (hit != st.idem.end() && now_ms() - hit->second.ts <= st.deps.cfg.idem_window_ms) {
-      reply(self, req.conn, encode_ack(req.req_id, st.room, hit->second.seq, hit->second.ts));
+      answer_ack(self, to, hit->second.seq, hit->second.ts);
       return;
     }
     auto w = st.idem_waiters.find(key);
     if (w != st.idem_waiters.end()) {  // the first send is still being stored
-      w->second.emplace_back(req.conn, req.req_id);
+      w->second.push_back(std::move(to));
       return;
     }
-    st.idem_waiters.emplace(key, std::vector<std::pair<conn_ref, std::string>>{});
+    st.idem_waiters.emplace(key, std::vector<reply_to>{});
   }
   room_state::pending_send p;
   p.req = std::move(req);
+  p.to = std::move(to);
   p.t0_us = steady_us();
   st.queued.push_back(std::move(p));
   dispatch(self);
 }
 
-void finish_join(room_actor* self, const join_req& req, std::vector<std::string> frames,
-                 int recovered) {
+void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> recovered,
+                 int8_t recovered_flag) {
   auto& st = self->state;
   if (!st.dm) add_member(self, req.conn, req.who);
-  auto members = list_members(self, st.deps.cfg.joined_members_listed);
-  frames.push_back(encode_joined(req.req_id, st.room, st.last_seq, st.epoch, st.users.size(),
-                                 members, recovered, st.first_seq));
-  self->send(req.conn.gateway,
-             joined_msg{req.conn.id, st.room, caf::actor_cast<caf::actor>(self),
-                        std::move(frames), !st.dm, st.last_seq});
+  joined_msg out;
+  out.conn = req.conn.id;
+  out.room = st.room;
+  out.room_actor = caf::actor_cast<caf::actor>(self);
+  out.recovered = std::move(recovered);
+  out.info = joined_info{req.req_id,   st.room,
+                         st.last_seq,  st.epoch,
+                         st.users.size(), list_members(self, st.deps.cfg.joined_members_listed),
+                         recovered_flag, st.first_seq};
+  out.member = !st.dm;
+  if (req.conn.gateway) self->send(req.conn.gateway, std::move(out));
 }
 
 void handle_join(room_actor* self, const join_req& req) {
   auto& st = self->state;
   if (st.dm && !is_participant(self, req.who.user)) {
-    reply_error(self, req.conn, req.req_id, "forbidden", "not a participant of this conversation");
+    auto to = reply_target(self, req.conn, req.req_id);
+    answer_error(self, to, errc::forbidden, "not a participant of this conversation");
     return;
   }
-  std::vector<std::string> frames;
-  int recovered = -1;
+  std::vector<stored_msg> recovered;
+  int8_t flag = -1;
   if (req.recover) {
     if (req.epoch != st.epoch || req.since + 1 < st.first_seq) {
-      recovered = 0;  // history reset or trimmed: the client must reload
+      flag = 0;  // history reset or trimmed: the client must reload
     } else if (req.since >= st.last_seq) {
-      recovered = 1;
+      flag = 1;
     } else if (!st.recent.empty() && st.recent.front().seq <= req.since + 1) {
       for (auto& m : st.recent)
-        if (m.seq > req.since) frames.push_back(encode_message(m));
-      recovered = 1;
+        if (m.seq > req.since) recovered.push_back(m);
+      flag = 1;
     } else if (st.last_seq - req.since > st.deps.cfg.max_recovery) {
-      recovered = 0;
+      flag = 0;
     } else {
       // Older than the window: read the gap from the store, then the window.
       uint64_t upto = st.recent.empty() ? st.last_seq + 1 : st.recent.front().seq;
@@ -386,23 +414,20 @@ void handle_join(room_actor* self, const join_req& req) {
                 auto& st = self->state;
                 learn_first_seq(self, first);
                 if (st.pending_joins.erase(key) == 0) return;  // left meanwhile
-                std::vector<std::string> frames;
                 uint64_t expect = req.since + 1;
                 bool ok = true;
-                for (auto& m : got) {
+                for (auto& m : got)
                   if (m.seq != expect++) ok = false;
-                  frames.push_back(encode_message(m));
-                }
                 ok = ok && expect == upto &&
                      (st.recent.empty() ? upto == st.last_seq + 1
                                         : st.recent.front().seq <= upto);
                 if (ok) {
                   for (auto& m : st.recent)
-                    if (m.seq >= upto) frames.push_back(encode_message(m));
+                    if (m.seq >= upto) got.push_back(m);
                 } else {
-                  frames.clear();
+                  got.clear();
                 }
-                finish_join(self, req, std::move(frames), ok ? 1 : 0);
+                finish_join(self, req, std::move(got), ok ? 1 : 0);
                 schedule_idle_check(self);
               },
               [=](caf::error&) {
@@ -413,37 +438,67 @@ void handle_join(room_actor* self, const join_req& req) {
       return;
     }
   }
-  finish_join(self, req, std::move(frames), recovered);
+  finish_join(self, req, std::move(recovered), flag);
+}
+
+// A room exists for the server API when it has (or had) messages or members.
+bool room_exists(room_actor* self) {
+  return self->state.last_seq > 0 || !self->state.users.empty();
+}
+
+void answer_history(room_actor* self, reply_to& to, std::vector<stored_msg> msgs, bool more) {
+  auto& st = self->state;
+  answer(self, to,
+         history_page{0, {}, st.room, std::move(msgs), more, st.first_seq, room_exists(self)});
 }
 
 void handle_history(room_actor* self, const history_req& req) {
   auto& st = self->state;
+  auto to = reply_target(self, req.conn, req.req_id);
   uint64_t before = req.before == 0 ? st.last_seq + 1 : std::min(req.before, st.last_seq + 1);
   uint64_t lo = before > req.limit ? before - req.limit : 1;
   lo = std::max(lo, st.first_seq);
   if (before <= lo) {
-    reply(self, req.conn, encode_history(req.req_id, st.room, {}, false, st.first_seq));
+    answer_history(self, to, {}, false);
     return;
   }
   if (!st.recent.empty() && st.recent.front().seq <= lo) {
     std::vector<stored_msg> out;
     for (auto& m : st.recent)
       if (m.seq >= lo && m.seq < before) out.push_back(m);
-    reply(self, req.conn, encode_history(req.req_id, st.room, out, lo > st.first_seq, st.first_seq));
+    answer_history(self, to, std::move(out), lo > st.first_seq);
     return;
   }
   range_query q{st.room, 0, before, req.limit, true};
   self->request(st.deps.store, st.deps.cfg.store_timeout, range_atom_v, q)
       .then(
-          [=](std::vector<stored_msg>& got, uint64_t first) {
+          [=](std::vector<stored_msg>& got, uint64_t first) mutable {
             auto& st = self->state;
             learn_first_seq(self, first);
             bool more = got.size() >= req.limit && !got.empty() && got.front().seq > st.first_seq;
-            reply(self, req.conn, encode_history(req.req_id, st.room, got, more, st.first_seq));
+            answer_history(self, to, std::move(got), more);
           },
-          [=](caf::error&) {
-            reply_error(self, req.conn, req.req_id, "unavailable", "history is unavailable");
+          [=](caf::error&) mutable {
+            answer_error(self, to, errc::unavailable, "history is unavailable");
           });
+}
+
+void handle_presence(room_actor* self, const presence_req& req) {
+  auto& st = self->state;
+  auto to = reply_target(self, req.conn, req.req_id);
+  answer(self, to,
+         presence_list{0, {}, st.room, list_members(self, st.deps.cfg.presence_members_listed),
+                       room_exists(self)});
+}
+
+void handle_leave(room_actor* self, const leave_req& req) {
+  auto& st = self->state;
+  st.pending_joins.erase({req.conn.gateway, req.conn.id});
+  remove_member(self, req.conn.gateway, req.conn.id);
+  if (req.reply) {
+    auto to = reply_target(self, req.conn, req.req_id);
+    answer(self, to, left_msg{0, {}, st.room});
+  }
 }
 
 void apply_snapshot(room_actor* self, room_snapshot& snap) {
@@ -465,7 +520,8 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
 // room, then stops so that the next request tries again.
 caf::behavior failed_behavior(room_actor* self) {
   auto fail = [=](const conn_ref& c, const std::string& id) {
-    reply_error(self, c, id, "unavailable", "room storage is unavailable");
+    auto to = reply_target(self, c, id);
+    answer_error(self, to, errc::unavailable, "room storage is unavailable");
   };
   return {
       [=](join_req& r) { fail(r.conn, r.req_id); },
@@ -473,7 +529,9 @@ caf::behavior failed_behavior(room_actor* self) {
       [=](history_req& r) { fail(r.conn, r.req_id); },
       [=](presence_req& r) { fail(r.conn, r.req_id); },
       [=](leave_req& r) {
-        if (r.reply) reply(self, r.conn, encode_left(r.req_id, self->state.room));
+        if (!r.reply) return;
+        auto to = reply_target(self, r.conn, r.req_id);
+        answer(self, to, left_msg{0, {}, self->state.room});
       },
       [=](typing_req&) {},
       [=](stop_room_atom) { self->quit(); },
@@ -491,7 +549,7 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   self->attach_functor([] { global_metrics().rooms.fetch_sub(1, std::memory_order_relaxed); });
   // A gateway (or, in a cluster, its node) is gone: drop its connections.
   self->set_down_handler([=](caf::down_msg& dm) {
-    auto gw = caf::actor_cast<caf::actor>(dm.source);
+    auto gw = caf::actor_cast<gateway_actor>(dm.source);
     auto& st = self->state;
     auto it = st.by_gateway.find(gw);
     if (it == st.by_gateway.end()) return;
@@ -516,8 +574,14 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
             self->send(self->state.deps.directory, room_idle{self->state.room, 0});
             self->delayed_send(self, std::chrono::seconds(5), stop_room_atom_v);
           });
+  // Requests arrive from the directory (until a gateway knows the room's handle)
+  // or straight from gateways. The directory sends what it forwards, except a
+  // request(...) (server API, which only ever asks the directory): that it
+  // delegates, keeping the requester as sender.
   auto from_directory = [=] {
-    if (self->current_sender() == self->state.deps.directory) ++self->state.received;
+    if (self->current_sender() == self->state.deps.directory ||
+        self->current_message_id().is_request())
+      ++self->state.received;
   };
   return {
       [=](join_req& req) {
@@ -526,10 +590,7 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       },
       [=](leave_req& req) {
         from_directory();
-        auto& st = self->state;
-        st.pending_joins.erase({req.conn.gateway, req.conn.id});
-        remove_member(self, req.conn.gateway, req.conn.id);
-        if (req.reply) reply(self, req.conn, encode_left(req.req_id, st.room));
+        handle_leave(self, req);
       },
       [=](send_req& req) {
         from_directory();
@@ -541,10 +602,7 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       },
       [=](presence_req& req) {
         from_directory();
-        auto& st = self->state;
-        reply(self, req.conn,
-              encode_presence(req.req_id, st.room,
-                              list_members(self, st.deps.cfg.presence_members_listed)));
+        handle_presence(self, req);
       },
       [=](typing_req& req) {
         from_directory();

@@ -47,6 +47,13 @@ struct room_deps {
   }
 };
 
+// Where the answer to one request goes (see room.cpp `answer`).
+struct reply_to {
+  conn_ref conn;
+  std::string req_id;
+  caf::response_promise rp;  // answers a request(...) (server API); async() otherwise
+};
+
 struct room_state {
   std::string room;
   bool dm = false;
@@ -67,21 +74,22 @@ struct room_state {
   std::unordered_map<std::string, idem_hit> idem;  // user \x1f key -> first send's ack
   std::deque<std::pair<int64_t, std::string>> idem_order;
   // Keys of sends not yet committed -> duplicates waiting for the same ack.
-  std::unordered_map<std::string, std::vector<std::pair<conn_ref, std::string>>> idem_waiters;
+  std::unordered_map<std::string, std::vector<reply_to>> idem_waiters;
 
   // Membership: connections by gateway (for fan-out), users (for presence).
-  std::map<caf::actor, std::unordered_map<uint64_t, std::string>> by_gateway;
+  std::map<gateway_actor, std::unordered_map<uint64_t, std::string>> by_gateway;
   struct user_entry {
     std::string name;
     size_t conns = 0;
   };
   std::map<std::string, user_entry> users;
   size_t conn_count = 0;
-  std::set<std::pair<caf::actor, uint64_t>> pending_joins;  // waiting for a store read
+  std::set<std::pair<gateway_actor, uint64_t>> pending_joins;  // waiting for a store read
 
   // Send pipeline: one append in flight; the rest queue and go as the next batch.
   struct pending_send {
     send_req req;
+    reply_to to;
     int64_t t0_us = 0;
     stored_msg msg;
   };

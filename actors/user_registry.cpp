@@ -4,11 +4,11 @@ namespace chat {
 
 namespace {
 
-void drop_gateway_ref(user_registry_actor* self, const caf::actor& gw) {
+void drop_gateway_ref(user_registry_actor* self, const gateway_actor& gw) {
   auto& gws = self->state.gateways;
   auto it = gws.find(gw);
   if (it != gws.end() && --it->second == 0) {
-    self->demonitor(gw);
+    self->demonitor(gw.address());
     gws.erase(it);
   }
 }
@@ -32,7 +32,7 @@ void remove_conn(user_registry_actor* self, const std::string& user, const conn_
 caf::behavior user_registry_impl(user_registry_actor* self, size_t max_conns_per_user) {
   self->state.max_conns_per_user = max_conns_per_user;
   self->set_down_handler([=](caf::down_msg& dm) {
-    auto gw = caf::actor_cast<caf::actor>(dm.source);
+    auto gw = caf::actor_cast<gateway_actor>(dm.source);
     auto& st = self->state;
     st.gateways.erase(gw);
     for (auto it = st.users.begin(); it != st.users.end();) {
@@ -59,7 +59,7 @@ caf::behavior user_registry_impl(user_registry_actor* self, size_t max_conns_per
       [=](const user_offline& off) { remove_conn(self, off.user, off.conn); },
       [=](const user_deliver& d) {
         // Group by gateway: one CAF message per gateway.
-        std::map<caf::actor, std::vector<uint64_t>> per_gw;
+        std::map<gateway_actor, std::vector<uint64_t>> per_gw;
         for (auto& user : d.users) {
           auto it = self->state.users.find(user);
           if (it == self->state.users.end()) continue;

@@ -17,7 +17,7 @@ struct user_registry_state {
     int64_t since_ms = 0;
   };
   std::unordered_map<std::string, std::vector<entry>> users;  // oldest first
-  std::map<caf::actor, size_t> gateways;                     // monitored, with conn counts
+  std::map<gateway_actor, size_t> gateways;                     // monitored, with conn counts
   static inline const char* name = "user_registry";
 };
 

@@ -55,7 +55,7 @@ bool decode_as(json body, const char* type, const limits& lim, client_req& out, 
   body.erase("id");
   body["type"] = type;
   decode_error de;
-  if (decode_request(body.dump(-1, ' ', false, json::error_handler_t::replace), lim, out, de))
+  if (decode_request_json(body, lim, out, de))
     return true;
   return fail(err, api_status_for(de.code), de.code, de.message);
 }
@@ -388,8 +388,9 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
   if (!ok) return reply_now(err);
   if (!ctx.api) return reply_now({503, "unavailable", "server API not started"});
   // The actor answers from a CAF thread: hop back to the session's own thread.
-  call.reply = [&ioc, done = std::move(done), version, keep_alive](unsigned status,
-                                                                   std::string body) {
+  // `keep` holds the context, which owns the shard that runs `ioc`.
+  call.reply = [keep = ctx.shared_from_this(), &ioc, done = std::move(done), version,
+                keep_alive](unsigned status, std::string body) {
     net::post(ioc, [done, res = api_response(version, keep_alive, status,
                                              std::move(body))]() mutable { done(std::move(res)); });
   };

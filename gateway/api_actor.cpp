@@ -13,16 +13,8 @@ using json = nlohmann::json;
 using ordered = nlohmann::ordered_json;  // answers keep their keys in a readable order
 
 unsigned api_status_for(std::string_view code) {
-  if (code == "bad_request") return 400;
-  if (code == "unauthorized" || code == "token_expired") return 401;
-  if (code == "forbidden") return 403;
-  if (code == "not_found") return 404;
-  if (code == "not_member") return 409;
-  if (code == "too_large") return 413;
-  if (code == "rate_limited") return 429;
-  if (code == "unavailable") return 503;
-  if (code == "timeout") return 504;
-  return 500;
+  auto e = errc_from_string(code);
+  return e ? http_status(*e) : 500;
 }
 
 std::string api_error_body(std::string_view code, std::string_view message) {
@@ -35,163 +27,100 @@ std::string dump(const ordered& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void finish(api_actor* self, uint64_t id, unsigned status, std::string body) {
-  auto& pending = self->state.pending;
-  auto it = pending.find(id);
-  if (it == pending.end()) return;  // answered already (or timed out)
-  auto reply = std::move(it->second.call.reply);
-  pending.erase(it);
-  if (reply) reply(status, std::move(body));
-}
+// One pending HTTP request: answered exactly once.
+struct responder {
+  std::shared_ptr<api_reply> reply;
 
-void fail(api_actor* self, uint64_t id, std::string_view code, std::string_view message) {
-  finish(self, id, api_status_for(code), api_error_body(code, message));
-}
+  explicit responder(api_reply r) : reply(std::make_shared<api_reply>(std::move(r))) {}
 
-// A room's home directory (in a cluster, possibly on another node); null when unreachable.
-caf::actor directory_for(api_actor* self, const std::string& room) {
-  auto* ctx = self->state.ctx;
-  return ctx->routes ? ctx->routes->directory_for(room) : ctx->directory;
-}
-
-caf::actor users_for(api_actor* self, const std::string& user) {
-  auto* ctx = self->state.ctx;
-  return ctx->routes ? ctx->routes->users_for(user) : ctx->users;
-}
-
-conn_ref ref(api_actor* self, uint64_t id) {
-  return conn_ref{caf::actor_cast<caf::actor>(self), id};
-}
-
-// The room's own reply without its "type": {"type":"history","room":... → {"room":...
-std::string strip_type(const std::string& frame, std::string_view type) {
-  std::string prefix = "{\"type\":\"" + std::string(type) + "\",";
-  if (frame.compare(0, prefix.size(), prefix) == 0) return "{" + frame.substr(prefix.size());
-  auto j = json::parse(frame, nullptr, false);
-  if (j.is_object()) j.erase("type");
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-void send_presence(api_actor* self, uint64_t id, const caf::actor& dir) {
-  auto& call = self->state.pending.at(id).call;
-  self->send(dir, presence_req{call.room, ref(self, id), {}});
-}
-
-void send_history(api_actor* self, uint64_t id, const caf::actor& dir, uint64_t before,
-                  uint32_t limit) {
-  auto& call = self->state.pending.at(id).call;
-  self->send(dir, history_req{call.room, ref(self, id), {}, before, limit});
-}
-
-bool has_items(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_array() && !it->empty();
-}
-
-// A room exists when it has (or had) stored messages or has members; otherwise a
-// presence or history request is a 404. Empty replies lead to the other question.
-void on_room_reply(api_actor* self, uint64_t id, const std::string& type, const json& j,
-                   const std::string& frame) {
-  using stage = api_state::stage;
-  auto& e = self->state.pending.at(id);
-  auto dir = directory_for(self, e.call.room);
-  bool known = false;
-  if (type == "presence") {
-    known = has_items(j, "members");
-  } else {  // history; first_seq > 1: it had messages, retention trimmed them
-    known = has_items(j, "messages") || j.value("first_seq", uint64_t{1}) > 1;
+  void ok(std::string body) const { finish(200, std::move(body)); }
+  void fail(errc code, std::string_view message) const {
+    finish(http_status(code), api_error_body(to_string(code), message));
   }
-  if (e.at == stage::answer) {
-    if (known) return finish(self, id, 200, strip_type(frame, type));
-    e.first = strip_type(frame, type);
-    if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
-    if (type == "history" && e.call.before == 0) {
-      e.at = stage::probe_presence;
-      return send_presence(self, id, dir);
+  // A request that failed: a room's own error, or no answer in time, or its node gone.
+  void fail(const caf::error& err, std::string_view what) const {
+    std::string message;
+    auto code = errc_of(err, &message);
+    if (code == errc::timeout)
+      message =
+          "no answer in time; a message may still be stored: retry with the same idempotency_key";
+    else if (message.empty())
+      message = std::string(what) + " did not answer";
+    fail(code, message);
+  }
+
+ private:
+  void finish(unsigned status, std::string body) const {
+    if (*reply) {
+      auto r = std::move(*reply);
+      *reply = nullptr;
+      r(status, std::move(body));
     }
-    e.at = stage::probe_history;
-    return send_history(self, id, dir, 0, 1);
   }
-  if (known) return finish(self, id, 200, std::move(e.first));
-  if (e.at == stage::probe_history && e.call.op == api_op::history) {
-    e.at = stage::probe_presence;
-    if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
-    return send_presence(self, id, dir);
-  }
-  fail(self, id, "not_found", "no such room: " + e.call.room);
-}
-
-// A frame from a room (or the directory) for pending request `id`.
-void on_frame(api_actor* self, uint64_t id, const std::string& frame) {
-  auto it = self->state.pending.find(id);
-  if (it == self->state.pending.end()) return;
-  auto j = json::parse(frame, nullptr, false);
-  if (!j.is_object()) return fail(self, id, "internal", "unreadable reply from the room");
-  auto type = j.value("type", "");
-  if (type == "error") {
-    return fail(self, id, j.value("code", "internal"), j.value("message", ""));
-  }
-  if (type == "ack") {
-    ordered out{{"room", j.value("room", "")},
-                {"seq", j.value("seq", uint64_t{0})},
-                {"ts", j.value("ts", int64_t{0})}};
-    return finish(self, id, 200, dump(out));
-  }
-  if (type == "history" || type == "presence") return on_room_reply(self, id, type, j, frame);
-  // Anything else (a room never sends us more for these requests) is ignored.
-}
+};
 
 void start(api_actor* self, api_call& call) {
   auto& st = self->state;
-  auto id = st.next_id++;
-  auto op = call.op;
-  st.pending.emplace(id, api_state::entry{std::move(call), api_state::stage::answer, {}});
-  self->delayed_send(self, st.timeout, api_timeout_atom_v, id);
-  auto& c = st.pending.at(id).call;
-  switch (op) {
+  auto& ctx = *st.ctx;
+  responder done{std::move(call.reply)};
+  auto timeout = st.timeout;
+  switch (call.op) {
     case api_op::publish:
     case api_op::dm: {
-      auto dir = directory_for(self, c.send.room);
-      if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
-      auto req = c.send;
-      req.conn = ref(self, id);
+      auto dir = ctx.routes->directory_for(call.send.room);
+      if (!dir) return done.fail(errc::unavailable, "the room's node is unreachable");
+      auto req = std::move(call.send);
       req.trusted = true;
-      self->send(dir, std::move(req));
+      self->request(dir, timeout, std::move(req))
+          .then([=](const ack_msg& a) { done.ok(encode_body(a)); },
+                [=](caf::error& err) { done.fail(err, "the room"); });
       return;
     }
     case api_op::disconnect: {
-      auto users = users_for(self, c.kick.user);
-      if (!users) return fail(self, id, "unavailable", "the user's node is unreachable");
-      auto user = c.kick.user;
-      self->request(users, st.timeout, c.kick)
+      auto users = ctx.routes->users_for(call.kick.user);
+      if (!users) return done.fail(errc::unavailable, "the user's node is unreachable");
+      auto user = call.kick.user;
+      self->request(users, timeout, std::move(call.kick))
           .then(
               [=](uint64_t closed) {
-                if (closed == 0) return fail(self, id, "not_found", "user has no open connections");
-                finish(self, id, 200, dump(ordered{{"user", user}, {"closed", closed}}));
+                if (closed == 0) return done.fail(errc::not_found, "user has no open connections");
+                done.ok(dump(ordered{{"user", user}, {"closed", closed}}));
               },
-              [=](caf::error& err) {
-                fail(self, id, "unavailable", "user registry: " + self->system().render(err));
-              });
+              [=](caf::error& err) { done.fail(err, "the user registry"); });
       return;
     }
     case api_op::rooms:
-      self->request(st.ctx->directory, st.timeout, rooms_atom_v)
+      self->request(ctx.directory, timeout, rooms_atom_v)
           .then(
               [=](const std::vector<std::string>& names) {
-                finish(self, id, 200, dump(ordered{{"rooms", names}}));
+                done.ok(dump(ordered{{"rooms", names}}));
               },
-              [=](caf::error& err) {
-                fail(self, id, "unavailable", "directory: " + self->system().render(err));
-              });
+              [=](caf::error& err) { done.fail(err, "the directory"); });
       return;
     case api_op::presence:
     case api_op::history: {
-      auto dir = directory_for(self, c.room);
-      if (!dir) return fail(self, id, "unavailable", "the room's node is unreachable");
-      if (op == api_op::presence)
-        send_presence(self, id, dir);
-      else
-        send_history(self, id, dir, c.before, c.limit);
+      auto dir = ctx.routes->directory_for(call.room);
+      if (!dir) return done.fail(errc::unavailable, "the room's node is unreachable");
+      // A room exists when it has (or had) stored messages or has members:
+      // the reply says so, so one round trip answers 404 or the data.
+      auto room = call.room;
+      if (call.op == api_op::presence) {
+        self->request(dir, timeout, presence_req{call.room, {}, {}})
+            .then(
+                [=](const presence_list& p) {
+                  if (!p.exists) return done.fail(errc::not_found, "no such room: " + room);
+                  done.ok(encode_body(p));
+                },
+                [=](caf::error& err) { done.fail(err, "the room"); });
+      } else {
+        self->request(dir, timeout, history_req{call.room, {}, {}, call.before, call.limit})
+            .then(
+                [=](const history_page& h) {
+                  if (!h.exists) return done.fail(errc::not_found, "no such room: " + room);
+                  done.ok(encode_body(h));
+                },
+                [=](caf::error& err) { done.fail(err, "the room"); });
+      }
       return;
     }
   }
@@ -199,25 +128,12 @@ void start(api_actor* self, api_call& call) {
 
 }  // namespace
 
-caf::behavior api_impl(api_actor* self, server_context* ctx, std::chrono::milliseconds timeout) {
-  self->state.ctx = ctx;
+caf::behavior api_impl(api_actor* self, std::shared_ptr<server_context> ctx,
+                       std::chrono::milliseconds timeout) {
+  self->state.ctx = std::move(ctx);
   self->state.timeout = timeout;
   return {
       [=](api_call& call) { start(self, call); },
-      [=](to_conn& m) { on_frame(self, m.conn, m.frame); },
-      [=](api_timeout_atom, uint64_t id) {
-        if (self->state.pending.count(id) == 0) return;
-        spdlog::warn("event=api_timeout request={}", id);
-        fail(self, id, "timeout",
-             "no answer in time; a message may still be stored: "
-             "retry with the same idempotency_key");
-      },
-      // What rooms send to gateways with members: the API never joins, so nothing
-      // arrives here; ignore it rather than log unexpected messages.
-      [=](joined_msg&) {},
-      [=](deliver&) {},
-      [=](conns_deliver&) {},
-      [=](close_conn&) {},
   };
 }
 

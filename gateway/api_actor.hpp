@@ -1,13 +1,14 @@
 #pragma once
-// The server API's actor: a pseudo gateway for rooms. It sends room requests
-// with `conn_ref{itself, request id}`, so the rooms' replies (`to_conn` frames:
-// ack, error, history, presence) come back here, and each completes one pending
-// HTTP request. It never touches a socket: `api_reply` posts to the requesting
-// session's I/O thread. Every request is answered within `timeout` (else 504).
+// The server API's actor: turns one validated HTTP request into one request(...)
+// to the actor that answers it (a room through its home directory, a user
+// registry, the directory), with a deadline, and completes the HTTP request
+// with the typed reply. It never touches a socket: `api_reply` posts to the
+// requesting session's I/O thread. Every request is answered within `timeout`
+// (else 504).
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
-#include <unordered_map>
 
 #include "caf/all.hpp"
 #include "messages/types.hpp"
@@ -19,7 +20,8 @@ struct server_context;
 enum class api_op { publish, dm, disconnect, presence, history, rooms };
 
 // Completes one HTTP request with a status and a JSON body. Called at most once,
-// from a CAF thread: it must post to the session's own thread.
+// from a CAF thread: it must post to the session's own thread (and keep that
+// thread's io_context alive until it has).
 using api_reply = std::function<void(unsigned status, std::string body)>;
 
 // One validated API request (see gateway/api.hpp for the parsing).
@@ -33,30 +35,16 @@ struct api_call {
   api_reply reply;
 };
 
-using api_timeout_atom = caf::atom_constant<caf::atom("api_tmo")>;
-constexpr auto api_timeout_atom_v = api_timeout_atom::value;
-
 struct api_state {
-  // An empty presence or history reply raises the question whether the room
-  // exists at all: `stage` says which follow-up question is out, `first` keeps
-  // the reply to return if it does.
-  enum class stage { answer, probe_history, probe_presence };
-  struct entry {
-    api_call call;
-    stage at = stage::answer;
-    std::string first;
-  };
-  server_context* ctx = nullptr;
+  std::shared_ptr<server_context> ctx;  // shared: a late reply still finds it
   std::chrono::milliseconds timeout{10000};
-  uint64_t next_id = 1;
-  std::unordered_map<uint64_t, entry> pending;
   static inline const char* name = "api";
 };
 
 using api_actor = caf::stateful_actor<api_state>;
 
-// `ctx` must outlive the actor (server::shutdown waits for it).
-caf::behavior api_impl(api_actor* self, server_context* ctx, std::chrono::milliseconds timeout);
+caf::behavior api_impl(api_actor* self, std::shared_ptr<server_context> ctx,
+                       std::chrono::milliseconds timeout);
 
 // The HTTP status for a protocol error code (bad_request → 400, unavailable → 503, ...).
 unsigned api_status_for(std::string_view code);

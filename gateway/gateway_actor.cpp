@@ -9,8 +9,24 @@ namespace chat {
 
 namespace net = boost::asio;
 
-caf::behavior gateway_impl(gateway_actor* self, io_shard* shard) {
-  self->state.shard = shard;
+namespace {
+
+// A reply for one connection, encoded on its I/O thread.
+template <class Reply>
+void post_reply(io_shard* shard, Reply&& r) {
+  net::post(shard->ioc, [shard, r = std::forward<Reply>(r)] {
+    if (auto* s = shard->registry.find(r.conn)) s->push(std::make_shared<const std::string>(encode(r)));
+  });
+}
+
+}  // namespace
+
+gateway_actor::behavior_type gateway_impl(gateway_actor::stateful_pointer<gateway_state> self,
+                                          std::shared_ptr<server_context> ctx, io_shard* shard) {
+  // Posted handlers capture the raw pointer: they only run inside
+  // shard->ioc.run(), and the state's ctx keeps the shard alive while this
+  // actor lives.
+  self->state.ctx = std::move(ctx);
   // A room actor died (crash, or its node was lost): its local members must rejoin.
   self->set_down_handler([=](caf::down_msg& dm) {
     auto it = self->state.rooms.find(dm.source);
@@ -24,12 +40,11 @@ caf::behavior gateway_impl(gateway_actor* self, io_shard* shard) {
     self->state.rooms.erase(it);
   });
   return {
-      [=](to_conn& m) {
-        net::post(shard->ioc, [shard, m = std::move(m)]() mutable {
-          if (auto* s = shard->registry.find(m.conn))
-            s->push(std::make_shared<const std::string>(std::move(m.frame)));
-        });
-      },
+      [=](ack_msg& m) { post_reply(shard, std::move(m)); },
+      [=](error_msg& m) { post_reply(shard, std::move(m)); },
+      [=](left_msg& m) { post_reply(shard, std::move(m)); },
+      [=](history_page& m) { post_reply(shard, std::move(m)); },
+      [=](presence_list& m) { post_reply(shard, std::move(m)); },
       [=](joined_msg& m) {
         auto addr = m.room_actor.address();
         if (self->state.rooms.emplace(addr, m.room).second) self->monitor(m.room_actor);

@@ -19,12 +19,14 @@ namespace chat {
 namespace net = boost::asio;
 
 server::server(caf::actor_system& sys, server_config cfg, auth_config auth, cluster_config cluster)
-    : sys_(sys), ctx_(std::move(cfg), std::move(auth)), cluster_(std::move(cluster)) {}
+    : sys_(sys),
+      ctx_(std::make_shared<server_context>(std::move(cfg), std::move(auth))),
+      cluster_(std::move(cluster)) {}
 
 server::~server() { shutdown(); }
 
 bool server::start(std::string& err) {
-  auto& cfg = ctx_.cfg;
+  auto& cfg = ctx_->cfg;
   std::shared_ptr<store_backend> backend;
   if (cfg.store == "memory") {
     backend = make_memory_backend(cfg.memory_max_per_room);
@@ -40,7 +42,7 @@ bool server::start(std::string& err) {
   scfg.retention.max_messages = cfg.retention_max_messages;
   scfg.retention.max_age_ms = cfg.retention_max_age_s * 1000;
   store_ = spawn_store(sys_, backend, scfg);
-  ctx_.users = sys_.spawn(user_registry_impl, cfg.max_conns_per_user);
+  ctx_->users = sys_.spawn(user_registry_impl, cfg.max_conns_per_user);
   std::vector<std::string> names;
   size_t self_index = 0;
   for (auto& n : cluster_.nodes) {
@@ -48,34 +50,34 @@ bool server::start(std::string& err) {
     names.push_back(n.name);
   }
   if (names.empty()) names.push_back(cfg.node);
-  ctx_.routes = std::make_shared<cluster_routes>(names, self_index);
+  ctx_->routes = std::make_shared<cluster_routes>(names, self_index);
   room_config rcfg;
   rcfg.window = cfg.history_window;
   rcfg.idle_grace = std::chrono::milliseconds(static_cast<int64_t>(cfg.room_grace_s * 1000));
   rcfg.presence_batch_threshold = cfg.presence_batch_threshold;
   rcfg.presence_budget = cfg.presence_budget;
-  ctx_.directory =
-      sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_.users, rcfg, ctx_.routes});
-  ctx_.routes->set_node(self_index, ctx_.directory, ctx_.users);
+  ctx_->directory =
+      sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_->users, rcfg, ctx_->routes});
+  ctx_->routes->set_node(self_index, ctx_->directory, ctx_->users);
   if (!cluster_.nodes.empty()) {
     // Publish this node's entry point, then keep dialling the peers.
     auto& me = cluster_.nodes[self_index];
-    node_actor_ = sys_.spawn(node_impl, ctx_.directory, ctx_.users);
+    node_actor_ = sys_.spawn(node_impl, ctx_->directory, ctx_->users);
     auto published = sys_.middleman().publish(node_actor_, me.remote_port, me.remote_host.c_str(), true);
     if (!published) {
       err = "cannot publish on " + me.remote_host + ":" + std::to_string(me.remote_port) + ": " +
             sys_.render(published.error());
       return false;
     }
-    cluster_manager_ = sys_.spawn(cluster_manager_impl, cluster_, self_index, ctx_.routes);
+    cluster_manager_ = sys_.spawn(cluster_manager_impl, cluster_, self_index, ctx_->routes);
   }
 
-  ctx_.api = sys_.spawn(api_impl, &ctx_, std::chrono::milliseconds(10000));
+  ctx_->api = sys_.spawn(api_impl, ctx_, std::chrono::milliseconds(10000));
   for (int i = 0; i < cfg.io_threads; ++i) {
     auto shard = std::make_unique<io_shard>();
     shard->index = static_cast<size_t>(i);
-    shard->gateway = sys_.spawn(gateway_impl, shard.get());
-    ctx_.shards.push_back(std::move(shard));
+    shard->gateway = sys_.spawn(gateway_impl, ctx_, shard.get());
+    ctx_->shards.push_back(std::move(shard));
   }
   auto colon = cfg.listen.rfind(':');
   auto host = cfg.listen.substr(0, colon);
@@ -96,13 +98,13 @@ bool server::start(std::string& err) {
     err = "bad listen port in " + cfg.listen;
     return false;
   }
-  listener_ = std::make_shared<listener>(ctx_.shards[0]->ioc, ctx_);
+  listener_ = std::make_shared<listener>(ctx_->shards[0]->ioc, *ctx_);
   if (!listener_->open({addr, static_cast<uint16_t>(port_num)}, err)) {
     err = "cannot listen on " + cfg.listen + ": " + err;
     return false;
   }
   listener_->run();
-  for (auto& shard : ctx_.shards) {
+  for (auto& shard : ctx_->shards) {
     guards_.push_back(std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(
         shard->ioc.get_executor()));
     threads_.emplace_back([s = shard.get()] { s->ioc.run(); });
@@ -111,13 +113,13 @@ bool server::start(std::string& err) {
 }
 
 void server::shutdown(uint16_t code) {
-  if (stopped_ || ctx_.shards.empty()) return;
+  if (stopped_ || ctx_->shards.empty()) return;
   stopped_ = true;
-  ctx_.draining = true;
+  ctx_->draining = true;
   auto& m = global_metrics();
   spdlog::info("event=shutdown_begin connections={}", m.connections.load());
-  net::post(ctx_.shards[0]->ioc, [l = listener_] { l->stop(); });
-  for (auto& shard : ctx_.shards) {
+  net::post(ctx_->shards[0]->ioc, [l = listener_] { l->stop(); });
+  for (auto& shard : ctx_->shards) {
     net::post(shard->ioc, [s = shard.get(), code] {
       // Spread the reconnects: each connection gets its own retry hint.
       std::mt19937 rng{std::random_device{}()};
@@ -128,31 +130,38 @@ void server::shutdown(uint16_t code) {
     });
   }
   auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(static_cast<int64_t>(ctx_.cfg.shutdown_timeout_s * 1000));
-  while (m.connections.load() > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                  std::chrono::milliseconds(static_cast<int64_t>(ctx_->cfg.shutdown_timeout_s * 1000));
+  ctx_->sessions.wait_zero(deadline);
   guards_.clear();
-  for (auto& shard : ctx_.shards) shard->ioc.stop();
+  for (auto& shard : ctx_->shards) shard->ioc.stop();
   for (auto& t : threads_) t.join();
   threads_.clear();
-  // Stop the actors: rooms first (their last appends reach the store), the
-  // store commits what is pending as it exits.
-  caf::anon_send(ctx_.directory, caf::close_atom_v);
-  for (auto& shard : ctx_.shards) caf::anon_send_exit(shard->gateway, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(ctx_.users, caf::exit_reason::user_shutdown);
-  if (cluster_manager_) caf::anon_send_exit(cluster_manager_, caf::exit_reason::user_shutdown);
-  if (node_actor_) caf::anon_send_exit(node_actor_, caf::exit_reason::user_shutdown);
-  if (ctx_.api) {  // its pending requests hold HTTP sessions: gone before the io_contexts
-    caf::scoped_actor waiter{sys_};
-    waiter->monitor(ctx_.api);
-    caf::anon_send_exit(ctx_.api, caf::exit_reason::user_shutdown);
-    waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(2)) >> [] {});
-  }
-  {
-    caf::scoped_actor waiter{sys_};
-    waiter->monitor(ctx_.directory);
-    waiter->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(2)) >> [] {});
-  }
+  // Stop the actors and await them: rooms first (the directory stops them; their
+  // last appends reach the store), then the store, which commits what is
+  // pending as it exits. Gateways and the API share the context, so a message
+  // still in their mailboxes finds what it posts into alive; awaiting them
+  // here makes the context's last owner this server again.
+  std::vector<caf::actor> waits;
+  auto stop = [&](const caf::actor& a) {
+    if (!a) return;
+    waits.push_back(a);
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  };
+  caf::scoped_actor waiter{sys_};
+  waiter->monitor(ctx_->directory);
+  caf::anon_send(ctx_->directory, caf::close_atom_v);
+  for (auto& shard : ctx_->shards) stop(caf::actor_cast<caf::actor>(shard->gateway));
+  stop(ctx_->users);
+  stop(cluster_manager_);
+  stop(node_actor_);
+  stop(ctx_->api);
+  for (auto& a : waits) waiter->monitor(a);
+  size_t left = waits.size() + 1;
+  bool timed_out = false;
+  while (left > 0 && !timed_out)
+    waiter->receive([&](const caf::down_msg&) { --left; },
+                    caf::after(std::chrono::seconds(2)) >> [&] { timed_out = true; });
+  if (timed_out) spdlog::warn("event=shutdown_actors_late left={}", left);
   caf::anon_send_exit(store_, caf::exit_reason::user_shutdown);
   spdlog::info("event=shutdown_done connections_left={}", m.connections.load());
 }

@@ -25,11 +25,11 @@ class server {
   // retry_ms hint, wait for them (bounded), then stop threads and actors.
   void shutdown(uint16_t code = 1012);
   uint16_t port() const { return listener_ ? listener_->port() : 0; }
-  server_context& context() { return ctx_; }
+  server_context& context() { return *ctx_; }
 
  private:
   caf::actor_system& sys_;
-  server_context ctx_;
+  std::shared_ptr<server_context> ctx_;
   store_actor store_;
   cluster_config cluster_;
   caf::actor node_actor_;

@@ -88,6 +88,7 @@ void websocket_session::on_accept(beast::error_code ec) {
   }
   auto& m = global_metrics();
   shard_.registry.add(id_, this);
+  ctx_.sessions.add();
   m.connections.fetch_add(1, std::memory_order_relaxed);
   m.connections_total.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("event=conn_open conn={} session={} remote={}", id_, session_id_, remote_);
@@ -259,6 +260,7 @@ void websocket_session::cleanup(const std::string& why) {
   rooms_.clear();
   if (authed_ && users_) caf::anon_send(users_, user_offline{ident_.user, self});
   global_metrics().connections.fetch_sub(1, std::memory_order_relaxed);
+  ctx_.sessions.remove();
   auto secs = std::chrono::duration<double>(clock_type::now() - opened_).count();
   spdlog::info("event=conn_close conn={} session={} user={} remote={} seconds={:.1f} reason=\"{}\"",
                id_, session_id_, authed_ ? ident_.user : "-", remote_, secs, why);
@@ -428,10 +430,11 @@ void websocket_session::on_joined(joined_msg& msg) {
     sub.index = shard_.registry.subscribe(msg.room, this);
     sub.member = true;
   }
-  for (auto& f : msg.frames) send_frame(std::move(f));
+  for (auto& m : msg.recovered) send_frame(encode_message(m));
+  send_frame(encode(msg.info));
   if (!msg.member) {  // dm room: live messages come as user deliveries
     auto& last = dm_seen_[msg.room];
-    last = std::max(last, msg.last_seq);
+    last = std::max(last, msg.info.seq);
   }
   auto held = std::move(sub.held);
   for (auto& s : held) caf::anon_send(sub.actor, std::move(s));

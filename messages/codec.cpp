@@ -95,6 +95,10 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
   if (text.find('\0') != std::string_view::npos) return fail(err, "bad_request", "malformed JSON");
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return fail(err, "bad_request", "malformed JSON");
+  return decode_request_json(j, lim, out, err);
+}
+
+bool decode_request_json(const json& j, const limits& lim, client_req& out, decode_error& err) {
   if (!j.is_object()) return fail(err, "bad_request", "a request must be a JSON object");
   out = client_req{};
   auto id = j.find("id");
@@ -350,5 +354,50 @@ std::string encode_presence_diff(const std::string& room, const std::vector<memb
   out.push_back('}');
   return out;
 }
+
+// --- replies ---------------------------------------------------------------------
+
+std::string encode(const ack_msg& m) { return encode_ack(m.req_id, m.room, m.seq, m.ts); }
+
+std::string encode(const error_msg& m) {
+  std::string out = "{\"type\":\"error\"";
+  put_id(out, m.req_id);
+  put_str(out, "code", to_string(m.code));
+  if (!m.room.empty()) put_str(out, "room", m.room);
+  put_str(out, "message", m.message);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode(const left_msg& m) { return encode_left(m.req_id, m.room); }
+
+std::string encode(const history_page& m) {
+  return encode_history(m.req_id, m.room, m.msgs, m.more, m.first_seq);
+}
+
+std::string encode(const presence_list& m) { return encode_presence(m.req_id, m.room, m.members); }
+
+std::string encode(const joined_info& m) {
+  return encode_joined(m.req_id, m.room, m.seq, m.epoch, m.member_count, m.members, m.recovered,
+                       m.first_seq);
+}
+
+namespace {
+
+// Our own encoder put `"type":"<t>",` right after the brace (no id: req_id is empty).
+template <class Reply>
+std::string without_type(Reply m, std::string_view type) {
+  m.req_id.clear();
+  auto out = encode(m);
+  size_t n = std::string_view("\"type\":\"\",").size() + type.size();
+  out.erase(1, n);
+  return out;
+}
+
+}  // namespace
+
+std::string encode_body(const history_page& m) { return without_type(m, "history"); }
+std::string encode_body(const presence_list& m) { return without_type(m, "presence"); }
+std::string encode_body(const ack_msg& m) { return without_type(m, "ack"); }
 
 }  // namespace chat

@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "messages/errors.hpp"
 #include "messages/model.hpp"
 
@@ -46,6 +48,10 @@ struct decode_error {
 
 // Decodes one client object. On failure fills `err` and returns false.
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err);
+// The same for an object already parsed (the server API's bodies), whose depth
+// the caller has checked.
+bool decode_request_json(const nlohmann::json& j, const limits& lim, client_req& out,
+                    decode_error& err);
 
 // Splits a frame on '\n' into its objects (empty pieces skipped).
 template <class F>
@@ -89,6 +95,18 @@ std::string encode_member_event(std::string_view type, const std::string& room,
 std::string encode_presence_diff(const std::string& room, const std::vector<member_info>& joins,
                                  const std::vector<member_info>& leaves,
                                  size_t listed = SIZE_MAX, size_t member_count = 0);
+
+// --- replies (messages/model.hpp) ------------------------------------------------
+std::string encode(const ack_msg& m);
+std::string encode(const error_msg& m);
+std::string encode(const left_msg& m);
+std::string encode(const history_page& m);
+std::string encode(const presence_list& m);
+std::string encode(const joined_info& m);
+// The server API's body for a reply: the same object without "type" and "id".
+std::string encode_body(const history_page& m);
+std::string encode_body(const presence_list& m);
+std::string encode_body(const ack_msg& m);
 
 // A JSON string literal (quotes included), UTF-8 kept byte for byte.
 std::string json_quote(std::string_view s);

@@ -2,6 +2,26 @@
 
 namespace chat {
 
+caf::error make_chat_error(errc code, std::string message) {
+  return caf::error{static_cast<uint8_t>(code), chat_error_category,
+                    caf::make_message(std::move(message))};
+}
+
+errc errc_of(const caf::error& err, std::string* message) {
+  if (err.category() == chat_error_category && err.code() < errc_count) {
+    if (message) {
+      auto& ctx = err.context();
+      *message = ctx.match_elements<std::string>() ? ctx.get_as<std::string>(0) : std::string{};
+    }
+    return static_cast<errc>(err.code());
+  }
+  // A request that timed out, or whose receiver (or its node) is gone.
+  if (message) *message = "";
+  if (err == caf::sec::request_timeout) return errc::timeout;
+  if (err.category() == caf::atom("system")) return errc::unavailable;
+  return errc::internal;
+}
+
 void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<conn_ref>("chat::conn_ref");
   cfg.add_message_type<member_info>("chat::member_info");
@@ -14,7 +34,12 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<history_req>("chat::history_req");
   cfg.add_message_type<presence_req>("chat::presence_req");
   cfg.add_message_type<typing_req>("chat::typing_req");
-  cfg.add_message_type<to_conn>("chat::to_conn");
+  cfg.add_message_type<ack_msg>("chat::ack_msg");
+  cfg.add_message_type<error_msg>("chat::error_msg");
+  cfg.add_message_type<left_msg>("chat::left_msg");
+  cfg.add_message_type<history_page>("chat::history_page");
+  cfg.add_message_type<presence_list>("chat::presence_list");
+  cfg.add_message_type<joined_info>("chat::joined_info");
   cfg.add_message_type<joined_msg>("chat::joined_msg");
   cfg.add_message_type<deliver>("chat::deliver");
   cfg.add_message_type<conns_deliver>("chat::conns_deliver");

@@ -42,20 +42,6 @@ constexpr auto dial_atom_v = dial_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
-// One WebSocket connection: the gateway actor that owns it and its id there.
-// Only handles cross the gateway<->room edge, never pointers to sessions.
-struct conn_ref {
-  caf::actor gateway;
-  uint64_t id = 0;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, conn_ref& x) {
-  return f(caf::meta::type_name("conn_ref"), x.gateway, x.id);
-}
-inline bool operator==(const conn_ref& a, const conn_ref& b) {
-  return a.gateway == b.gateway && a.id == b.id;
-}
-
 // member_info and stored_msg: messages/model.hpp.
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, member_info& x) {
@@ -78,6 +64,112 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
   return f(caf::meta::type_name("room_snapshot"), x.epoch, x.last_seq, x.first_seq, x.recent,
            x.idem);
+}
+
+// --- room / registry -> gateway ----------------------------------------------
+// The replies (ack_msg, error_msg, left_msg, history_page, presence_list) are
+// plain structs in messages/model.hpp; their `inspect` functions are here.
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ack_msg& x) {
+  return f(caf::meta::type_name("ack_msg"), x.conn, x.req_id, x.room, x.seq, x.ts);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, error_msg& x) {
+  return f(caf::meta::type_name("error_msg"), x.conn, x.req_id, x.code, x.message, x.room);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, left_msg& x) {
+  return f(caf::meta::type_name("left_msg"), x.conn, x.req_id, x.room);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, history_page& x) {
+  return f(caf::meta::type_name("history_page"), x.conn, x.req_id, x.room, x.msgs, x.more,
+           x.first_seq, x.exists);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, presence_list& x) {
+  return f(caf::meta::type_name("presence_list"), x.conn, x.req_id, x.room, x.members, x.exists);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, joined_info& x) {
+  return f(caf::meta::type_name("joined_info"), x.req_id, x.room, x.seq, x.epoch, x.member_count,
+           x.members, x.recovered, x.first_seq);
+}
+
+// Join accepted: the connection becomes a member; the `recovered` messages, then
+// `joined`, go out before anything the room broadcasts afterwards.
+struct joined_msg {
+  uint64_t conn = 0;
+  std::string room;
+  caf::actor room_actor;
+  std::vector<stored_msg> recovered;
+  joined_info info;
+  bool member = true;  // false for a dm room: its messages arrive as user deliveries
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, joined_msg& x) {
+  return f(caf::meta::type_name("joined_msg"), x.conn, x.room, x.room_actor, x.recovered, x.info,
+           x.member);
+}
+
+// One broadcast for every local member of `room`: one CAF message per gateway.
+// `skip_user` (typing) is not sent to that user's connections. `seq` is 0 for
+// events that are not stored messages.
+struct deliver {
+  std::string room;
+  uint64_t seq = 0;
+  std::string frame;
+  std::string skip_user;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, deliver& x) {
+  return f(caf::meta::type_name("deliver"), x.room, x.seq, x.frame, x.skip_user);
+}
+
+// A stored message for chosen connections (direct messages).
+struct conns_deliver {
+  std::vector<uint64_t> conns;
+  std::string room;
+  uint64_t seq = 0;
+  std::string frame;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, conns_deliver& x) {
+  return f(caf::meta::type_name("conns_deliver"), x.conns, x.room, x.seq, x.frame);
+}
+
+struct close_conn {
+  uint64_t conn = 0;
+  uint16_t code = 1000;
+  std::string reason;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, close_conn& x) {
+  return f(caf::meta::type_name("close_conn"), x.conn, x.code, x.reason);
+}
+
+// The gateway actor of one I/O thread: everything rooms and registries send to
+// connections. A fixed set, so a typed interface: a room cannot send it
+// anything it would not handle.
+using gateway_actor =
+    caf::typed_actor<caf::reacts_to<ack_msg>, caf::reacts_to<error_msg>, caf::reacts_to<left_msg>,
+                     caf::reacts_to<history_page>, caf::reacts_to<presence_list>,
+                     caf::reacts_to<joined_msg>, caf::reacts_to<deliver>,
+                     caf::reacts_to<conns_deliver>, caf::reacts_to<close_conn>>;
+
+// One WebSocket connection: the gateway actor that owns it and its id there.
+// Only handles cross the gateway<->room edge, never pointers to sessions.
+struct conn_ref {
+  gateway_actor gateway;
+  uint64_t id = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, conn_ref& x) {
+  return f(caf::meta::type_name("conn_ref"), x.gateway, x.id);
+}
+inline bool operator==(const conn_ref& a, const conn_ref& b) {
+  return a.gateway == b.gateway && a.id == b.id;
 }
 
 // --- gateway -> directory / room ---------------------------------------------
@@ -157,70 +249,6 @@ struct typing_req {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, typing_req& x) {
   return f(caf::meta::type_name("typing_req"), x.room, x.conn, x.user, x.name);
-}
-
-// --- room / registry -> gateway ----------------------------------------------
-
-// A ready JSON frame for one connection (ack, error, history, presence, left).
-struct to_conn {
-  uint64_t conn = 0;
-  std::string frame;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, to_conn& x) {
-  return f(caf::meta::type_name("to_conn"), x.conn, x.frame);
-}
-
-// Join accepted: the connection becomes a member; `frames` (recovered messages,
-// then `joined`) go out before anything the room broadcasts afterwards.
-struct joined_msg {
-  uint64_t conn = 0;
-  std::string room;
-  caf::actor room_actor;
-  std::vector<std::string> frames;
-  bool member = true;  // false for a dm room: its messages arrive as user deliveries
-  uint64_t last_seq = 0;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, joined_msg& x) {
-  return f(caf::meta::type_name("joined_msg"), x.conn, x.room, x.room_actor, x.frames, x.member,
-           x.last_seq);
-}
-
-// One broadcast for every local member of `room`: one CAF message per gateway.
-// `skip_user` (typing) is not sent to that user's connections. `seq` is 0 for
-// events that are not stored messages.
-struct deliver {
-  std::string room;
-  uint64_t seq = 0;
-  std::string frame;
-  std::string skip_user;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, deliver& x) {
-  return f(caf::meta::type_name("deliver"), x.room, x.seq, x.frame, x.skip_user);
-}
-
-// A stored message for chosen connections (direct messages).
-struct conns_deliver {
-  std::vector<uint64_t> conns;
-  std::string room;
-  uint64_t seq = 0;
-  std::string frame;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, conns_deliver& x) {
-  return f(caf::meta::type_name("conns_deliver"), x.conns, x.room, x.seq, x.frame);
-}
-
-struct close_conn {
-  uint64_t conn = 0;
-  uint16_t code = 1000;
-  std::string reason;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, close_conn& x) {
-  return f(caf::meta::type_name("close_conn"), x.conn, x.code, x.reason);
 }
 
 // The room is gone (stopped, node lost): its members on this gateway are no longer members.
@@ -313,6 +341,14 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, range_query& x) {
   return f(caf::meta::type_name("range_query"), x.room, x.after, x.before, x.limit, x.newest);
 }
+
+// --- protocol errors between actors ----------------------------------------------
+// A request made with request(...) (the server API) is answered with a caf::error
+// of this category: its code is the errc, its context the message text.
+inline const caf::atom_value chat_error_category = caf::atom("chat");
+caf::error make_chat_error(errc code, std::string message);
+// The errc and message of an error of chat_error_category; internal/timeout/unavailable otherwise.
+errc errc_of(const caf::error& err, std::string* message = nullptr);
 
 // Adds every type above to a CAF config: call on every node.
 void register_message_types(caf::actor_system_config& cfg);

@@ -106,24 +106,24 @@ struct RoomTest : ::testing::Test, test_coordinator_fixture<test_config> {
   // Requests as a gateway sends them (they arrive from `self`, not the directory).
   void join(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
             const std::string& id = "") {
-    self->send(r, make_join(name_of(r), conn_ref{gw, conn}, member_info{user, display(user)}, id));
+    self->send(r, make_join(name_of(r), conn_ref{as_gw(gw), conn}, member_info{user, display(user)}, id));
   }
   void join_since(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
                   uint64_t since, const std::string& epoch, const std::string& id = "") {
-    self->send(r, make_join(name_of(r), conn_ref{gw, conn}, member_info{user, display(user)}, id,
+    self->send(r, make_join(name_of(r), conn_ref{as_gw(gw), conn}, member_info{user, display(user)}, id,
                             true, since, epoch));
   }
   void leave(const actor& r, const actor& gw, uint64_t conn, const std::string& id = "") {
-    self->send(r, make_leave(name_of(r), conn_ref{gw, conn}, id));
+    self->send(r, make_leave(name_of(r), conn_ref{as_gw(gw), conn}, id));
   }
   void say(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
            const std::string& text, const std::string& id = "", const std::string& key = "") {
-    self->send(r, make_send(name_of(r), conn_ref{gw, conn}, member_info{user, display(user)}, id,
+    self->send(r, make_send(name_of(r), conn_ref{as_gw(gw), conn}, member_info{user, display(user)}, id,
                             text, key));
   }
   void history(const actor& r, const actor& gw, uint64_t conn, uint64_t before, uint32_t limit,
                const std::string& id = "") {
-    self->send(r, make_history(name_of(r), conn_ref{gw, conn}, id, before, limit));
+    self->send(r, make_history(name_of(r), conn_ref{as_gw(gw), conn}, id, before, limit));
   }
 
   // The frames of the last joined_msg a gateway got, parsed.
@@ -138,7 +138,7 @@ struct RoomTest : ::testing::Test, test_coordinator_fixture<test_config> {
     auto& joins = rec(gw).joins;
     EXPECT_FALSE(joins.empty());
     if (joins.empty()) return out;
-    for (auto& f : joins.back().frames) out.push_back(parse(f));
+    for (auto& f : frames_of(joins.back())) out.push_back(parse(f));
     return out;
   }
 
@@ -176,9 +176,9 @@ TEST_F(RoomTest, JoinRepliesWithJoinedFrame) {
   EXPECT_EQ(jm.room, "general");
   EXPECT_EQ(jm.room_actor, r);
   EXPECT_TRUE(jm.member);
-  EXPECT_EQ(jm.last_seq, 0u);
-  ASSERT_EQ(jm.frames.size(), 1u);  // no recovery: the joined frame only
-  auto j = parse(jm.frames[0]);
+  EXPECT_EQ(jm.info.seq, 0u);
+  ASSERT_EQ(frames_of(jm).size(), 1u);  // no recovery: the joined frame only
+  auto j = parse(frames_of(jm)[0]);
   EXPECT_EQ(j["type"], "joined");
   EXPECT_EQ(j["id"], 7);
   EXPECT_EQ(j["room"], "general");
@@ -199,7 +199,7 @@ TEST_F(RoomTest, JoinRepliesWithJoinedFrame) {
   sched.run();
   ASSERT_EQ(rec(gw2).joins.size(), 1u);
   EXPECT_EQ(rec(gw2).joins[0].conn, 5u);
-  EXPECT_EQ(rec(gw2).joins[0].last_seq, 3u);
+  EXPECT_EQ(rec(gw2).joins[0].info.seq, 3u);
   auto frames = last_join_frames(gw2);
   ASSERT_EQ(frames.size(), 1u);
   EXPECT_EQ(frames[0]["type"], "joined");
@@ -289,7 +289,7 @@ TEST_F(RoomTest, AckAndBroadcastOnlyAfterTheStoreCommit) {
   expect((send_req), from(self).to(r));
   // The room has asked the store to append: nothing is stored, nothing acked yet.
   EXPECT_EQ(backend->append_calls, 0u);
-  disallow((to_conn), from(r).to(gw));
+  disallow((ack_msg), from(r).to(gw));
   disallow((deliver), from(r).to(gw));
   expect((append_atom, append_batch), from(r).to(store));
   EXPECT_EQ(backend->append_calls, 0u);
@@ -300,7 +300,7 @@ TEST_F(RoomTest, AckAndBroadcastOnlyAfterTheStoreCommit) {
   EXPECT_TRUE(rec(gw).log.empty());
   expect((uint64_t), from(store).to(r).with(uint64_t{1}));
   // Only now: the ack, then the broadcast.
-  expect((to_conn), from(r).to(gw));
+  expect((ack_msg), from(r).to(gw));
   expect((deliver), from(r).to(gw));
   ASSERT_EQ(rec(gw).to_conns.size(), 1u);
   auto ack = parse(rec(gw).to_conns[0].frame);
@@ -357,7 +357,7 @@ TEST_F(RoomTest, TrustedSendNeedsNoMembership) {
   auto api = gateway();  // the server API answers through a connection of its own
   join(r, gw, 1, "alice");
   sched.run();
-  auto req = make_send("general", conn_ref{api, 77}, member_info{"system", "System"}, "1",
+  auto req = make_send("general", conn_ref{as_gw(api), 77}, member_info{"system", "System"}, "1",
                        "maintenance at noon");
   req.trusted = true;
   self->send(r, req);
@@ -397,7 +397,7 @@ TEST_F(RoomTest, PresenceEventsFollowUsersNotConnections) {
   EXPECT_EQ(frames[0]["member_count"], 2);
   EXPECT_EQ(frames[0]["members"], members_json({"alice", "bob"}));
 
-  self->send(r, make_presence("general", conn_ref{gw2, 2}, "21"));
+  self->send(r, make_presence("general", conn_ref{as_gw(gw2), 2}, "21"));
   sched.run();
   auto pres = conn_frames(gw2, "presence", 2);
   ASSERT_EQ(pres.size(), 1u);
@@ -428,7 +428,7 @@ TEST_F(RoomTest, PresenceEventsFollowUsersNotConnections) {
   EXPECT_EQ(st.users.count("carol"), 0u);
   EXPECT_EQ(st.conn_count, 1u);
   EXPECT_EQ(st.by_gateway.size(), 1u);
-  EXPECT_EQ(st.by_gateway.count(gw3), 0u);
+  EXPECT_EQ(st.by_gateway.count(as_gw(gw3)), 0u);
 }
 
 TEST_F(RoomTest, GatewayDeathDropsEveryConnectionOfThatGateway) {
@@ -707,7 +707,7 @@ TEST_F(RecoveryTest, SinceInsideTheWindowReplaysFromMemory) {
   EXPECT_EQ(seqs, iota_seqs(10, 12));
   EXPECT_EQ(joined["recovered"], true);
   EXPECT_EQ(joined["id"], 1);
-  EXPECT_EQ(rec(gw2).joins.back().last_seq, 12u);
+  EXPECT_EQ(rec(gw2).joins.back().info.seq, 12u);
 
   // Nothing missed: just joined, recovered.
   join_since(r, gw2, 3, "bob", 12, epoch);
@@ -918,7 +918,7 @@ TEST_F(RoomTest, HistoryFromTheWindowAndFromTheStore) {
   history(r, gw, 1, 0, 3, "1");
   expect((history_req), from(self).to(r));
   disallow((range_atom, range_query), from(r).to(store));
-  expect((to_conn), from(r).to(gw));
+  expect((history_page), from(r).to(gw));
   auto h = last_history();
   EXPECT_EQ(h["id"], 1);
   EXPECT_EQ(h["room"], "general");
@@ -986,7 +986,7 @@ TEST_F(RoomTest, DmRoomsServeOnlyTheirTwoParticipants) {
 
   // A participant sends without joining: ack, and one user_deliver to the registry
   // for both users' connections; nothing goes to gateways as a room broadcast.
-  self->send(r, make_send("dm:alice:bob", conn_ref{gw, 1}, member_info{"alice", "Alice"}, "3",
+  self->send(r, make_send("dm:alice:bob", conn_ref{as_gw(gw), 1}, member_info{"alice", "Alice"}, "3",
                           "psst", "", "bob"));
   sched.run();
   auto acks = conn_frames(gw, "ack", 1);
@@ -1014,7 +1014,7 @@ TEST_F(RoomTest, DmRoomsServeOnlyTheirTwoParticipants) {
   EXPECT_TRUE(state_of<room_state>(r).by_gateway.empty());
   EXPECT_TRUE(events(gw, "member_joined").empty());
 
-  self->send(r, make_send("dm:alice:bob", conn_ref{gw, 2}, member_info{"bob", "Bob"}, "5",
+  self->send(r, make_send("dm:alice:bob", conn_ref{as_gw(gw), 2}, member_info{"bob", "Bob"}, "5",
                           "hey", "", "alice"));
   sched.run();
   ASSERT_EQ(rec(reg).user_delivers.size(), 2u);
@@ -1022,8 +1022,8 @@ TEST_F(RoomTest, DmRoomsServeOnlyTheirTwoParticipants) {
   EXPECT_TRUE(rec(gw).delivers.empty());
 
   // Typing goes to the other participant only, through the registry.
-  self->send(r, make_typing("dm:alice:bob", conn_ref{gw, 1}, "alice", "Alice"));
-  self->send(r, make_typing("dm:alice:bob", conn_ref{gw, 3}, "carol", "Carol"));
+  self->send(r, make_typing("dm:alice:bob", conn_ref{as_gw(gw), 1}, "alice", "Alice"));
+  self->send(r, make_typing("dm:alice:bob", conn_ref{as_gw(gw), 3}, "carol", "Carol"));
   sched.run();
   ASSERT_EQ(rec(reg).user_delivers.size(), 3u);
   EXPECT_EQ(rec(reg).user_delivers[2].users, (std::vector<std::string>{"bob"}));
@@ -1047,7 +1047,7 @@ TEST_F(RoomTest, TypingIsBroadcastToEveryoneButTheTypist) {
   rec(gw1) = recorder_state{};
   rec(gw2) = recorder_state{};
 
-  self->send(r, make_typing("general", conn_ref{gw1, 1}, "alice", "Alice"));
+  self->send(r, make_typing("general", conn_ref{as_gw(gw1), 1}, "alice", "Alice"));
   sched.run();
   for (auto* gw : {&gw1, &gw2}) {
     ASSERT_EQ(rec(*gw).delivers.size(), 1u);
@@ -1061,8 +1061,8 @@ TEST_F(RoomTest, TypingIsBroadcastToEveryoneButTheTypist) {
     EXPECT_EQ(t["name"], "Alice");
   }
   // From a connection that is not a member: dropped silently.
-  self->send(r, make_typing("general", conn_ref{gw2, 9}, "carol", "Carol"));
-  self->send(r, make_typing("general", conn_ref{gw2, 9}, "bob", "Bob"));  // bob's name, wrong conn
+  self->send(r, make_typing("general", conn_ref{as_gw(gw2), 9}, "carol", "Carol"));
+  self->send(r, make_typing("general", conn_ref{as_gw(gw2), 9}, "bob", "Bob"));  // bob's name, wrong conn
   sched.run();
   EXPECT_EQ(rec(gw1).delivers.size(), 1u);
   EXPECT_EQ(rec(gw2).delivers.size(), 1u);
@@ -1082,9 +1082,9 @@ struct DirectoryTest : RoomTest {
   actor gw = gateway();
 
   join_req dir_join(uint64_t conn, const std::string& user, const std::string& id = "") {
-    return make_join("lobby", conn_ref{gw, conn}, member_info{user, display(user)}, id);
+    return make_join("lobby", conn_ref{as_gw(gw), conn}, member_info{user, display(user)}, id);
   }
-  leave_req dir_leave(uint64_t conn) { return make_leave("lobby", conn_ref{gw, conn}); }
+  leave_req dir_leave(uint64_t conn) { return make_leave("lobby", conn_ref{as_gw(gw), conn}); }
   directory_state& dst() { return state_of<directory_state>(d); }
 };
 
@@ -1096,7 +1096,7 @@ TEST_F(DirectoryTest, IdleRoomIsStopped) {
   ASSERT_TRUE(r);
   EXPECT_EQ(dst().rooms.at("lobby").room, r);
   self->send(gw, watch_atom_v, r);
-  self->send(r, make_send("lobby", conn_ref{gw, 1}, member_info{"alice", "Alice"}, "", "hi"));
+  self->send(r, make_send("lobby", conn_ref{as_gw(gw), 1}, member_info{"alice", "Alice"}, "", "hi"));
   self->send(d, dir_leave(1));
   sched.run();
 
@@ -1119,7 +1119,7 @@ TEST_F(DirectoryTest, IdleRoomIsStopped) {
   sched.run();
   ASSERT_EQ(rec(gw).joins.size(), 2u);
   EXPECT_NE(rec(gw).joins[1].room_actor, r);
-  EXPECT_EQ(rec(gw).joins[1].last_seq, 1u);
+  EXPECT_EQ(rec(gw).joins[1].info.seq, 1u);
 }
 
 TEST_F(DirectoryTest, JoinForwardedAfterTheIdleCheckKeepsTheRoomAlive) {
@@ -1169,7 +1169,7 @@ TEST_F(DirectoryTest, JoinForwardedAfterTheIdleCheckKeepsTheRoomAlive) {
 
 TEST_F(DirectoryTest, RoomThatNobodyJoinedIsStoppedToo) {
   // A history (or presence, or typing) request creates the room but joins nobody.
-  self->send(d, make_history("lobby", conn_ref{gw, 1}, "1", 0, 50));
+  self->send(d, make_history("lobby", conn_ref{as_gw(gw), 1}, "1", 0, 50));
   sched.run();
   ASSERT_EQ(conn_frames(gw, "history").size(), 1u);
   ASSERT_EQ(dst().rooms.count("lobby"), 1u);
@@ -1195,7 +1195,7 @@ TEST_F(DirectoryTest, RoomEmptiedWhileAFailedAppendWasInFlightIsStoppedToo) {
 
   // Alice sends and leaves while the append is in flight; the append fails.
   backend->fail_appends = 1;
-  self->send(r, make_send("lobby", conn_ref{gw, 1}, member_info{"alice", "Alice"}, "5", "hi"));
+  self->send(r, make_send("lobby", conn_ref{as_gw(gw), 1}, member_info{"alice", "Alice"}, "5", "hi"));
   expect((send_req), from(self).to(r));
   self->send(d, dir_leave(1));
   expect((leave_req), from(self).to(d));
@@ -1238,7 +1238,7 @@ TEST_F(DirectoryTest, RoomWhoseStoreLoadFailedIsReplacedByAFreshOne) {
 }
 
 TEST_F(DirectoryTest, LeaveForAnUnknownRoomIsAnsweredWithoutCreatingIt) {
-  self->send(d, make_leave("nowhere", conn_ref{gw, 1}, "8"));
+  self->send(d, make_leave("nowhere", conn_ref{as_gw(gw), 1}, "8"));
   sched.run();
   auto left = conn_frames(gw, "left", 1);
   ASSERT_EQ(left.size(), 1u);

@@ -122,11 +122,11 @@ struct StoreActorTest : ::testing::Test, test_coordinator_fixture<test_config> {
   static std::string name_of(const actor& r) { return state_of<room_state>(r).room; }
 
   void join(const actor& r, const actor& gw, uint64_t conn, const std::string& user) {
-    self->send(r, make_join(name_of(r), conn_ref{gw, conn}, member_info{user, user}));
+    self->send(r, make_join(name_of(r), conn_ref{as_gw(gw), conn}, member_info{user, user}));
   }
   void say(const actor& r, const actor& gw, uint64_t conn, const std::string& user,
            const std::string& text, const std::string& id = "", const std::string& key = "") {
-    self->send(r, make_send(name_of(r), conn_ref{gw, conn}, member_info{user, user}, id, text, key));
+    self->send(r, make_send(name_of(r), conn_ref{as_gw(gw), conn}, member_info{user, user}, id, text, key));
   }
 
   std::vector<std::string> stored_texts(const std::string& room) {
@@ -256,7 +256,7 @@ TEST_F(StoreActorTest, FailedAppendAnswersUnavailableAndKeepsSeqGapless) {
   expect((append_atom, append_batch), from(r).to(store));
   expect((flush_now_atom), from(store).to(store));
   expect((error), from(store).to(r));
-  expect((to_conn), from(r).to(gw1));                    // unavailable
+  expect((error_msg), from(r).to(gw1));                    // unavailable
   expect((load_atom, std::string), from(r).to(store));   // the room re-reads its state
   expect((room_snapshot), from(store).to(r));
   sched.run();
@@ -481,7 +481,7 @@ TEST_F(StoreActorTest, RoomWhoseLoadFailsAnswersUnavailableAndGoesAway) {
 
   join(r, gw, 1, "alice");
   say(r, gw, 1, "alice", "hi", "2");
-  self->send(r, make_leave("general", conn_ref{gw, 1}, "3"));
+  self->send(r, make_leave("general", conn_ref{as_gw(gw), 1}, "3"));
   sched.run();
   auto errs = conn_frames(gw, "error", 1);
   ASSERT_EQ(errs.size(), 2u);

@@ -43,14 +43,14 @@ struct UserRegistryTest : ::testing::Test, test_coordinator_fixture<test_config>
   void online(const std::string& user, const actor& gw, uint64_t conn, int64_t since = 0) {
     user_online on;
     on.user = user;
-    on.conn = conn_ref{gw, conn};
+    on.conn = conn_ref{as_gw(gw), conn};
     on.since_ms = since;
     self->send(reg, on);
   }
   void offline(const std::string& user, const actor& gw, uint64_t conn) {
     user_offline off;
     off.user = user;
-    off.conn = conn_ref{gw, conn};
+    off.conn = conn_ref{as_gw(gw), conn};
     self->send(reg, off);
   }
 
@@ -103,8 +103,8 @@ TEST_F(UserRegistryTest, PerUserCapClosesTheOldestConnection) {
   EXPECT_EQ(rec(gw1).closes[1].code, 4009);
   EXPECT_EQ(conn_ids("alice"), (std::vector<uint64_t>{3, 4, 5}));
   // gw1 still has bob, gw2 has three of alice's: both still watched.
-  EXPECT_EQ(st().gateways.at(gw1), 1u);
-  EXPECT_EQ(st().gateways.at(gw2), 3u);
+  EXPECT_EQ(st().gateways.at(as_gw(gw1)), 1u);
+  EXPECT_EQ(st().gateways.at(as_gw(gw2)), 3u);
 }
 
 TEST_F(UserRegistryTest, CapOfOneReplacesThePreviousConnection) {
@@ -158,7 +158,7 @@ TEST_F(UserRegistryTest, UserDeliverSendsOneMessagePerGateway) {
   EXPECT_EQ(rec(gw2).conns_delivers.size(), 1u);
   ASSERT_EQ(rec(gw1).conns_delivers.size(), 2u);
   EXPECT_EQ(rec(gw1).conns_delivers[1].conns, (std::vector<uint64_t>{1, 2}));
-  EXPECT_EQ(st().gateways.count(gw2), 0u);  // no connection there any more
+  EXPECT_EQ(st().gateways.count(as_gw(gw2)), 0u);  // no connection there any more
 }
 
 TEST_F(UserRegistryTest, KickUserClosesEveryConnection) {
@@ -183,7 +183,7 @@ TEST_F(UserRegistryTest, KickUserClosesEveryConnection) {
   EXPECT_EQ(rec(gw2).closes[0].code, 4003);
   EXPECT_EQ(conns_of("alice"), 0u);
   EXPECT_EQ(conns_of("bob"), 1u);
-  EXPECT_EQ(st().gateways.count(gw2), 0u);
+  EXPECT_EQ(st().gateways.count(as_gw(gw2)), 0u);
 
   // Kicked connections get no more direct messages.
   self->send(reg, make_user_deliver({"alice"}, "dm:alice:bob", 1, "x"));
@@ -211,8 +211,8 @@ TEST_F(UserRegistryTest, GatewayDeathDropsItsConnections) {
   EXPECT_EQ(conn_ids("alice"), (std::vector<uint64_t>{1}));
   EXPECT_EQ(conns_of("bob"), 0u);
   EXPECT_EQ(st().users.count("bob"), 0u);
-  EXPECT_EQ(st().gateways.count(gw2), 0u);
-  EXPECT_EQ(st().gateways.count(gw1), 1u);
+  EXPECT_EQ(st().gateways.count(as_gw(gw2)), 0u);
+  EXPECT_EQ(st().gateways.count(as_gw(gw1)), 1u);
 
   // The cap counts only live connections now: two more fit before an eviction.
   online("alice", gw1, 4);
@@ -235,12 +235,12 @@ TEST_F(UserRegistryTest, OfflineOfTheLastConnectionForgetsTheGateway) {
   online("alice", gw, 1);
   online("bob", gw, 2);
   sched.run();
-  EXPECT_EQ(st().gateways.at(gw), 2u);
+  EXPECT_EQ(st().gateways.at(as_gw(gw)), 2u);
   offline("alice", gw, 1);
   offline("alice", gw, 1);  // twice: harmless
   offline("bob", gw, 99);   // unknown connection: harmless
   sched.run();
-  EXPECT_EQ(st().gateways.at(gw), 1u);
+  EXPECT_EQ(st().gateways.at(as_gw(gw)), 1u);
   offline("bob", gw, 2);
   sched.run();
   EXPECT_TRUE(st().users.empty());

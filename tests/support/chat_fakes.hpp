@@ -15,6 +15,7 @@
 
 #include "actors/store_backend.hpp"
 #include "caf/all.hpp"
+#include "messages/codec.hpp"
 #include "messages/types.hpp"
 
 namespace chat_test {
@@ -36,15 +37,37 @@ State& state_of(const Handle& h) {
 using watch_atom = caf::atom_constant<caf::atom("watch")>;
 constexpr auto watch_atom_v = watch_atom::value;
 
+// A recorder handle as a gateway (the typed interface rooms send to).
+inline chat::gateway_actor as_gw(const caf::actor& a) {
+  return caf::actor_cast<chat::gateway_actor>(a);
+}
+
+// A reply to one connection, as the gateway encodes it for the client.
+struct conn_frame {
+  uint64_t conn = 0;
+  std::string frame;
+};
+
+// The frames a gateway sends a client for a joined_msg: recovered messages, then joined.
+inline std::vector<std::string> frames_of(const chat::joined_msg& m) {
+  std::vector<std::string> out;
+  for (auto& r : m.recovered) out.push_back(chat::encode_message(r));
+  out.push_back(chat::encode(m.info));
+  return out;
+}
+
 struct recorder_state {
   std::string label;
   std::vector<std::string> log;  // kind of every message, in arrival order
-  std::vector<chat::to_conn> to_conns;
+  std::vector<conn_frame> to_conns;  // every reply (ack, error, left, history, presence), encoded
+  std::vector<chat::ack_msg> acks;
+  std::vector<chat::error_msg> errors;
+  std::vector<chat::history_page> histories;
+  std::vector<chat::presence_list> presences;
   std::vector<chat::joined_msg> joins;
   std::vector<chat::deliver> delivers;
   std::vector<chat::conns_deliver> conns_delivers;
   std::vector<chat::close_conn> closes;
-  std::vector<chat::room_gone> gones;
   std::vector<chat::user_deliver> user_delivers;
   std::vector<chat::room_idle> idles;
   std::vector<caf::down_msg> downs;
@@ -66,10 +89,27 @@ inline caf::behavior recorder_impl(recorder_actor* self, std::string label) {
     self->state.others.push_back(x.copy_content_to_message());
     return caf::message{};
   });
+  auto reply = [=](auto& x) {
+    self->state.log.push_back("reply");
+    self->state.to_conns.push_back({x.conn, chat::encode(x)});
+  };
   return {
-      [=](chat::to_conn& x) {
-        self->state.log.push_back("to_conn");
-        self->state.to_conns.push_back(std::move(x));
+      [=](chat::ack_msg& x) {
+        reply(x);
+        self->state.acks.push_back(std::move(x));
+      },
+      [=](chat::error_msg& x) {
+        reply(x);
+        self->state.errors.push_back(std::move(x));
+      },
+      [=](chat::left_msg& x) { reply(x); },
+      [=](chat::history_page& x) {
+        reply(x);
+        self->state.histories.push_back(std::move(x));
+      },
+      [=](chat::presence_list& x) {
+        reply(x);
+        self->state.presences.push_back(std::move(x));
       },
       [=](chat::joined_msg& x) {
         self->state.log.push_back("joined_msg");
@@ -86,10 +126,6 @@ inline caf::behavior recorder_impl(recorder_actor* self, std::string label) {
       [=](chat::close_conn& x) {
         self->state.log.push_back("close_conn");
         self->state.closes.push_back(std::move(x));
-      },
-      [=](chat::room_gone& x) {
-        self->state.log.push_back("room_gone");
-        self->state.gones.push_back(std::move(x));
       },
       [=](chat::user_deliver& x) {
         self->state.log.push_back("user_deliver");
