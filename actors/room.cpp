@@ -15,6 +15,8 @@ using conn_key = std::pair<gateway_actor, uint64_t>;
 
 void count(errc code) { global_metrics().count_error(std::string(to_string(code))); }
 
+// --- replies ---------------------------------------------------------------------------
+
 // Where a request's answer goes: the requester's promise when it came with
 // request(...) (the server API, one round trip), else the connection's gateway.
 reply_to reply_target(room_actor* self, const conn_ref& c, const std::string& req_id) {
@@ -43,10 +45,17 @@ void answer_ack(room_actor* self, reply_to& to, uint64_t seq, int64_t ts) {
   answer(self, to, ack_msg{0, {}, self->state.room, seq, ts});
 }
 
+// The same ack for every duplicate that waited for a key's first send.
+void ack_all(room_actor* self, std::vector<reply_to> waiters, uint64_t seq, int64_t ts) {
+  for (auto& to : waiters) answer_ack(self, to, seq, ts);
+}
+
+// --- membership --------------------------------------------------------------------------
+
 bool is_member(room_actor* self, const conn_ref& c) {
-  auto& st = self->state;
-  auto it = st.by_gateway.find(c.gateway);
-  return it != st.by_gateway.end() && it->second.count(c.id) > 0;
+  auto& by_gw = self->state.members.by_gateway;
+  auto it = by_gw.find(c.gateway);
+  return it != by_gw.end() && it->second.count(c.id) > 0;
 }
 
 bool is_participant(room_actor* self, const std::string& user) {
@@ -56,66 +65,54 @@ bool is_participant(room_actor* self, const std::string& user) {
 // One CAF message per gateway that has members.
 void broadcast(room_actor* self, uint64_t seq, const std::string& frame,
                const std::string& skip_user = {}) {
-  for (auto& [gw, conns] : self->state.by_gateway)
+  for (auto& [gw, conns] : self->state.members.by_gateway)
     self->send(gw, deliver{self->state.room, seq, frame, skip_user});
 }
 
 std::vector<member_info> list_members(room_actor* self, size_t max) {
   std::vector<member_info> out;
-  for (auto& [user, entry] : self->state.users) {
+  for (auto& [user, entry] : self->state.members.users) {
     if (out.size() >= max) break;
     out.push_back({user, entry.name});
   }
   return out;
 }
 
-void schedule_idle_check(room_actor* self) {
+bool busy(room_actor* self) {
   auto& st = self->state;
-  if (st.conn_count > 0 || st.in_flight || !st.queued.empty() || !st.pending_joins.empty())
-    return;
-  self->delayed_send(self, st.deps.cfg.idle_grace, idle_chk_atom_v, ++st.idle_gen);
+  return st.members.conn_count > 0 || st.in_flight || !st.queued.empty() ||
+         !st.pending_joins.empty();
+}
+
+void schedule_idle_check(room_actor* self) {
+  if (busy(self)) return;
+  self->delayed_send(self, self->state.deps.cfg.idle_grace, idle_chk_atom_v,
+                     ++self->state.idle_gen);
 }
 
 void presence_event(room_actor* self, bool joined, const member_info& who) {
   auto& st = self->state;
-  auto now = self->clock().now();
-  if (now - st.presence_window_start >= std::chrono::seconds(1)) {
-    st.presence_window_start = now;
-    st.presence_window_events = 0;
-  }
-  ++st.presence_window_events;
-  bool big = st.users.size() + (joined ? 0 : 1) > st.deps.cfg.presence_batch_threshold;
-  bool storm = st.presence_window_events * st.users.size() > st.deps.cfg.presence_budget;
-  // While a diff is pending every change joins it: a user's later event must
-  // never overtake an earlier one that waits in the diff.
-  if (big || storm || st.tick_pending) {
-    // Batch into one presence_diff per interval; a join and a leave of the
-    // same user within it cancel out.
-    auto& same = joined ? st.diff_joins : st.diff_leaves;
-    auto& other = joined ? st.diff_leaves : st.diff_joins;
-    auto it = std::find_if(other.begin(), other.end(),
-                           [&](const member_info& m) { return m.user == who.user; });
-    if (it != other.end())
-      other.erase(it);
-    else
-      same.push_back(who);
-    if (!st.tick_pending) {
-      st.tick_pending = true;
+  switch (st.presence.change(joined, who, st.members.users.size(), self->clock().now())) {
+    case presence_action::send_now:
+      broadcast(self, 0,
+                encode_member_event(joined ? "member_joined" : "member_left", st.room, who),
+                who.user);
+      break;
+    case presence_action::schedule_tick:
       self->delayed_send(self, st.deps.cfg.presence_batch_interval, presence_tick_atom_v);
-    }
-    return;
+      break;
+    case presence_action::batched:
+      break;
   }
-  broadcast(self, 0, encode_member_event(joined ? "member_joined" : "member_left", st.room, who),
-            who.user);
 }
 
 void add_member(room_actor* self, const conn_ref& c, const member_info& who) {
-  auto& st = self->state;
-  auto& conns = st.by_gateway[c.gateway];
+  auto& m = self->state.members;
+  auto& conns = m.by_gateway[c.gateway];
   if (conns.empty()) self->monitor(c.gateway);
   if (!conns.emplace(c.id, who.user).second) return;
-  ++st.conn_count;
-  auto& u = st.users[who.user];
+  ++m.conn_count;
+  auto& u = m.users[who.user];
   if (u.conns++ == 0) {
     u.name = who.name;
     presence_event(self, true, who);
@@ -124,49 +121,28 @@ void add_member(room_actor* self, const conn_ref& c, const member_info& who) {
 
 // Removes one connection; member_left when it was its user's last.
 void remove_member(room_actor* self, const gateway_actor& gw, uint64_t id) {
-  auto& st = self->state;
-  auto git = st.by_gateway.find(gw);
-  if (git == st.by_gateway.end()) return;
+  auto& m = self->state.members;
+  auto git = m.by_gateway.find(gw);
+  if (git == m.by_gateway.end()) return;
   auto cit = git->second.find(id);
   if (cit == git->second.end()) return;
   std::string user = std::move(cit->second);
   git->second.erase(cit);
   if (git->second.empty()) {
     self->demonitor(gw.address());
-    st.by_gateway.erase(git);
+    m.by_gateway.erase(git);
   }
-  --st.conn_count;
-  auto uit = st.users.find(user);
-  if (uit != st.users.end() && --uit->second.conns == 0) {
+  --m.conn_count;
+  auto uit = m.users.find(user);
+  if (uit != m.users.end() && --uit->second.conns == 0) {
     member_info who{user, uit->second.name};
-    st.users.erase(uit);
+    m.users.erase(uit);
     presence_event(self, false, who);
   }
   schedule_idle_check(self);
 }
 
-void remember_idem(room_actor* self, const std::string& key, uint64_t seq, int64_t ts) {
-  auto& st = self->state;
-  st.idem[key] = {seq, ts};
-  st.idem_order.emplace_back(ts, key);
-  // Expire keys past the window (oldest first).
-  int64_t cutoff = ts - st.deps.cfg.idem_window_ms;
-  while (!st.idem_order.empty() && st.idem_order.front().first < cutoff) {
-    auto it = st.idem.find(st.idem_order.front().second);
-    if (it != st.idem.end() && it->second.ts < cutoff) st.idem.erase(it);
-    st.idem_order.pop_front();
-  }
-}
-
-std::string idem_key_of(const send_req& r) {
-  return r.idem_key.empty() ? std::string{} : r.who.user + '\x1f' + r.idem_key;
-}
-
-void push_recent(room_actor* self, const stored_msg& m) {
-  auto& st = self->state;
-  st.recent.push_back(m);
-  while (st.recent.size() > st.deps.cfg.window) st.recent.pop_front();
-}
+// --- the sequence ---------------------------------------------------------------------------
 
 // Background retention trims the store behind the room's back; every store
 // read tells the room the oldest seq left, so `first_seq` and `more` stay true.
@@ -174,11 +150,11 @@ void learn_first_seq(room_actor* self, uint64_t first) {
   auto& st = self->state;
   if (first <= st.first_seq) return;
   st.first_seq = std::min(first, st.last_seq + 1);
-  while (!st.recent.empty() && st.recent.front().seq < st.first_seq) st.recent.pop_front();
+  st.recent.trim_below(st.first_seq);
 }
 
-// A committed message: remember it, then ack the sender and broadcast.
-void publish(room_actor* self, stored_msg& msg, reply_to* sender, int64_t t0_us) {
+// A committed message: ack the sender, broadcast, then keep it in the window.
+void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us) {
   auto& st = self->state;
   st.last_seq = msg.seq;
   st.last_ts = std::max(st.last_ts, msg.ts);
@@ -195,32 +171,27 @@ void publish(room_actor* self, stored_msg& msg, reply_to* sender, int64_t t0_us)
       if (ra) self->send(ra, user_deliver{{st.dm_a, st.dm_b}, st.room, msg.seq, frame});
     } else {
       if (ra) self->send(ra, user_deliver{{st.dm_a}, st.room, msg.seq, frame});
-      if (rb) self->send(rb, user_deliver{{st.dm_b}, st.room, msg.seq, frame});
+      if (rb) self->send(rb, user_deliver{{st.dm_b}, st.room, msg.seq, std::move(frame)});
     }
   } else {
     broadcast(self, msg.seq, frame);
   }
   global_metrics().messages_stored.fetch_add(1, std::memory_order_relaxed);
-  push_recent(self, msg);
+  st.recent.push(std::move(msg));
 }
 
 void dispatch(room_actor* self);
 
-void on_committed(room_actor* self) {
+// The store committed the batch it hands back: the flying sends, in order.
+void on_committed(room_actor* self, append_batch& done) {
   auto& st = self->state;
   auto flying = std::move(st.flying);
   st.flying.clear();
-  for (auto& p : flying) {
-    auto key = idem_key_of(p.req);
-    if (!key.empty()) {
-      remember_idem(self, key, p.msg.seq, p.msg.ts);
-      auto w = st.idem_waiters.find(key);
-      if (w != st.idem_waiters.end()) {
-        for (auto& to : w->second) answer_ack(self, to, p.msg.seq, p.msg.ts);
-        st.idem_waiters.erase(w);
-      }
-    }
-    publish(self, p.msg, &p.to, p.t0_us);
+  for (size_t i = 0; i < flying.size() && i < done.msgs.size(); ++i) {
+    auto& p = flying[i];
+    auto& m = done.msgs[i];
+    if (!p.key.empty()) ack_all(self, st.idem.resolve(p.key, m.seq, m.ts), m.seq, m.ts);
+    publish(self, std::move(m), &p.to, p.t0_us);
   }
   st.in_flight = false;
   dispatch(self);
@@ -246,9 +217,9 @@ void resync(room_actor* self) {
                 // Stored although the append reported a failure (a lost or late
                 // answer): remember its key too, so that the client's retry gets
                 // this message's ack instead of storing it a second time.
-                if (!m.idem_key.empty())
-                  remember_idem(self, m.from + '\x1f' + m.idem_key, m.seq, m.ts);
-                publish(self, m, nullptr, 0);
+                auto key = idem_key(m.from, m.idem_key);
+                if (!key.empty()) st.idem.remember(key, m.seq, m.ts);
+                publish(self, std::move(m), nullptr, 0);
               }
             st.last_seq = std::max(st.last_seq, snap.last_seq);
             st.in_flight = false;
@@ -268,16 +239,10 @@ void on_failed(room_actor* self, const caf::error& err) {
   spdlog::error("event=room_append_failed room={} count={} error=\"{}\"", st.room, st.flying.size(),
                 self->system().render(err));
   for (auto& p : st.flying) {
-    auto key = idem_key_of(p.req);
     answer_error(self, p.to, errc::unavailable, "message not stored, try again");
-    if (!key.empty()) {
-      auto w = st.idem_waiters.find(key);
-      if (w != st.idem_waiters.end()) {
-        for (auto& to : w->second)
-          answer_error(self, to, errc::unavailable, "message not stored, try again");
-        st.idem_waiters.erase(w);
-      }
-    }
+    if (!p.key.empty())
+      for (auto& to : st.idem.fail(p.key))
+        answer_error(self, to, errc::unavailable, "message not stored, try again");
   }
   st.flying.clear();
   resync(self);
@@ -292,27 +257,22 @@ void dispatch(room_actor* self) {
   append_batch batch;
   batch.room = st.room;
   batch.msgs.reserve(n);
-  int64_t ts = std::max(now_ms(), st.last_ts);  // ts never goes backwards within a room
+  int64_t now = now_ms();
+  int64_t ts = std::max(now, st.last_ts);  // ts never goes backwards within a room
   uint64_t seq = st.last_seq;
   for (size_t taken = 0; taken < n && !st.queued.empty();) {
     auto p = std::move(st.queued.front());
     st.queued.pop_front();
     // A retry queued while a failed append was being re-read may find its key
     // stored by then: answer with the first ack instead of storing it twice.
-    auto key = idem_key_of(p.req);
-    if (!key.empty()) {
-      auto hit = st.idem.find(key);
-      if (hit != st.idem.end()) {
-        answer_ack(self, p.to, hit->second.seq, hit->second.ts);
-        auto w = st.idem_waiters.find(key);
-        if (w != st.idem_waiters.end()) {
-          for (auto& to : w->second) answer_ack(self, to, hit->second.seq, hit->second.ts);
-          st.idem_waiters.erase(w);
-        }
+    if (!p.key.empty()) {
+      if (auto hit = st.idem.find(p.key, now)) {
+        answer_ack(self, p.to, hit->seq, hit->ts);
+        ack_all(self, st.idem.resolve(p.key, hit->seq, hit->ts), hit->seq, hit->ts);
         continue;
       }
     }
-    auto& m = p.msg;
+    stored_msg m;
     m.room = st.room;
     m.seq = ++seq;
     m.ts = ts;
@@ -320,17 +280,19 @@ void dispatch(room_actor* self) {
     m.name = p.req.who.name;
     m.text = std::move(p.req.text);
     m.data = std::move(p.req.data);
-    m.idem_key = p.req.idem_key;
-    batch.msgs.push_back(m);
+    m.idem_key = std::move(p.req.idem_key);
+    batch.msgs.push_back(std::move(m));
     st.flying.push_back(std::move(p));
     ++taken;
   }
   if (batch.msgs.empty()) return;
   st.in_flight = true;
   self->request(st.deps.store, st.deps.cfg.store_timeout, append_atom_v, std::move(batch))
-      .then([=](uint64_t) { on_committed(self); },
+      .then([=](append_batch& done) { on_committed(self, done); },
             [=](caf::error& err) { on_failed(self, err); });
 }
+
+// --- requests --------------------------------------------------------------------------------
 
 void handle_send(room_actor* self, send_req& req) {
   auto& st = self->state;
@@ -343,23 +305,19 @@ void handle_send(room_actor* self, send_req& req) {
       answer_error(self, to, errc::not_member, "join the room first");
     return;
   }
-  auto key = idem_key_of(req);
+  auto key = idem_key(req.who.user, req.idem_key);
   if (!key.empty()) {
-    auto hit = st.idem.find(key);
-    if (hit != st.idem.end() && now_ms() - hit->second.ts <= st.deps.cfg.idem_window_ms) {
-      answer_ack(self, to, hit->second.seq, hit->second.ts);
+    if (auto hit = st.idem.find(key, now_ms())) {
+      answer_ack(self, to, hit->seq, hit->ts);
       return;
     }
-    auto w = st.idem_waiters.find(key);
-    if (w != st.idem_waiters.end()) {  // the first send is still being stored
-      w->second.push_back(std::move(to));
-      return;
-    }
-    st.idem_waiters.emplace(key, std::vector<reply_to>{});
+    if (st.idem.wait(key, std::move(to))) return;  // the first send is still being stored
+    st.idem.begin(key);
   }
-  room_state::pending_send p;
+  pending_send p;
   p.req = std::move(req);
   p.to = std::move(to);
+  p.key = std::move(key);
   p.t0_us = steady_us();
   st.queued.push_back(std::move(p));
   dispatch(self);
@@ -374,12 +332,20 @@ void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> 
   out.room = st.room;
   out.room_actor = caf::actor_cast<caf::actor>(self);
   out.recovered = std::move(recovered);
-  out.info = joined_info{req.req_id,   st.room,
-                         st.last_seq,  st.epoch,
-                         st.users.size(), list_members(self, st.deps.cfg.joined_members_listed),
-                         recovered_flag, st.first_seq};
+  out.info.req_id = req.req_id;
+  out.info.room = st.room;
+  out.info.seq = st.last_seq;
+  out.info.epoch = st.epoch;
+  out.info.member_count = st.members.users.size();
+  out.info.members = list_members(self, st.deps.cfg.joined_members_listed);
+  out.info.recovered = recovered_flag;
+  out.info.first_seq = st.first_seq;
   out.member = !st.dm;
   if (req.conn.gateway) self->send(req.conn.gateway, std::move(out));
+}
+
+void copy_window(room_actor* self, uint64_t from, std::vector<stored_msg>& out) {
+  for (auto& m : self->state.recent.range(from)) out.push_back(m);
 }
 
 void handle_join(room_actor* self, const join_req& req) {
@@ -396,15 +362,14 @@ void handle_join(room_actor* self, const join_req& req) {
       flag = 0;  // history reset or trimmed: the client must reload
     } else if (req.since >= st.last_seq) {
       flag = 1;
-    } else if (!st.recent.empty() && st.recent.front().seq <= req.since + 1) {
-      for (auto& m : st.recent)
-        if (m.seq > req.since) recovered.push_back(m);
+    } else if (st.recent.covers(req.since + 1, st.last_seq + 1)) {
+      copy_window(self, req.since + 1, recovered);
       flag = 1;
     } else if (st.last_seq - req.since > st.deps.cfg.max_recovery) {
       flag = 0;
     } else {
       // Older than the window: read the gap from the store, then the window.
-      uint64_t upto = st.recent.empty() ? st.last_seq + 1 : st.recent.front().seq;
+      uint64_t upto = st.recent.empty() ? st.last_seq + 1 : st.recent.oldest_seq();
       conn_key key{req.conn.gateway, req.conn.id};
       st.pending_joins.insert(key);
       range_query q{st.room, req.since, upto, static_cast<uint32_t>(upto - req.since - 1), false};
@@ -419,14 +384,11 @@ void handle_join(room_actor* self, const join_req& req) {
                 for (auto& m : got)
                   if (m.seq != expect++) ok = false;
                 ok = ok && expect == upto &&
-                     (st.recent.empty() ? upto == st.last_seq + 1
-                                        : st.recent.front().seq <= upto);
-                if (ok) {
-                  for (auto& m : st.recent)
-                    if (m.seq >= upto) got.push_back(m);
-                } else {
+                     (st.recent.empty() ? upto == st.last_seq + 1 : st.recent.oldest_seq() <= upto);
+                if (ok)
+                  copy_window(self, upto, got);
+                else
                   got.clear();
-                }
                 finish_join(self, req, std::move(got), ok ? 1 : 0);
                 schedule_idle_check(self);
               },
@@ -443,7 +405,7 @@ void handle_join(room_actor* self, const join_req& req) {
 
 // A room exists for the server API when it has (or had) messages or members.
 bool room_exists(room_actor* self) {
-  return self->state.last_seq > 0 || !self->state.users.empty();
+  return self->state.last_seq > 0 || !self->state.members.users.empty();
 }
 
 void answer_history(room_actor* self, reply_to& to, std::vector<stored_msg> msgs, bool more) {
@@ -462,10 +424,9 @@ void handle_history(room_actor* self, const history_req& req) {
     answer_history(self, to, {}, false);
     return;
   }
-  if (!st.recent.empty() && st.recent.front().seq <= lo) {
+  if (st.recent.covers(lo, before)) {
     std::vector<stored_msg> out;
-    for (auto& m : st.recent)
-      if (m.seq >= lo && m.seq < before) out.push_back(m);
+    for (auto& m : st.recent.range(lo, before)) out.push_back(m);
     answer_history(self, to, std::move(out), lo > st.first_seq);
     return;
   }
@@ -501,18 +462,35 @@ void handle_leave(room_actor* self, const leave_req& req) {
   }
 }
 
+void handle_typing(room_actor* self, const typing_req& req) {
+  auto& st = self->state;
+  if (st.dm) {
+    if (!is_participant(self, req.user)) return;
+    auto other = req.user == st.dm_a ? st.dm_b : st.dm_a;
+    auto reg = st.deps.registry_for(other);
+    if (!reg) return;
+    self->send(reg, user_deliver{{other}, st.room, 0, encode_typing(st.room, req.user, req.name)});
+    return;
+  }
+  auto it = st.members.users.find(req.user);
+  if (it != st.members.users.end() && is_member(self, req.conn))
+    broadcast(self, 0, encode_typing(st.room, req.user, it->second.name), req.user);
+}
+
 void apply_snapshot(room_actor* self, room_snapshot& snap) {
   auto& st = self->state;
   st.epoch = snap.epoch;
   st.last_seq = snap.last_seq;
   st.first_seq = snap.first_seq;
   st.recent.clear();
+  for (auto& m : snap.idem) {
+    auto key = idem_key(m.from, m.idem_key);
+    if (!key.empty()) st.idem.remember(key, m.seq, m.ts);
+  }
   for (auto& m : snap.recent) {
     st.last_ts = std::max(st.last_ts, m.ts);
-    push_recent(self, m);
+    st.recent.push(std::move(m));
   }
-  for (auto& m : snap.idem)
-    if (!m.idem_key.empty()) remember_idem(self, m.from + '\x1f' + m.idem_key, m.seq, m.ts);
   st.loaded = true;
 }
 
@@ -544,15 +522,20 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   auto& st = self->state;
   st.room = std::move(name);
   st.deps = std::move(deps);
+  auto& cfg = st.deps.cfg;
+  st.recent = recent_window{{cfg.window, cfg.window_bytes}};
+  st.idem = idem_cache<reply_to>{{cfg.idem_window_ms, cfg.idem_max_keys, cfg.idem_max_bytes}};
+  st.presence = presence_batcher{{cfg.presence_batch_threshold, cfg.presence_budget,
+                                  std::chrono::seconds(1)}};
   st.dm = parse_dm_room(st.room, st.dm_a, st.dm_b);
   global_metrics().rooms.fetch_add(1, std::memory_order_relaxed);
   self->attach_functor([] { global_metrics().rooms.fetch_sub(1, std::memory_order_relaxed); });
   // A gateway (or, in a cluster, its node) is gone: drop its connections.
   self->set_down_handler([=](caf::down_msg& dm) {
     auto gw = caf::actor_cast<gateway_actor>(dm.source);
-    auto& st = self->state;
-    auto it = st.by_gateway.find(gw);
-    if (it == st.by_gateway.end()) return;
+    auto& by_gw = self->state.members.by_gateway;
+    auto it = by_gw.find(gw);
+    if (it == by_gw.end()) return;
     std::vector<uint64_t> ids;
     for (auto& [id, user] : it->second) ids.push_back(id);
     for (auto id : ids) remove_member(self, gw, id);
@@ -606,34 +589,19 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       },
       [=](typing_req& req) {
         from_directory();
-        auto& st = self->state;
-        auto it = st.users.find(req.user);
-        if (st.dm) {
-          if (!is_participant(self, req.user)) return;
-          auto other = req.user == st.dm_a ? st.dm_b : st.dm_a;
-          auto reg = st.deps.registry_for(other);
-          if (!reg) return;
-          self->send(reg,
-                     user_deliver{{other}, st.room, 0, encode_typing(st.room, req.user, req.name)});
-        } else if (it != st.users.end() && is_member(self, req.conn)) {
-          broadcast(self, 0, encode_typing(st.room, req.user, it->second.name), req.user);
-        }
+        handle_typing(self, req);
       },
       [=](presence_tick_atom) {
         auto& st = self->state;
-        st.tick_pending = false;
-        if (st.diff_joins.empty() && st.diff_leaves.empty()) return;
+        auto diff = st.presence.take();
+        if (diff.empty()) return;
         broadcast(self, 0,
-                  encode_presence_diff(st.room, st.diff_joins, st.diff_leaves,
-                                       st.deps.cfg.presence_diff_listed, st.users.size()));
-        st.diff_joins.clear();
-        st.diff_leaves.clear();
+                  encode_presence_diff(st.room, diff.joins, diff.leaves,
+                                       st.deps.cfg.presence_diff_listed, st.members.users.size()));
       },
       [=](idle_chk_atom, uint64_t gen) {
         auto& st = self->state;
-        if (gen != st.idle_gen || st.conn_count > 0 || st.in_flight || !st.queued.empty() ||
-            !st.pending_joins.empty())
-          return;
+        if (gen != st.idle_gen || busy(self)) return;
         self->send(st.deps.directory, room_idle{st.room, st.received});
         // If the directory forwarded something meanwhile it will not stop us: check again later.
         self->delayed_send(self, st.deps.cfg.idle_grace, idle_chk_atom_v, ++st.idle_gen);
@@ -642,7 +610,7 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       [=](load_atom) { resync(self); },
       [=](caf::get_atom) -> std::tuple<uint64_t, std::string, uint64_t> {
         auto& st = self->state;
-        return {st.last_seq, st.epoch, st.users.size()};
+        return {st.last_seq, st.epoch, st.members.users.size()};
       },
   };
 }

@@ -9,6 +9,9 @@
 #include <unordered_map>
 
 #include "actors/cluster.hpp"
+#include "actors/idem_cache.hpp"
+#include "actors/presence_batcher.hpp"
+#include "actors/recent_window.hpp"
 #include "actors/store.hpp"
 #include "caf/all.hpp"
 #include "messages/types.hpp"
@@ -16,8 +19,11 @@
 namespace chat {
 
 struct room_config {
-  uint32_t window = 1000;                 // recent messages kept in memory
+  uint32_t window = 1000;                  // recent messages kept in memory
+  size_t window_bytes = 2 << 20;           // ... and their bytes (text, data, names, key)
   int64_t idem_window_ms = 10 * 60 * 1000;
+  size_t idem_max_keys = 10000;            // idempotency keys remembered per room
+  size_t idem_max_bytes = 1 << 20;
   caf::timespan idle_grace = std::chrono::seconds(30);
   size_t presence_batch_threshold = 1000;  // above: presence_diff once per second
   caf::timespan presence_batch_interval = std::chrono::seconds(1);
@@ -54,6 +60,27 @@ struct reply_to {
   caf::response_promise rp;  // answers a request(...) (server API); async() otherwise
 };
 
+// Who is in the room: connections by gateway (a broadcast is one CAF message
+// per gateway) and users (presence counts them once however many connections).
+struct room_members {
+  struct user_entry {
+    std::string name;
+    size_t conns = 0;
+  };
+  std::map<gateway_actor, std::unordered_map<uint64_t, std::string>> by_gateway;
+  std::map<std::string, user_entry> users;
+  size_t conn_count = 0;
+};
+
+// A send on its way to the store. Its text and data travel in the batch (moved,
+// never copied) and come back with the store's answer.
+struct pending_send {
+  send_req req;
+  reply_to to;
+  std::string key;  // idempotency key ("" = none)
+  int64_t t0_us = 0;
+};
+
 struct room_state {
   std::string room;
   bool dm = false;
@@ -61,47 +88,23 @@ struct room_state {
   room_deps deps;
   bool loaded = false;
 
+  // The sequence: the only place the room's seq is assigned.
   std::string epoch;
   uint64_t last_seq = 0;  // last committed
   uint64_t first_seq = 1;
   int64_t last_ts = 0;
-  std::deque<stored_msg> recent;
+  recent_window recent;
+  idem_cache<reply_to> idem;
 
-  struct idem_hit {
-    uint64_t seq;
-    int64_t ts;
-  };
-  std::unordered_map<std::string, idem_hit> idem;  // user \x1f key -> first send's ack
-  std::deque<std::pair<int64_t, std::string>> idem_order;
-  // Keys of sends not yet committed -> duplicates waiting for the same ack.
-  std::unordered_map<std::string, std::vector<reply_to>> idem_waiters;
-
-  // Membership: connections by gateway (for fan-out), users (for presence).
-  std::map<gateway_actor, std::unordered_map<uint64_t, std::string>> by_gateway;
-  struct user_entry {
-    std::string name;
-    size_t conns = 0;
-  };
-  std::map<std::string, user_entry> users;
-  size_t conn_count = 0;
+  room_members members;
   std::set<std::pair<gateway_actor, uint64_t>> pending_joins;  // waiting for a store read
 
   // Send pipeline: one append in flight; the rest queue and go as the next batch.
-  struct pending_send {
-    send_req req;
-    reply_to to;
-    int64_t t0_us = 0;
-    stored_msg msg;
-  };
   std::deque<pending_send> queued;
   std::vector<pending_send> flying;
   bool in_flight = false;
 
-  // Presence batching in big rooms, and in any room during a storm.
-  std::vector<member_info> diff_joins, diff_leaves;
-  bool tick_pending = false;
-  caf::actor_clock::time_point presence_window_start;
-  size_t presence_window_events = 0;
+  presence_batcher presence;  // presence batching in big rooms, and in any room during a storm
 
   uint64_t received = 0;  // requests forwarded by the directory
   uint64_t idle_gen = 0;

@@ -18,30 +18,30 @@ void flush(store_actor::stateful_pointer<store_state> self) {
   auto& st = self->state;
   st.flush_scheduled = false;
   if (st.pending.empty()) return;
-  auto pending = std::move(st.pending);
+  auto batches = std::move(st.pending);
+  auto promises = std::move(st.promises);
   st.pending.clear();
-  std::vector<append_batch> batches;
-  batches.reserve(pending.size());
-  for (auto& p : pending) batches.push_back(p.batch);
+  st.promises.clear();
   std::string err;
   auto& m = global_metrics();
   if (st.backend->append(batches, err)) {
     m.store_commits.fetch_add(1, std::memory_order_relaxed);
     if (!m.store_ok.load()) m.set_store_status(true, "ok");
-    for (auto& p : pending) p.promise.deliver(p.batch.msgs.back().seq);
+    for (size_t i = 0; i < batches.size(); ++i) promises[i].deliver(std::move(batches[i]));
     return;
   }
   m.store_failures.fetch_add(1, std::memory_order_relaxed);
   spdlog::error("event=store_commit_failed batches={} error=\"{}\"", batches.size(), err);
   bool any_ok = false;
-  for (auto& p : pending) {
+  for (size_t i = 0; i < batches.size(); ++i) {
     std::string one_err;
-    std::vector<append_batch> one{p.batch};
-    if (pending.size() > 1 && st.backend->append(one, one_err)) {
+    std::vector<append_batch> one;
+    one.push_back(std::move(batches[i]));
+    if (batches.size() > 1 && st.backend->append(one, one_err)) {
       any_ok = true;
-      p.promise.deliver(p.batch.msgs.back().seq);
+      promises[i].deliver(std::move(one.front()));
     } else {
-      p.promise.deliver(store_error(one_err.empty() ? err : one_err));
+      promises[i].deliver(store_error(one_err.empty() ? err : one_err));
     }
   }
   m.set_store_status(any_ok, any_ok ? "ok" : err);
@@ -75,11 +75,12 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
           return store_error(err);
         return snap;
       },
-      [=](append_atom, append_batch& batch) -> caf::result<uint64_t> {
+      [=](append_atom, append_batch& batch) -> caf::result<append_batch> {
         auto& st = self->state;
         if (batch.msgs.empty()) return store_error("empty batch");
-        auto promise = self->make_response_promise<uint64_t>();
-        st.pending.push_back({std::move(batch), promise});
+        auto promise = self->make_response_promise<append_batch>();
+        st.pending.push_back(std::move(batch));
+        st.promises.push_back(promise);
         // The flush message queues behind every append already in the mailbox:
         // one commit then covers all of them.
         if (!st.flush_scheduled) {

@@ -14,7 +14,9 @@ namespace chat {
 
 using store_actor = caf::typed_actor<
     caf::replies_to<load_atom, std::string>::with<room_snapshot>,
-    caf::replies_to<append_atom, append_batch>::with<uint64_t>,
+    // The committed batch comes back (moved, not copied): the room publishes
+    // and keeps its messages without having held a copy meanwhile.
+    caf::replies_to<append_atom, append_batch>::with<append_batch>,
     // The messages and the room's oldest stored seq (it moves when retention trims).
     caf::replies_to<range_atom, range_query>::with<std::vector<stored_msg>, uint64_t>,
     caf::replies_to<rooms_atom>::with<std::vector<std::string>>,
@@ -30,11 +32,9 @@ struct store_config {
 struct store_state {
   std::shared_ptr<store_backend> backend;
   store_config cfg;
-  struct pending {
-    append_batch batch;
-    caf::typed_response_promise<uint64_t> promise;
-  };
-  std::vector<pending> pending;
+  // Appends waiting for the next group commit, and who waits for each.
+  std::vector<append_batch> pending;
+  std::vector<caf::typed_response_promise<append_batch>> promises;
   bool flush_scheduled = false;
   static inline const char* name = "store";
 };

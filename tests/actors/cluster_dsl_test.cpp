@@ -325,7 +325,7 @@ TEST_F(ClusterDslTest, LostConnectionGivesDownAndRedialRestoresTheRoute) {
   EXPECT_EQ(state_of<cluster_manager_state>(manager).peers.size(), 1u);
   // On mars, earth's gateway is unreachable too: the room dropped alice.
   auto room_actor = state_of<directory_state>(nodes[mars_ix].directory).rooms.at(room).room;
-  EXPECT_EQ(state_of<room_state>(room_actor).conn_count, 1u);
+  EXPECT_EQ(state_of<room_state>(room_actor).members.conn_count, 1u);
   // Messages sent meanwhile reach only mars's members.
   anon_send(nodes[mars_ix].directory,
             make_send(room, conn_ref{as_gw(mars_gw), 7}, who("bob"), "\"s2\"", "two"));

@@ -298,7 +298,7 @@ TEST_F(RoomTest, AckAndBroadcastOnlyAfterTheStoreCommit) {
   EXPECT_EQ(backend->append_calls, 1u);
   EXPECT_EQ(backend->stored("general").size(), 1u);
   EXPECT_TRUE(rec(gw).log.empty());
-  expect((uint64_t), from(store).to(r).with(uint64_t{1}));
+  expect((append_batch), from(store).to(r));
   // Only now: the ack, then the broadcast.
   expect((ack_msg), from(r).to(gw));
   expect((deliver), from(r).to(gw));
@@ -425,10 +425,10 @@ TEST_F(RoomTest, PresenceEventsFollowUsersNotConnections) {
   sched.run();
   EXPECT_EQ(events(gw2, "member_left"), (ev{{"alice", "alice"}, {"carol", "carol"}}));
   auto& st = state_of<room_state>(r);
-  EXPECT_EQ(st.users.count("carol"), 0u);
-  EXPECT_EQ(st.conn_count, 1u);
-  EXPECT_EQ(st.by_gateway.size(), 1u);
-  EXPECT_EQ(st.by_gateway.count(as_gw(gw3)), 0u);
+  EXPECT_EQ(st.members.users.count("carol"), 0u);
+  EXPECT_EQ(st.members.conn_count, 1u);
+  EXPECT_EQ(st.members.by_gateway.size(), 1u);
+  EXPECT_EQ(st.members.by_gateway.count(as_gw(gw3)), 0u);
 }
 
 TEST_F(RoomTest, GatewayDeathDropsEveryConnectionOfThatGateway) {
@@ -443,8 +443,8 @@ TEST_F(RoomTest, GatewayDeathDropsEveryConnectionOfThatGateway) {
   anon_send_exit(gw2, exit_reason::kill);
   sched.run();
   auto& st = state_of<room_state>(r);
-  EXPECT_EQ(st.conn_count, 1u);
-  EXPECT_EQ(st.users.size(), 1u);
+  EXPECT_EQ(st.members.conn_count, 1u);
+  EXPECT_EQ(st.members.users.size(), 1u);
   auto left = events(gw1, "member_left");
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (ev{{"bob", "bob"}, {"carol", "carol"}}));  // one per user, not per connection
@@ -530,7 +530,7 @@ TEST_F(RoomTest, BigRoomPresenceIsBatched) {
   sched.run();
   fire_presence_tick(r);
   EXPECT_EQ(delivered(gw1, "presence_diff").size(), 2u);
-  EXPECT_FALSE(state_of<room_state>(r).tick_pending);
+  EXPECT_FALSE(state_of<room_state>(r).presence.tick_pending());
 
   // Back at the threshold (a, b remain after c and e leave), events are immediate again.
   leave(r, gw1, 6);
@@ -633,7 +633,7 @@ TEST_F(RoomTest, DuplicateWhileTheFirstIsInFlightGetsTheSameAck) {
   EXPECT_EQ(seq_of[4], 3u);
   EXPECT_EQ(seq_of[5], 3u);
   EXPECT_EQ(backend->stored("general").size(), 3u);
-  EXPECT_TRUE(state_of<room_state>(r).idem_waiters.empty());
+  EXPECT_EQ(state_of<room_state>(r).idem.pending_count(), 0u);
 }
 
 TEST_F(RoomTest, IdempotencyKeysSurviveARoomRestart) {
@@ -675,7 +675,7 @@ struct RecoveryTest : RoomTest {
     sched.run();
     epoch = state_of<room_state>(r).epoch;
     EXPECT_EQ(state_of<room_state>(r).recent.size(), 5u);
-    EXPECT_EQ(state_of<room_state>(r).recent.front().seq, 8u);
+    EXPECT_EQ(state_of<room_state>(r).recent.oldest_seq(), 8u);
   }
 
   // The recovered message seqs and the final joined frame of the last join.
@@ -729,7 +729,7 @@ TEST_F(RecoveryTest, WrongEpochIsNotRecovered) {
   EXPECT_TRUE(seqs.empty());
   EXPECT_EQ(joined["recovered"], false);
   EXPECT_EQ(joined["epoch"], epoch);  // the client learns the new epoch
-  EXPECT_TRUE(state_of<room_state>(r).users.count("bob"));  // joined all the same
+  EXPECT_TRUE(state_of<room_state>(r).members.users.count("bob"));  // joined all the same
 }
 
 TEST_F(RecoveryTest, SinceBeyondTheWindowIsFetchedFromTheStore) {
@@ -771,7 +771,7 @@ TEST_F(RecoveryTest, LeaveWhileTheStoreReadIsPendingCancelsTheJoin) {
   EXPECT_EQ(left[0]["id"], 9);
   auto& st = state_of<room_state>(r);
   EXPECT_TRUE(st.pending_joins.empty());
-  EXPECT_EQ(st.users.count("bob"), 0u);
+  EXPECT_EQ(st.members.users.count("bob"), 0u);
   say(r, gw1, 1, "alice", "m13");
   sched.run();
   EXPECT_TRUE(rec(gw2).delivers.empty());
@@ -1011,7 +1011,7 @@ TEST_F(RoomTest, DmRoomsServeOnlyTheirTwoParticipants) {
   EXPECT_FALSE(rec(gw).joins[0].member);
   auto j = last_join_frames(gw);
   EXPECT_EQ(j.back()["seq"], 1);
-  EXPECT_TRUE(state_of<room_state>(r).by_gateway.empty());
+  EXPECT_TRUE(state_of<room_state>(r).members.by_gateway.empty());
   EXPECT_TRUE(events(gw, "member_joined").empty());
 
   self->send(r, make_send("dm:alice:bob", conn_ref{as_gw(gw), 2}, member_info{"bob", "Bob"}, "5",
@@ -1151,7 +1151,7 @@ TEST_F(DirectoryTest, JoinForwardedAfterTheIdleCheckKeepsTheRoomAlive) {
   EXPECT_EQ(dst().rooms.at("lobby").room, r);
   ASSERT_EQ(rec(gw).joins.size(), 2u);
   EXPECT_EQ(rec(gw).joins[1].room_actor, r);
-  EXPECT_EQ(state_of<room_state>(r).conn_count, 1u);
+  EXPECT_EQ(state_of<room_state>(r).members.conn_count, 1u);
 
   // While bob is in, idle checks do nothing.
   sched.clock().advance_time(cfg.idle_grace * 3);
@@ -1203,7 +1203,7 @@ TEST_F(DirectoryTest, RoomEmptiedWhileAFailedAppendWasInFlightIsStoppedToo) {
   EXPECT_TRUE(state_of<room_state>(r).in_flight);
   sched.run();
   ASSERT_EQ(conn_frames(gw, "error", 1).size(), 1u);
-  EXPECT_EQ(state_of<room_state>(r).conn_count, 0u);
+  EXPECT_EQ(state_of<room_state>(r).members.conn_count, 0u);
   EXPECT_FALSE(state_of<room_state>(r).in_flight);
 
   sched.clock().advance_time(cfg.idle_grace);

@@ -56,7 +56,9 @@ behavior client_impl(stateful_actor<client_state>* self, store_actor store) {
         for (auto& b : batches) {
           auto tag = b.room + "#" + std::to_string(b.msgs.front().seq);
           self->request(store, infinite, append_atom_v, b)
-              .then([=](uint64_t seq) { self->state.answers.emplace_back(tag, seq); },
+              .then([=](append_batch& done) {
+                      self->state.answers.emplace_back(tag, done.msgs.back().seq);
+                    },
                     [=](error&) { self->state.answers.emplace_back(tag, 0); });
         }
       },
@@ -232,7 +234,7 @@ TEST_F(StoreActorTest, EmptyBatchIsRefused) {
   auto h = self->request(store, infinite, append_atom_v, batch("a", 1, 0));
   sched.run();
   bool refused = false;
-  h.receive([&](uint64_t) { ADD_FAILURE() << "an empty batch was accepted"; },
+  h.receive([&](append_batch&) { ADD_FAILURE() << "an empty batch was accepted"; },
             [&](error&) { refused = true; });
   EXPECT_TRUE(refused);
   EXPECT_EQ(backend->append_calls, 0u);
@@ -362,7 +364,7 @@ TEST_F(StoreActorTest, DuplicateWaitingOnAFailedSendIsAnsweredUnavailableToo) {
   EXPECT_EQ(e1[0]["code"], "unavailable");
   EXPECT_EQ(e2[0]["code"], "unavailable");
   EXPECT_EQ(e2[0]["id"], 2);
-  EXPECT_TRUE(state_of<room_state>(r).idem_waiters.empty());
+  EXPECT_EQ(state_of<room_state>(r).idem.pending_count(), 0u);
 
   // Retrying the key now stores it (nothing was stored before).
   say(r, gw, 1, "alice", "hello", "3", "k");
