@@ -80,6 +80,12 @@ int run_server(chat::server_config cfg) {
     caf_cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(2)});
     caf_cfg.set("middleman.workers", size_t{0});
   }
+  // Signals are caught from before the start: a SIGTERM that arrives while the
+  // node starts must still shut it down gracefully, not kill it.
+  boost::asio::io_context signals_ioc;
+  boost::asio::signal_set signals{signals_ioc, SIGINT, SIGTERM};
+  int got = 0;
+  signals.async_wait([&](const boost::system::error_code&, int sig) { got = sig; });
   caf::actor_system sys{caf_cfg};
   chat::server srv{sys, cfg, auth, cluster};
   std::string err;
@@ -100,10 +106,6 @@ int run_server(chat::server_config cfg) {
                port, cfg.store == "memory" ? "memory" : cfg.db, cfg.allow_anonymous);
   std::cout << "chatd listening on http://" << host << ":" << port << "/" << std::endl;
 
-  boost::asio::io_context signals_ioc;
-  boost::asio::signal_set signals{signals_ioc, SIGINT, SIGTERM};
-  int got = 0;
-  signals.async_wait([&](const boost::system::error_code&, int sig) { got = sig; });
   signals_ioc.run();
   spdlog::info("event=signal signal={}", got);
   srv.shutdown(1012);
