@@ -12,17 +12,9 @@ namespace chat {
 using json = nlohmann::json;
 using ordered = nlohmann::ordered_json;  // answers keep their keys in a readable order
 
+// Transitional (the replies still carry codes as text): the status is errc's.
 unsigned api_status_for(std::string_view code) {
-  if (code == "bad_request") return 400;
-  if (code == "unauthorized" || code == "token_expired") return 401;
-  if (code == "forbidden") return 403;
-  if (code == "not_found") return 404;
-  if (code == "not_member") return 409;
-  if (code == "too_large") return 413;
-  if (code == "rate_limited") return 429;
-  if (code == "unavailable") return 503;
-  if (code == "timeout") return 504;
-  return 500;
+  return http_status(errc_from_string(code).value_or(errc::internal));
 }
 
 std::string api_error_body(std::string_view code, std::string_view message) {

@@ -39,7 +39,7 @@ struct client_req {
 };
 
 struct decode_error {
-  std::string code;  // protocol error code
+  errc code = errc::bad_request;
   std::string message;
   std::string id;  // request id if it could be read
 };
@@ -63,6 +63,10 @@ void split_frame(std::string_view frame, F&& f) {
 // --- encoders -------------------------------------------------------------------
 std::string encode_welcome(const std::string& id, const std::string& user, const std::string& name,
                            const std::string& session, const std::string& node, int heartbeat);
+std::string encode_error(const std::string& id, errc code, std::string_view message);
+// Transitional, for callers that still hold the code as text (room.cpp,
+// websocket_session.cpp): maps it through errc_from_string (unknown: internal).
+// Goes when they pass errc.
 std::string encode_error(const std::string& id, std::string_view code, std::string_view message);
 // recovered: -1 = not a recovery join, 0 = false, 1 = true
 std::string encode_joined(const std::string& id, const std::string& room, uint64_t seq,

@@ -43,7 +43,7 @@ void check_one(std::string_view text, const chat::limits& lim) {
   chat::client_req r;
   chat::decode_error err;
   if (!chat::decode_request(text, lim, r, err)) {
-    require(err.code == "bad_request" || err.code == "too_large");
+    require(err.code == chat::errc::bad_request || err.code == chat::errc::too_large);
     require(!err.message.empty() && valid_utf8(err.message));
     require(one_object(chat::encode_error(err.id, err.code, err.message)));
     return;
