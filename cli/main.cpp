@@ -1,8 +1,8 @@
-// chat-cli: parses the command line and runs the client (gateway/cli_client.cpp).
+// chat-cli: parses the command line and runs the client (cli/client.cpp).
 #include <CLI/CLI.hpp>
 #include <iostream>
 
-#include "gateway/cli_client.hpp"
+#include "cli/client.hpp"
 
 int main(int argc, char** argv) {
   chat::cli_options opt;

@@ -1,4 +1,4 @@
-#include "gateway/cli_client.hpp"
+#include "cli/client.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
