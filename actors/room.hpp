@@ -9,7 +9,7 @@
 #include <unordered_map>
 
 #include "actors/cluster.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "caf/all.hpp"
 #include "messages/types.hpp"
 

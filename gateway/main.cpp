@@ -9,7 +9,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "actors/cluster.hpp"
 #include "caf/all.hpp"
 #include "caf/io/all.hpp"

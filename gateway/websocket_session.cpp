@@ -5,7 +5,7 @@
 #include <random>
 
 #include "actors/metrics.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "messages/validate.hpp"
 
 namespace chat {

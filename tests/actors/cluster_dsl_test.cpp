@@ -33,7 +33,7 @@
 #include "actors/cluster.hpp"
 #include "actors/cluster_manager.hpp"
 #include "actors/directory.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "actors/user_registry.hpp"
 #include "tests/support/chat_fakes.hpp"
 

@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 #include "caf/all.hpp"
 #include "messages/types.hpp"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "actors/room.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "tests/support/chat_fakes.hpp"
 
 using namespace caf;

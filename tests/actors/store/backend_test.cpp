@@ -1,6 +1,6 @@
 // Behaviour of both store backends, run against each of them: the memory one
 // and SQLite on a real file in a fresh temporary directory. No mocks.
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -13,7 +13,7 @@
 #include <system_error>
 #include <vector>
 
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 #include "messages/clock.hpp"
 
 namespace chat {

@@ -1,4 +1,4 @@
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 
 #include <spdlog/spdlog.h>
 

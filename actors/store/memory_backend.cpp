@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 
 namespace chat {
 

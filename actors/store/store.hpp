@@ -5,7 +5,7 @@
 // blocks on fsync.
 #include <memory>
 
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 #include "caf/all.hpp"
 #include "messages/clock.hpp"
 #include "messages/types.hpp"
