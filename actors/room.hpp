@@ -8,7 +8,7 @@
 #include <set>
 #include <unordered_map>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "actors/store/store.hpp"
 #include "caf/all.hpp"
 #include "messages/types.hpp"

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "actors/store/store.hpp"
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "caf/all.hpp"
 #include "caf/io/all.hpp"
 #include "gateway/auth.hpp"

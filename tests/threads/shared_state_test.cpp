@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "actors/metrics.hpp"
 #include "caf/all.hpp"
 #include "caf/scheduler/test_coordinator.hpp"

@@ -30,8 +30,8 @@
 #include <tuple>
 #include <vector>
 
-#include "actors/cluster.hpp"
-#include "actors/cluster_manager.hpp"
+#include "actors/cluster/routes.hpp"
+#include "actors/cluster/manager.hpp"
 #include "actors/directory.hpp"
 #include "actors/store/store.hpp"
 #include "actors/user_registry.hpp"

@@ -5,7 +5,7 @@
 #include <memory>
 #include <unordered_map>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "caf/all.hpp"
 
 namespace chat {

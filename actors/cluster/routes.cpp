@@ -1,4 +1,4 @@
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 
 #include <nlohmann/json.hpp>
 

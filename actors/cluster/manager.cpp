@@ -1,4 +1,4 @@
-#include "actors/cluster_manager.hpp"
+#include "actors/cluster/manager.hpp"
 
 #include <spdlog/spdlog.h>
 
