@@ -9,23 +9,10 @@
 #include <string_view>
 #include <vector>
 
+#include "actors/cluster/nodes.hpp"
 #include "caf/all.hpp"
 
 namespace chat {
-
-struct cluster_node {
-  std::string name;
-  std::string listen;       // HTTP/WebSocket host:port
-  std::string remote_host;  // CAF remoting
-  uint16_t remote_port = 0;
-};
-
-struct cluster_config {
-  std::vector<cluster_node> nodes;
-};
-
-// The cluster file: {"nodes":[{"name":"n1","listen":"127.0.0.1:8081","remoting":"127.0.0.1:9081"},...]}
-bool parse_cluster_config(const std::string& text, cluster_config& out, std::string& err);
 
 // Weight of `key` on `node` (64-bit FNV-1a of both, then a mixer): deterministic everywhere.
 uint64_t rendezvous_weight(std::string_view node, std::string_view key);
