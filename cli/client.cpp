@@ -17,8 +17,12 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <thread>
+
+#include "messages/clock.hpp"
+#include "messages/codec.hpp"
+#include "messages/random.hpp"
+#include "messages/url.hpp"
 
 namespace chat {
 
@@ -28,79 +32,7 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using json = nlohmann::json;
 
-bool parse_ws_url(std::string_view url, ws_url& out, std::string& err) {
-  out = ws_url{};
-  if (url.substr(0, 6) == "wss://") {
-    err = "wss:// is not supported: use ws:// (behind a TLS tunnel if need be)";
-    return false;
-  }
-  if (url.substr(0, 5) != "ws://") {
-    err = "the URL must look like ws://host:port/ws";
-    return false;
-  }
-  auto rest = url.substr(5);
-  auto end = rest.find_first_of("/?#");
-  auto authority = rest.substr(0, end);
-  if (end != std::string_view::npos) {
-    auto target = rest.substr(end);
-    target = target.substr(0, target.find('#'));
-    if (!target.empty() && target.front() == '?')
-      out.target += std::string(target);
-    else if (!target.empty())
-      out.target = std::string(target);
-  }
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {  // [IPv6]:port
-    auto close = authority.find(']');
-    if (close == std::string_view::npos) {
-      err = "bad IPv6 address in the URL";
-      return false;
-    }
-    out.host = std::string(authority.substr(1, close - 1));
-    auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') {
-        err = "bad port in the URL";
-        return false;
-      }
-      port = after.substr(1);
-    }
-  } else {
-    auto colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
-  if (out.host.empty()) {
-    err = "no host in the URL";
-    return false;
-  }
-  if (!port.empty()) {
-    unsigned long v = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9' || v > 65535) {
-        err = "bad port in the URL";
-        return false;
-      }
-      v = v * 10 + static_cast<unsigned long>(c - '0');
-    }
-    if (v == 0 || v > 65535) {
-      err = "bad port in the URL";
-      return false;
-    }
-    out.port = std::string(port);
-  }
-  return true;
-}
-
 namespace {
-
-std::string random_hex(size_t n) {
-  std::mt19937_64 rng{std::random_device{}()};
-  static const char* digits = "0123456789abcdef";
-  std::string out(n, '0');
-  for (auto& c : out) c = digits[rng() & 15];
-  return out;
-}
 
 std::string clock_text(int64_t ts_ms) {
   std::time_t t = static_cast<std::time_t>(ts_ms / 1000);
@@ -109,11 +41,6 @@ std::string clock_text(int64_t ts_ms) {
   char buf[16];
   std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
   return buf;
-}
-
-int64_t now_ms() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 // Text for a terminal: no escape sequences (C0/C1 controls become '?'),
@@ -164,7 +91,7 @@ class cli_client {
     signals_.async_wait([this](beast::error_code ec, int) { on_signal(ec); });
     tcp::resolver resolver(ioc_);
     beast::error_code ec;
-    auto results = resolver.resolve(url_.host, url_.port, ec);  // blocking is fine here
+    auto results = resolver.resolve(url_.host, std::to_string(url_.port), ec);  // blocking is fine here
     if (ec) {
       fatal("cannot resolve " + url_.host + ": " + ec.message());
     } else {
@@ -200,8 +127,7 @@ class cli_client {
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::request_type& req) { req.set(beast::http::field::user_agent, "chat-cli"); }));
     ws_.read_message_max(64 * 1024 * 1024);
-    auto host = url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host;
-    ws_.async_handshake(host + ":" + url_.port, url_.target,
+    ws_.async_handshake(url_.authority(), url_.path,
                         [this](beast::error_code ec) { on_handshake(ec); });
   }
 
@@ -246,13 +172,10 @@ class cli_client {
     auto text = beast::buffers_to_string(buf_.data());
     buf_.consume(buf_.size());
     // A frame may hold several objects, one per line.
-    size_t start = 0;
-    while (start <= text.size() && !finished_) {
-      auto nl = text.find('\n', start);
-      if (nl == std::string::npos) nl = text.size();
-      if (nl > start) on_object(std::string_view(text).substr(start, nl - start));
-      start = nl + 1;
-    }
+    split_frame(text, [this](std::string_view object) {
+      on_object(object);
+      return !finished_;
+    });
     if (!finished_) do_read();
   }
 
@@ -550,7 +473,8 @@ class cli_client {
       case kind::send:
       case kind::dm:
         if (type == "ack") return;
-        if (str(j, "code") == "rate_limited" && p.attempts < 20 && !closing_) {
+        if (errc_from_string(str(j, "code")) == errc::rate_limited && p.attempts < 20 &&
+            !closing_) {
           // Same id and idempotency key: a retry can never store it twice.
           ++p.attempts;
           auto timer = std::make_shared<net::steady_timer>(ioc_, std::chrono::milliseconds(500));
@@ -633,6 +557,10 @@ int run_cli(const cli_options& opt) {
   std::string err;
   if (!parse_ws_url(opt.url, url, err)) {
     std::cerr << "chat-cli: " << err << "\n";
+    return cli_exit_usage;
+  }
+  if (url.secure()) {
+    std::cerr << "chat-cli: wss:// is not supported: use ws:// (behind a TLS tunnel if need be)\n";
     return cli_exit_usage;
   }
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error, not a crash

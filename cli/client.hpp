@@ -3,13 +3,12 @@
 // pipelines. Lines from stdin become `send`s (or commands), incoming events are
 // printed (human text, or the received JSON objects one per line).
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace chat {
 
 struct cli_options {
-  std::string url = "ws://127.0.0.1:8080/ws";
+  std::string url = "ws://127.0.0.1:8080/ws";  // messages/url.hpp; wss:// is refused (no TLS here)
   std::string token;
   std::string name;
   std::vector<std::string> rooms;
@@ -19,15 +18,6 @@ struct cli_options {
   int wait_ms = 5000;      // after stdin ends: longest wait for a reply before giving up
   int connect_timeout_ms = 10000;
 };
-
-struct ws_url {
-  std::string host;  // without brackets for IPv6
-  std::string port = "80";
-  std::string target = "/ws";  // path and query
-};
-
-// ws://host[:port][/path]; no path means /ws. wss:// is refused (no TLS here).
-bool parse_ws_url(std::string_view url, ws_url& out, std::string& err);
 
 // Exit codes of chat-cli.
 constexpr int cli_exit_ok = 0;

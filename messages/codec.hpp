@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "messages/errors.hpp"
@@ -47,7 +48,9 @@ struct decode_error {
 // Decodes one client object. On failure fills `err` and returns false.
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err);
 
-// Splits a frame on '\n' into its objects (empty pieces skipped).
+// Splits a frame on '\n' into its objects (blank pieces skipped) and calls
+// f(piece) for each. When f returns bool, false stops the walk (a client that
+// gave up on the connection skips the rest of the frame).
 template <class F>
 void split_frame(std::string_view frame, F&& f) {
   size_t start = 0;
@@ -55,7 +58,13 @@ void split_frame(std::string_view frame, F&& f) {
     size_t nl = frame.find('\n', start);
     if (nl == std::string_view::npos) nl = frame.size();
     auto piece = frame.substr(start, nl - start);
-    if (piece.find_first_not_of(" \t\r") != std::string_view::npos) f(piece);
+    if (piece.find_first_not_of(" \t\r") != std::string_view::npos) {
+      if constexpr (std::is_same_v<std::invoke_result_t<F&, std::string_view>, bool>) {
+        if (!f(piece)) return;
+      } else {
+        f(piece);
+      }
+    }
     start = nl + 1;
   }
 }

@@ -6,25 +6,18 @@
 #include <exception>
 #include <map>
 #include <memory>
-#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "actors/store/backend.hpp"
+#include "messages/random.hpp"
 
 namespace chat {
 
-std::string new_epoch() {
-  // Straight from the OS entropy source on every call (a room is created
-  // rarely): no generator state that a fork or a same-instant start could share.
-  thread_local std::random_device rd;
-  uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out(16, '0');
-  for (int i = 15; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = hex[v & 0xf];
-  return out;
-}
+// Straight from the OS entropy source (messages/random.hpp): no generator state
+// that a fork or a same-instant start could share.
+std::string new_epoch() { return random_hex(16); }
 
 namespace {
 
