@@ -42,9 +42,6 @@ class store_backend {
   virtual bool trim(const retention_policy& p, int64_t now_ms, uint64_t& removed,
                     std::string& err) = 0;
 
-  // Names of every stored room.
-  virtual bool rooms(std::vector<std::string>& out, std::string& err) = 0;
-
   // True when the store can take writes ("ok"), else a reason in `err`.
   virtual bool healthy(std::string& err) = 0;
 };

@@ -153,18 +153,6 @@ class memory_backend final : public store_backend {
     return true;
   }
 
-  bool rooms(std::vector<std::string>& out, std::string& err) override {
-    try {
-      out.clear();
-      out.reserve(rooms_.size());
-      for (auto& kv : rooms_) out.push_back(kv.first);
-      return true;
-    } catch (const std::exception& e) {
-      err = std::string{"memory store: "} + e.what();
-      return false;
-    }
-  }
-
   bool healthy(std::string& err) override {
     err = "ok";
     return true;
@@ -180,7 +168,7 @@ class memory_backend final : public store_backend {
   }
 
   uint64_t max_per_room_;
-  std::map<std::string, mem_room> rooms_;  // ordered: rooms() comes out sorted
+  std::map<std::string, mem_room> rooms_;
 };
 
 }  // namespace

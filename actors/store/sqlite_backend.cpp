@@ -277,25 +277,6 @@ class sqlite_backend final : public store_backend {
     }
   }
 
-  bool rooms(std::vector<std::string>& out, std::string& err) override {
-    out.clear();
-    try {
-      use u{*room_names_};
-      int rc;
-      while ((rc = u.step()) == SQLITE_ROW) out.push_back(u.text(0));
-      if (rc != SQLITE_DONE) {
-        out.clear();
-        err = db_error(db_, "list rooms");
-        return false;
-      }
-      return true;
-    } catch (const std::exception& e) {
-      out.clear();
-      err = std::string{"sqlite store: "} + e.what();
-      return false;
-    }
-  }
-
   bool healthy(std::string& err) override {
     try {
       {
@@ -654,7 +635,6 @@ class sqlite_backend final : public store_backend {
                "SELECT seq FROM messages WHERE room=?1 AND seq>=?2 AND ts>=?3 ORDER BY seq"
                " LIMIT 1") &&
            add(delete_before_, "DELETE FROM messages WHERE room=?1 AND seq<?2") &&
-           add(room_names_, "SELECT name FROM rooms ORDER BY name") &&
            add(schema_version_, "SELECT value FROM meta WHERE key='schema_version'") &&
            add(health_probe_, "INSERT OR REPLACE INTO meta(key, value) VALUES('health_probe', ?1)");
   }
@@ -664,7 +644,7 @@ class sqlite_backend final : public store_backend {
   std::vector<std::unique_ptr<stmt>*> stmts_;
   std::unique_ptr<stmt> begin_, commit_, get_room_, insert_room_, recent_, idem_, range_desc_,
       range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
-      delete_before_, room_names_, schema_version_, health_probe_;
+      delete_before_, schema_version_, health_probe_;
 };
 
 }  // namespace

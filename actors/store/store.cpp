@@ -98,12 +98,6 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
           return store_error(err);
         return {std::move(out), first};
       },
-      [=](rooms_atom) -> caf::result<std::vector<std::string>> {
-        std::vector<std::string> out;
-        std::string err;
-        if (!self->state.backend->rooms(out, err)) return store_error(err);
-        return out;
-      },
       [=](flush_now_atom) { flush(self); },
       [=](trim_atom) {
         auto& st = self->state;

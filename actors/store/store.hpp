@@ -17,7 +17,6 @@ using store_actor = caf::typed_actor<
     caf::replies_to<append_atom, append_batch>::with<uint64_t>,
     // The messages and the room's oldest stored seq (it moves when retention trims).
     caf::replies_to<range_atom, range_query>::with<std::vector<stored_msg>, uint64_t>,
-    caf::replies_to<rooms_atom>::with<std::vector<std::string>>,
     caf::reacts_to<flush_now_atom>, caf::reacts_to<trim_atom>>;
 
 struct store_config {

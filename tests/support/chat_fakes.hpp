@@ -44,7 +44,6 @@ struct recorder_state {
   std::vector<chat::deliver> delivers;
   std::vector<chat::conns_deliver> conns_delivers;
   std::vector<chat::close_conn> closes;
-  std::vector<chat::room_gone> gones;
   std::vector<chat::user_deliver> user_delivers;
   std::vector<chat::room_idle> idles;
   std::vector<caf::down_msg> downs;
@@ -86,10 +85,6 @@ inline caf::behavior recorder_impl(recorder_actor* self, std::string label) {
       [=](chat::close_conn& x) {
         self->state.log.push_back("close_conn");
         self->state.closes.push_back(std::move(x));
-      },
-      [=](chat::room_gone& x) {
-        self->state.log.push_back("room_gone");
-        self->state.gones.push_back(std::move(x));
       },
       [=](chat::user_deliver& x) {
         self->state.log.push_back("user_deliver");
@@ -214,9 +209,6 @@ class counting_backend : public chat::store_backend {
   bool trim(const chat::retention_policy& p, int64_t now_ms, uint64_t& removed,
             std::string& err) override {
     return inner_->trim(p, now_ms, removed, err);
-  }
-  bool rooms(std::vector<std::string>& out, std::string& err) override {
-    return inner_->rooms(out, err);
   }
   bool healthy(std::string& err) override { return inner_->healthy(err); }
 
