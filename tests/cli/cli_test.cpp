@@ -4,6 +4,7 @@
 #include <regex>
 
 #include "gateway/auth.hpp"
+#include "messages/clock.hpp"
 #include "tests/integration/chatd_process.hpp"
 #include "tests/integration/ws_client.hpp"
 
@@ -141,10 +142,7 @@ TEST_F(Cli, TokenLogin) {
   spec.user = "svc-1";
   spec.name = "Service One";
   std::string err;
-  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-                   .count();
-  auto token = chat::mint_token(a, spec, now_s, err);
+  auto token = chat::mint_token(a, spec, chat::now_ms() / 1000, err);
   ASSERT_FALSE(token.empty()) << err;
   ws_client alice;
   hello(alice, "alice");
