@@ -212,8 +212,8 @@ parsed parse_args(int argc, char** argv) {
   num("--rooms", o.rooms, "R", "rooms bench-0..R-1", g);
   num("--senders", o.senders, "S", "first S conns send", g);
   num("--rate", o.rate, "X", "msg/s per sender", g);
-  num("--window", o.window, "W", "W sends in flight per sender, as fast as acks come (rate ignored)",
-      g);
+  num("--window", o.window, "W",
+      "W sends in flight per sender, as fast as acks come (rate ignored)", g);
   num("--duration", o.duration, "D", "seconds of the send/hold phase", g);
   num("--size", o.size, "B", "bytes of text per message, 1..4096", g);
   num("--drain", o.drain, "D", "max seconds to wait for acks, then deliveries", g);

@@ -91,7 +91,8 @@ class cli_client {
     signals_.async_wait([this](beast::error_code ec, int) { on_signal(ec); });
     tcp::resolver resolver(ioc_);
     beast::error_code ec;
-    auto results = resolver.resolve(url_.host, std::to_string(url_.port), ec);  // blocking is fine here
+    // Blocking is fine here: nothing else runs yet.
+    auto results = resolver.resolve(url_.host, std::to_string(url_.port), ec);
     if (ec) {
       fatal("cannot resolve " + url_.host + ": " + ec.message());
     } else {

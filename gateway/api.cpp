@@ -350,8 +350,9 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
     case route_result::not_found:
       return reply_now({errc::not_found, "no such endpoint"});
     case route_result::bad_method: {
-      auto res = api_response(version, keep_alive, 405,
-                              api_error_body(to_string(errc::bad_request), "use " + allow + " here"));
+      auto res =
+          api_response(version, keep_alive, 405,
+                       api_error_body(to_string(errc::bad_request), "use " + allow + " here"));
       res.set(http::field::allow, allow);
       return done(std::move(res));
     }

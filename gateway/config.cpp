@@ -97,7 +97,8 @@ bool parse_cluster_config(const std::string& text, cluster_config& out, std::str
     node.listen = n["listen"];
     std::string remoting = n["remoting"];
     auto colon = remoting.rfind(':');
-    if (node.name.empty() || colon == std::string::npos || node.listen.rfind(':') == std::string::npos) {
+    if (node.name.empty() || colon == std::string::npos ||
+        node.listen.rfind(':') == std::string::npos) {
       err = "node '" + node.name + "': listen and remoting must be host:port";
       return false;
     }

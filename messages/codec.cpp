@@ -31,14 +31,16 @@ bool fail(decode_error& err, errc code, std::string message) {
 bool opt_string(const json& j, const char* key, std::string& out, decode_error& err) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return true;
-  if (!it->is_string()) return fail(err, errc::bad_request, std::string("'") + key + "' must be a string");
+  if (!it->is_string())
+    return fail(err, errc::bad_request, std::string("'") + key + "' must be a string");
   out = it->get<std::string>();
   return true;
 }
 
 bool req_string(const json& j, const char* key, std::string& out, decode_error& err) {
   auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fail(err, errc::bad_request, std::string("'") + key + "' is required");
+  if (it == j.end() || it->is_null())
+    return fail(err, errc::bad_request, std::string("'") + key + "' is required");
   return opt_string(j, key, out, err);
 }
 
@@ -51,7 +53,8 @@ bool opt_uint(const json& j, const char* key, bool& present, uint64_t& out, deco
   } else if (it->is_number_integer() && it->get<int64_t>() >= 0) {
     out = static_cast<uint64_t>(it->get<int64_t>());
   } else {
-    return fail(err, errc::bad_request, std::string("'") + key + "' must be a non-negative integer");
+    return fail(err, errc::bad_request,
+                std::string("'") + key + "' must be a non-negative integer");
   }
   present = true;
   return true;
@@ -69,11 +72,12 @@ bool room_field(const json& j, std::string& room, decode_error& err) {
 bool text_fields(const json& j, const limits& lim, client_req& out, decode_error& err) {
   if (!req_string(j, "text", out.text, err)) return false;
   size_t n = 0;
-  if (!utf8_code_points(out.text, n)) return fail(err, errc::bad_request, "text is not valid UTF-8");
+  if (!utf8_code_points(out.text, n))
+    return fail(err, errc::bad_request, "text is not valid UTF-8");
   if (n == 0) return fail(err, errc::bad_request, "text is empty");
   if (n > lim.max_text_chars)
-    return fail(err, errc::too_large, "text is longer than " + std::to_string(lim.max_text_chars) +
-                                      " characters");
+    return fail(err, errc::too_large,
+                "text is longer than " + std::to_string(lim.max_text_chars) + " characters");
   auto d = j.find("data");
   if (d != j.end() && !d->is_null()) {
     if (!d->is_object()) return fail(err, errc::bad_request, "'data' must be an object");
@@ -81,18 +85,20 @@ bool text_fields(const json& j, const limits& lim, client_req& out, decode_error
   }
   if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
   if (out.idem_key.size() > lim.max_idem_key)
-    return fail(err, errc::too_large, "idempotency_key is longer than " +
-                                      std::to_string(lim.max_idem_key) + " bytes");
+    return fail(err, errc::too_large,
+                "idempotency_key is longer than " + std::to_string(lim.max_idem_key) + " bytes");
   return true;
 }
 
 }  // namespace
 
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err) {
-  if (json_nesting_depth(text) > lim.max_depth) return fail(err, errc::bad_request, "JSON nested too deeply");
+  if (json_nesting_depth(text) > lim.max_depth)
+    return fail(err, errc::bad_request, "JSON nested too deeply");
   // nlohmann takes a raw NUL for the end of input and would ignore what follows it;
   // a raw NUL is never valid JSON.
-  if (text.find('\0') != std::string_view::npos) return fail(err, errc::bad_request, "malformed JSON");
+  if (text.find('\0') != std::string_view::npos)
+    return fail(err, errc::bad_request, "malformed JSON");
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) return fail(err, errc::bad_request, "malformed JSON");
   if (!j.is_object()) return fail(err, errc::bad_request, "a request must be a JSON object");
@@ -107,7 +113,8 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
     }
   }
   auto t = j.find("type");
-  if (t == j.end() || !t->is_string()) return fail(err, errc::bad_request, "'type' (string) is required");
+  if (t == j.end() || !t->is_string())
+    return fail(err, errc::bad_request, "'type' (string) is required");
   const auto& type = t->get_ref<const std::string&>();
   size_t idx = 0;
   for (; idx < std::size(type_names); ++idx)
@@ -136,11 +143,13 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
     case req_type::history:
       if (!room_field(j, out.room, err) || !opt_uint(j, "before", present, out.before, err))
         return false;
-      if (present && out.before == 0) return fail(err, errc::bad_request, "'before' must be at least 1");
+      if (present && out.before == 0)
+        return fail(err, errc::bad_request, "'before' must be at least 1");
       if (!opt_uint(j, "limit", present, v, err)) return false;
       if (present) {
         if (v < 1 || v > lim.max_history)
-          return fail(err, errc::bad_request, "'limit' must be 1-" + std::to_string(lim.max_history));
+          return fail(err, errc::bad_request,
+                      "'limit' must be 1-" + std::to_string(lim.max_history));
         out.limit = static_cast<uint32_t>(v);
       } else if (out.limit > lim.max_history) {
         out.limit = lim.max_history;  // the default must respect a smaller configured cap
@@ -148,7 +157,8 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
       return true;
     case req_type::dm:
       if (!req_string(j, "to", out.to, err)) return false;
-      if (out.to.empty() || out.to.size() > 256) return fail(err, errc::bad_request, "'to' must name a user");
+      if (out.to.empty() || out.to.size() > 256)
+        return fail(err, errc::bad_request, "'to' must name a user");
       return text_fields(j, lim, out, err);
     case req_type::rooms:
     case req_type::ping:
