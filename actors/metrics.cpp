@@ -9,13 +9,12 @@ metrics& global_metrics() {
   return m;
 }
 
-void metrics::count_error(const std::string& code) {
-  for (size_t i = 0; i < error_codes.size(); ++i)
-    if (code == error_codes[i]) {
-      errors[i].fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-  errors.back().fetch_add(1, std::memory_order_relaxed);
+void metrics::count_error(errc code) {
+  errors[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::count_error(std::string_view code) {
+  count_error(errc_from_string(code).value_or(errc::internal));
 }
 
 void metrics::observe_rtt_us(uint64_t us) {
@@ -69,9 +68,9 @@ std::string metrics::render_prometheus() {
   gauge("chat_store_up", "1 when the store accepts writes.", store_ok.load() ? 1 : 0);
   o << "# HELP chat_errors_total Protocol errors sent to clients, by code.\n"
        "# TYPE chat_errors_total counter\n";
-  for (size_t i = 0; i < error_codes.size(); ++i)
-    o << "chat_errors_total{code=\"" << error_codes[i] << "\"} " << errors[i].load(r) << '\n';
-  o << "chat_errors_total{code=\"other\"} " << errors.back().load(r) << '\n';
+  for (size_t i = 0; i < errc_count; ++i)
+    o << "chat_errors_total{code=\"" << to_string(static_cast<errc>(i)) << "\"} "
+      << errors[i].load(r) << '\n';
   o << "# HELP chat_room_rtt_seconds Time from a client's send to its ack (room round trip, "
        "store commit included).\n# TYPE chat_room_rtt_seconds histogram\n";
   uint64_t cum = 0;

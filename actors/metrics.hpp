@@ -6,13 +6,11 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
+
+#include "messages/errors.hpp"
 
 namespace chat {
-
-// Error codes of the protocol, in a fixed order for the per-code counters.
-constexpr std::array<const char*, 10> error_codes = {
-    "bad_request", "unauthorized", "forbidden",     "not_found",   "not_member",
-    "too_large",   "rate_limited", "token_expired", "unavailable", "internal"};
 
 // Fixed latency buckets (seconds) of the room round trip histogram.
 constexpr std::array<double, 12> latency_buckets = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
@@ -30,18 +28,20 @@ struct metrics {
   std::atomic<uint64_t> slow_closes{0};       // closed with 4008
   std::atomic<uint64_t> store_commits{0};
   std::atomic<uint64_t> store_failures{0};
-  std::array<std::atomic<uint64_t>, error_codes.size() + 1> errors{};  // last: other
+  std::array<std::atomic<uint64_t>, errc_count> errors{};  // by errc
   std::array<std::atomic<uint64_t>, latency_buckets.size() + 1> rtt_buckets{};  // last: +Inf
   std::atomic<uint64_t> rtt_count{0};
   std::atomic<uint64_t> rtt_sum_us{0};
-  std::atomic<uint64_t> closes_by_code_4008{0};
 
   // Store health for /readyz.
   std::atomic<bool> store_ok{false};
   std::mutex store_mtx;
   std::string store_status = "not open";
 
-  void count_error(const std::string& code);
+  void count_error(errc code);
+  // Transitional, for callers that still hold the code as text (room.cpp,
+  // websocket_session.cpp): maps it through errc_from_string (unknown: internal).
+  void count_error(std::string_view code);
   void observe_rtt_us(uint64_t us);
   void set_store_status(bool ok, const std::string& status);
   std::string store_status_text();

@@ -8,11 +8,11 @@
 #include <set>
 #include <unordered_map>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "actors/idem_cache.hpp"
 #include "actors/presence_batcher.hpp"
 #include "actors/recent_window.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "caf/all.hpp"
 #include "messages/types.hpp"
 

@@ -37,11 +37,13 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "bench/bench.hpp"
 #include "bench/histogram.hpp"
 #include "bench/intervals.hpp"
+#include "messages/url.hpp"
 
 namespace bench {
 namespace {
@@ -62,66 +64,6 @@ void logf(const char* fmt, ...) {
 }
 
 // --- options --------------------------------------------------------------------
-
-const char* kUsage = R"(usage: chat-bench [--scenario NAME] [options]
-
-Scenarios (preset the numbers below; explicit flags override):
-  smoke       20 conns, 2 rooms, 2 senders x 10 msg/s, 2 s; exit 0 only if clean (CI)
-  idle        19,000 conns over 100 rooms, hello + join, hold --duration (20 s)
-  fanout      1,000 members in one room, 10 senders x 10 msg/s, 20 s
-  fanout-max  1,000 members in one room; doubles the senders (x 10 msg/s) each
-              step until p99 > --max-p99-ms or anything is lost, then bisects;
-              reports the highest deliveries/s that held
-  bigroom     10,000 members in one room, 5 senders x 10 msg/s, 20 s
-  manyrooms   10,000 conns in 1,000 rooms of 10, every conn sends 0.5 msg/s, 20 s
-  storm       15,000 conns over 100 rooms; 100 senders (never cut) x 1 msg/s for 15 s;
-              3 s in, every other conn is cut (RST) and reconnects with jittered
-              exponential backoff, rejoining with since/epoch
-  cluster     210 conns in one room (200 receivers), 10 senders x 10 msg/s, 10 s;
-              meant for a cluster: bench/run.sh cluster compares the same-node
-              and the cross-node path (--sender-url on another node)
-  durable     SQLite store, 10 s, runs twice: 1 room (4 writers x 16 in flight)
-              and 100 rooms (100 writers, one per room, x 2 in flight), each
-              sending as fast as acks come back (unless --rooms/--conns given)
-
-Target:
-  --url ws://HOST:PORT/PATH   or --host H (127.0.0.1) --port P (8080) --path /ws
-  --sender-url ws://HOST:PORT/PATH   senders connect (and join) here instead, e.g.
-                     another node of a cluster; receivers use the target above
-Shape:
-  --conns N          connections (20)           --rooms R     rooms bench-0..R-1 (2)
-  --senders S        first S conns send (2)     --rate X      msg/s per sender (10)
-  --window W         W sends in flight per sender, as fast as acks come (rate ignored)
-  --duration D       seconds of the send/hold phase (5)
-  --size B           bytes of text per message, 1..4096 (100)
-  --drain D          max seconds to wait for acks, then deliveries (5)
-  --idempotency      send an idempotency_key with each message
-  --no-batch         one frame per outgoing object (default: join queued ones with \n)
-Processes:
-  --procs P          worker processes (0 = auto: <= 10,000 conns each)
-  --threads T        io_context threads per worker (1)
-  --src-addrs K      rotate source addresses 127.0.0.2..K+1 (-1 auto, 0 = don't bind)
-  --connect-concurrency N   handshakes in flight, all workers together (256)
-  --connect-timeout S       bound of the connect phase (120)
-  --connect-retries N       extra attempts per conn in the connect phase (2)
-Identity:
-  --jwt-secret S     hello with HS256 tokens (sub = name, exp = +24 h) instead of anonymous
-  --name-prefix P    user names P<proc>-<i> (b)     --room-prefix P   room names P<k> (bench-)
-Storm:
-  --storm            cut and reconnect as in the storm scenario   --cut-after S (3)
-  --reconnect        reconnect after any drop    --backoff-base-ms (1000) --backoff-max-ms (8000)
-Stepping (fanout-max):
-  --step  --step-factor F (2)  --max-p99-ms M (100)  --max-steps N (10)  --refine-steps N (3)
-Output:
-  --server-pid PID[,PID...]  sample the server's RSS and CPU from /proc (summed
-                     over all the pids: every node of a local cluster)
-  --json             print one JSON object on stdout instead of the table
-  --json-out FILE    also write that JSON object to FILE
-  --quiet            no progress on stderr
-  --strict           errors, gaps and failed connections fail the run too
-Exit: 0 clean run, 1 lost/out-of-order/duplicates/failed connections (or a
-failed check), 2 usage error.
-)";
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr, "chat-bench: %s\n(see chat-bench --help)\n", msg.c_str());
@@ -162,142 +104,177 @@ void apply_scenario(options& o, const std::string& s) {
 
 struct parsed {
   options o;
-  std::map<std::string, bool> given;
+  bool shape_given = false;  // --rooms or --conns on the command line
 };
+
+const char* kAbout = R"(chat-bench: load generator for chatd (PROTOCOL v1).
+
+Scenarios (preset the numbers below; explicit flags override):
+  smoke       20 conns, 2 rooms, 2 senders x 10 msg/s, 2 s; exit 0 only if clean (CI)
+  idle        19,000 conns over 100 rooms, hello + join, hold --duration (20 s)
+  fanout      1,000 members in one room, 10 senders x 10 msg/s, 20 s
+  fanout-max  1,000 members in one room; doubles the senders (x 10 msg/s) each
+              step until p99 > --max-p99-ms or anything is lost, then bisects;
+              reports the highest deliveries/s that held
+  bigroom     10,000 members in one room, 5 senders x 10 msg/s, 20 s
+  manyrooms   10,000 conns in 1,000 rooms of 10, every conn sends 0.5 msg/s, 20 s
+  storm       15,000 conns over 100 rooms; 100 senders (never cut) x 1 msg/s for 15 s;
+              3 s in, every other conn is cut (RST) and reconnects with jittered
+              exponential backoff, rejoining with since/epoch
+  cluster     210 conns in one room (200 receivers), 10 senders x 10 msg/s, 10 s;
+              meant for a cluster: bench/run.sh cluster compares the same-node
+              and the cross-node path (--sender-url on another node)
+  durable     SQLite store, 10 s, runs twice: 1 room (4 writers x 16 in flight)
+              and 100 rooms (100 writers, one per room, x 2 in flight), each
+              sending as fast as acks come back (unless --rooms/--conns given)
+)";
+
+const char* kExit = R"(Exit: 0 clean run, 1 lost/out-of-order/duplicates/failed connections (or a
+failed check), 2 usage error.)";
+
+// ws://host[:port][/path] (messages/url.hpp); no TLS here.
+void parse_url(const std::string& flag, const std::string& v, std::string& host, int& port,
+               std::string& path) {
+  chat::ws_url u;
+  std::string err;
+  if (!chat::parse_ws_url(v, u, err)) usage_error(flag + ": " + err + " ('" + v + "')");
+  if (u.secure()) usage_error(flag + " must start with ws:// (no TLS here)");
+  host = u.host;
+  port = u.port;
+  path = u.path;
+}
+
+// PID or PID,PID,...: a cluster's nodes are sampled together.
+std::vector<int> parse_pids(const std::string& v) {
+  std::vector<int> out;
+  std::stringstream ss(v);
+  std::string one;
+  while (std::getline(ss, one, ',')) {
+    char* end = nullptr;
+    long pid = std::strtol(one.c_str(), &end, 10);
+    if (one.empty() || *end || pid <= 0 || pid > INT32_MAX)
+      usage_error("--server-pid must be a pid or a comma-separated list of pids");
+    out.push_back(int(pid));
+  }
+  if (out.empty()) usage_error("--server-pid must be a pid or a comma-separated list of pids");
+  return out;
+}
 
 parsed parse_args(int argc, char** argv) {
   parsed p;
-  std::vector<std::pair<std::string, std::string>> kv;  // flag, value ("" for switches)
-  static const std::map<std::string, bool> takes_value = {
-      {"--url", true},         {"--sender-url", true},    {"--host", true},          {"--port", true},
-      {"--path", true},        {"--scenario", true},      {"--conns", true},
-      {"--rooms", true},       {"--senders", true},       {"--rate", true},
-      {"--window", true},      {"--duration", true},      {"--size", true},
-      {"--drain", true},       {"--procs", true},         {"--threads", true},
-      {"--src-addrs", true},   {"--connect-concurrency", true},
-      {"--connect-timeout", true},                        {"--connect-retries", true},
-      {"--jwt-secret", true},  {"--name-prefix", true},   {"--room-prefix", true},
-      {"--cut-after", true},   {"--backoff-base-ms", true},
-      {"--backoff-max-ms", true},                         {"--step-factor", true},
-      {"--max-p99-ms", true},  {"--max-steps", true},     {"--refine-steps", true},
-      {"--server-pid", true},  {"--json-out", true},      {"--idempotency", false},  {"--no-batch", false},
-      {"--storm", false},      {"--reconnect", false},    {"--step", false},
-      {"--json", false},       {"--quiet", false},        {"--strict", false},
-      {"--help", false},       {"-h", false},
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i], v;
-    auto eq = a.find('=');
-    bool has_eq = a.rfind("--", 0) == 0 && eq != std::string::npos;
-    if (has_eq) {
-      v = a.substr(eq + 1);
-      a = a.substr(0, eq);
-    }
-    auto it = takes_value.find(a);
-    if (it == takes_value.end()) usage_error("unknown option '" + a + "'");
-    if (it->second && !has_eq) {
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      v = argv[++i];
-    } else if (!it->second && has_eq) {
-      usage_error(a + " takes no value");
-    }
-    kv.emplace_back(a, v);
-  }
-  for (auto& [a, v] : kv)
-    if (a == "--help" || a == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-  for (auto& [a, v] : kv)
-    if (a == "--scenario") apply_scenario(p.o, v);
-
-  auto to_i = [](const std::string& a, const std::string& v) {
-    char* end = nullptr;
-    long x = std::strtol(v.c_str(), &end, 10);
-    if (v.empty() || *end) usage_error(a + ": not an integer: '" + v + "'");
-    return int(x);
-  };
-  auto to_d = [](const std::string& a, const std::string& v) {
-    char* end = nullptr;
-    double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end || !std::isfinite(x)) usage_error(a + ": not a number: '" + v + "'");
-    return x;
-  };
-  // ws://host[:port][/path]
-  auto parse_url = [&to_i](const std::string& a, const std::string& v, std::string& host, int& port,
-                           std::string& path) {
-    std::string u = v;
-    if (u.rfind("ws://", 0) != 0) usage_error(a + " must start with ws:// (no TLS here)");
-    u = u.substr(5);
-    auto slash = u.find('/');
-    std::string hp = slash == std::string::npos ? u : u.substr(0, slash);
-    path = slash == std::string::npos ? "/ws" : u.substr(slash);
-    auto colon = hp.rfind(':');
-    if (colon == std::string::npos) {
-      host = hp;
-      port = 80;
-    } else {
-      host = hp.substr(0, colon);
-      port = to_i(a, hp.substr(colon + 1));
-    }
-    if (host.empty()) usage_error(a + ": no host in '" + v + "'");
-  };
   options& o = p.o;
-  for (auto& [a, v] : kv) {
-    p.given[a] = true;
-    if (a == "--url") {
-      parse_url(a, v, o.host, o.port, o.path);
-      p.given["--host"] = p.given["--port"] = true;
-    } else if (a == "--sender-url") {
-      parse_url(a, v, o.sender_host, o.sender_port, o.sender_path);
-    } else if (a == "--host") o.host = v;
-    else if (a == "--port") o.port = to_i(a, v);
-    else if (a == "--path") o.path = v;
-    else if (a == "--scenario") {}
-    else if (a == "--conns") o.conns = to_i(a, v);
-    else if (a == "--rooms") o.rooms = to_i(a, v);
-    else if (a == "--senders") o.senders = to_i(a, v);
-    else if (a == "--rate") o.rate = to_d(a, v);
-    else if (a == "--window") o.window = to_i(a, v);
-    else if (a == "--duration") o.duration = to_d(a, v);
-    else if (a == "--size") o.size = to_i(a, v);
-    else if (a == "--drain") o.drain = to_d(a, v);
-    else if (a == "--procs") o.procs = to_i(a, v);
-    else if (a == "--threads") o.threads = to_i(a, v);
-    else if (a == "--src-addrs") o.src_addrs = to_i(a, v);
-    else if (a == "--connect-concurrency") o.connect_concurrency = to_i(a, v);
-    else if (a == "--connect-timeout") o.connect_timeout = to_d(a, v);
-    else if (a == "--connect-retries") o.connect_retries = to_i(a, v);
-    else if (a == "--jwt-secret") o.jwt_secret = v;
-    else if (a == "--name-prefix") o.name_prefix = v;
-    else if (a == "--room-prefix") o.room_prefix = v;
-    else if (a == "--cut-after") o.cut_after = to_d(a, v);
-    else if (a == "--backoff-base-ms") o.backoff_base_ms = to_i(a, v);
-    else if (a == "--backoff-max-ms") o.backoff_max_ms = to_i(a, v);
-    else if (a == "--step-factor") o.step_factor = to_d(a, v);
-    else if (a == "--max-p99-ms") o.max_p99_ms = to_d(a, v);
-    else if (a == "--max-steps") o.max_steps = to_i(a, v);
-    else if (a == "--refine-steps") o.refine_steps = to_i(a, v);
-    else if (a == "--server-pid") {
-      // PID or PID,PID,...: a cluster's nodes are sampled together.
-      std::stringstream ss(v);
-      std::string one;
-      while (std::getline(ss, one, ',')) {
-        int pid = to_i(a, one);
-        if (pid <= 0) usage_error("--server-pid must be a pid or a comma-separated list of pids");
-        o.server_pids.push_back(pid);
-      }
-    }
-    else if (a == "--json-out") o.json_out = v;
-    else if (a == "--idempotency") o.idempotency = true;
-    else if (a == "--no-batch") o.batch = false;
-    else if (a == "--storm") o.storm = o.reconnect = true;
-    else if (a == "--reconnect") o.reconnect = true;
-    else if (a == "--step") o.step = true;
-    else if (a == "--json") o.json = true;
-    else if (a == "--quiet") o.quiet = true;
-    else if (a == "--strict") o.strict = true;
+  CLI::App app{kAbout, "chat-bench"};
+  app.footer(kExit);
+  app.get_formatter()->column_width(34);
+  // As before: a flag given twice means its last value.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.option_defaults()->disable_flag_override();  // a switch takes no value
+  // The scenario presets the numbers while the command line is read; the other
+  // options are stored after that, so explicit flags override the preset.
+  app.add_option_function<std::string>(
+         "--scenario", [&o](const std::string& s) { apply_scenario(o, s); },
+         "Preset: smoke idle fanout fanout-max bigroom manyrooms storm cluster durable")
+      ->type_name("NAME")
+      ->trigger_on_parse();
+  auto num = [&app](const char* flag, auto& var, const char* name, const char* help,
+                    const char* group) {
+    return app.add_option(flag, var, help)->type_name(name)->capture_default_str()->group(group);
+  };
+  auto flag = [&app](const char* name, bool& var, const char* help, const char* group) {
+    return app.add_flag(name, var, help)->group(group);
+  };
+  auto action = [&app](const char* name, std::function<void()> f, const char* help,
+                       const char* group) {
+    return app.add_flag_callback(name, std::move(f), help)->group(group);
+  };
+
+  const char* g = "Target";
+  app.add_option_function<std::string>(
+         "--url", [&o](const std::string& v) { parse_url("--url", v, o.host, o.port, o.path); },
+         "ws://HOST:PORT/PATH, or --host, --port and --path")
+      ->type_name("URL")
+      ->group(g);
+  app.add_option_function<std::string>(
+         "--sender-url",
+         [&o](const std::string& v) {
+           parse_url("--sender-url", v, o.sender_host, o.sender_port, o.sender_path);
+         },
+         "senders connect (and join) here instead, e.g. another node of a cluster;\n"
+         "receivers use the target above")
+      ->type_name("URL")
+      ->group(g);
+  num("--host", o.host, "H", "server host", g);
+  num("--port", o.port, "P", "server port", g);
+  num("--path", o.path, "PATH", "WebSocket path", g);
+
+  g = "Shape";
+  num("--conns", o.conns, "N", "connections", g);
+  num("--rooms", o.rooms, "R", "rooms bench-0..R-1", g);
+  num("--senders", o.senders, "S", "first S conns send", g);
+  num("--rate", o.rate, "X", "msg/s per sender", g);
+  num("--window", o.window, "W",
+      "W sends in flight per sender, as fast as acks come (rate ignored)", g);
+  num("--duration", o.duration, "D", "seconds of the send/hold phase", g);
+  num("--size", o.size, "B", "bytes of text per message, 1..4096", g);
+  num("--drain", o.drain, "D", "max seconds to wait for acks, then deliveries", g);
+  flag("--idempotency", o.idempotency, "send an idempotency_key with each message", g);
+  action("--no-batch", [&o] { o.batch = false; },
+         "one frame per outgoing object (default: join queued ones with \\n)", g);
+
+  g = "Processes";
+  num("--procs", o.procs, "P", "worker processes (0 = auto: <= 10,000 conns each)", g);
+  num("--threads", o.threads, "T", "io_context threads per worker", g);
+  num("--src-addrs", o.src_addrs, "K",
+      "rotate source addresses 127.0.0.2..K+1 (-1 auto, 0 = don't bind)", g);
+  num("--connect-concurrency", o.connect_concurrency, "N",
+      "handshakes in flight, all workers together", g);
+  num("--connect-timeout", o.connect_timeout, "S", "bound of the connect phase", g);
+  num("--connect-retries", o.connect_retries, "N", "extra attempts per conn in the connect phase",
+      g);
+
+  g = "Identity";
+  num("--jwt-secret", o.jwt_secret, "S",
+      "hello with HS256 tokens (sub = name, exp = +24 h) instead of anonymous", g);
+  num("--name-prefix", o.name_prefix, "P", "user names P<proc>-<i>", g);
+  num("--room-prefix", o.room_prefix, "P", "room names P<k>", g);
+
+  g = "Storm";
+  action("--storm", [&o] { o.storm = o.reconnect = true; },
+         "cut and reconnect as in the storm scenario", g);
+  num("--cut-after", o.cut_after, "S", "seconds into the send phase when non-senders are cut", g);
+  flag("--reconnect", o.reconnect, "reconnect after any drop", g);
+  num("--backoff-base-ms", o.backoff_base_ms, "MS",
+      "full jitter: attempt k waits U(0, min(max, base*2^k))", g);
+  num("--backoff-max-ms", o.backoff_max_ms, "MS", "the backoff's cap", g);
+
+  g = "Stepping (fanout-max)";
+  flag("--step", o.step, "step the senders as fanout-max does", g);
+  num("--step-factor", o.step_factor, "F", "senders grow by this factor each step", g);
+  num("--max-p99-ms", o.max_p99_ms, "M", "a step holds while p99 <= this and nothing is lost", g);
+  num("--max-steps", o.max_steps, "N", "steps at most", g);
+  num("--refine-steps", o.refine_steps, "N", "bisection runs once bracketed", g);
+
+  g = "Output";
+  app.add_option_function<std::string>(
+         "--server-pid", [&o](const std::string& v) { o.server_pids = parse_pids(v); },
+         "sample the server's RSS and CPU from /proc (summed over all the pids:\n"
+         "every node of a local cluster)")
+      ->type_name("PID[,PID...]")
+      ->group(g);
+  flag("--json", o.json, "print one JSON object on stdout instead of the table", g);
+  num("--json-out", o.json_out, "FILE", "also write that JSON object to FILE", g);
+  flag("--quiet", o.quiet, "no progress on stderr", g);
+  flag("--strict", o.strict, "errors, gaps and failed connections fail the run too", g);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    std::exit(app.exit(e));
+  } catch (const CLI::ParseError& e) {
+    usage_error(e.what());
   }
+  p.shape_given = app.count("--rooms") > 0 || app.count("--conns") > 0;
+
   // Validation: everything bounded.
   if (o.conns < 1 || o.conns > 1'000'000) usage_error("--conns must be 1..1000000");
   if (o.rooms < 1 || o.rooms > o.conns) usage_error("--rooms must be 1..conns");
@@ -1179,7 +1156,7 @@ int main(int argc, char** argv) {
   }
 
   std::vector<options> room_runs{o};
-  if (o.scenario == "durable" && !pa.given.count("--rooms") && !pa.given.count("--conns")) {
+  if (o.scenario == "durable" && !pa.shape_given) {
     // One room: 4 writers with 16 sends in flight each. Every member receives
     // every message, so 100 members would measure fan-out (the fanout
     // scenarios do), not the store. 100 rooms: one writer each, 2 in flight.

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 
 namespace chat::detail {
 bool sqlite_exec(store_backend& b, const std::string& sql, std::string& err);

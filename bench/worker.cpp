@@ -43,6 +43,7 @@
 #include "bench/histogram.hpp"
 #include "bench/intervals.hpp"
 #include "bench/scan.hpp"
+#include "messages/codec.hpp"
 
 namespace bench {
 namespace {
@@ -315,13 +316,10 @@ struct conn : std::enable_shared_from_this<conn> {
     auto d = rbuf.cdata();
     std::string_view frame(static_cast<const char*>(d.data()), d.size());
     int64_t now = now_ns();
-    size_t start = 0;
-    while (start < frame.size() && !dead) {
-      size_t nl = frame.find('\n', start);
-      if (nl == std::string_view::npos) nl = frame.size();
-      if (nl > start) on_object(frame.substr(start, nl - start), now);
-      start = nl + 1;
-    }
+    chat::split_frame(frame, [&](std::string_view obj) {
+      on_object(obj, now);
+      return !dead;
+    });
     rbuf.consume(rbuf.size());
     if (!dead) do_read();
   }

@@ -18,15 +18,14 @@ using json = nlohmann::json;
 
 namespace {
 
-bool fail(api_error& err, unsigned status, std::string code, std::string message) {
-  err.status = status;
-  err.code = std::move(code);
+bool fail(api_error& err, errc code, std::string message) {
+  err.code = code;
   err.message = std::move(message);
   return false;
 }
 
 bool bad(api_error& err, std::string message) {
-  return fail(err, 400, "bad_request", std::move(message));
+  return fail(err, errc::bad_request, std::move(message));
 }
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
@@ -57,7 +56,7 @@ bool decode_as(json body, const char* type, const limits& lim, client_req& out, 
   decode_error de;
   if (decode_request_json(body, lim, out, de))
     return true;
-  return fail(err, api_status_for(de.code), de.code, de.message);
+  return fail(err, de.code, de.message);
 }
 
 bool opt_string(const json& j, const char* key, std::string& out, api_error& err) {
@@ -329,15 +328,16 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
   auto version = req.version();
   bool keep_alive = req.keep_alive();
   auto reply_now = [&](const api_error& e) {
-    auto res = api_response(version, keep_alive, e.status, api_error_body(e.code, e.message));
-    if (e.status == 401) res.set(http::field::www_authenticate, "Bearer");
+    auto res =
+        api_response(version, keep_alive, e.status(), api_error_body(to_string(e.code), e.message));
+    if (e.status() == 401) res.set(http::field::www_authenticate, "Bearer");
     done(std::move(res));
   };
   if (ctx.cfg.api_key.empty())
-    return reply_now({404, "not_found", "server API disabled: set --api-key"});
+    return reply_now({errc::not_found, "server API disabled: set --api-key"});
   auto auth = req[http::field::authorization];
   if (!bearer_matches(std::string_view(auth.data(), auth.size()), ctx.cfg.api_key))
-    return reply_now({401, "unauthorized", "Authorization: Bearer <api key> required"});
+    return reply_now({errc::unauthorized, "Authorization: Bearer <api key> required"});
 
   auto target = std::string_view(req.target().data(), req.target().size());
   auto q = target.find('?');
@@ -348,10 +348,11 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
   auto method = req.method_string();
   switch (match_api_route(std::string_view(method.data(), method.size()), path, route, allow)) {
     case route_result::not_found:
-      return reply_now({404, "not_found", "no such endpoint"});
+      return reply_now({errc::not_found, "no such endpoint"});
     case route_result::bad_method: {
-      auto res = api_response(version, keep_alive, 405,
-                              api_error_body("bad_request", "use " + allow + " here"));
+      auto res =
+          api_response(version, keep_alive, 405,
+                       api_error_body(to_string(errc::bad_request), "use " + allow + " here"));
       res.set(http::field::allow, allow);
       return done(std::move(res));
     }
@@ -386,7 +387,7 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
       break;
   }
   if (!ok) return reply_now(err);
-  if (!ctx.api) return reply_now({503, "unavailable", "server API not started"});
+  if (!ctx.api) return reply_now({errc::unavailable, "server API not started"});
   // The actor answers from a CAF thread: hop back to the session's own thread.
   // `keep` holds the context, which owns the shard that runs `ioc`.
   call.reply = [keep = ctx.shared_from_this(), &ioc, done = std::move(done), version,

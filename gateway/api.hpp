@@ -14,9 +14,9 @@
 namespace chat {
 
 struct api_error {
-  unsigned status = 400;
-  std::string code = "bad_request";
+  errc code = errc::bad_request;
   std::string message;
+  unsigned status() const { return http_status(code); }
 };
 
 struct api_route {

@@ -12,9 +12,9 @@ namespace chat {
 using json = nlohmann::json;
 using ordered = nlohmann::ordered_json;  // answers keep their keys in a readable order
 
+// Transitional (the replies still carry codes as text): the status is errc's.
 unsigned api_status_for(std::string_view code) {
-  auto e = errc_from_string(code);
-  return e ? http_status(*e) : 500;
+  return http_status(errc_from_string(code).value_or(errc::internal));
 }
 
 std::string api_error_body(std::string_view code, std::string_view message) {

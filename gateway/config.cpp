@@ -1,6 +1,7 @@
 #include "gateway/config.hpp"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 namespace chat {
 
@@ -74,6 +75,50 @@ std::string check_config(const server_config& c) {
            "FILE, or --allow-anonymous for a demo";
   if (c.listen.rfind(':') == std::string::npos) return "--listen must be host:port";
   return {};
+}
+
+bool parse_cluster_config(const std::string& text, cluster_config& out, std::string& err) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("nodes") || !j["nodes"].is_array() ||
+      j["nodes"].empty()) {
+    err = "expected {\"nodes\":[{\"name\":..,\"listen\":..,\"remoting\":..},...]}";
+    return false;
+  }
+  out.nodes.clear();
+  for (auto& n : j["nodes"]) {
+    if (!n.is_object() || !n.value("name", nlohmann::json()).is_string() ||
+        !n.value("listen", nlohmann::json()).is_string() ||
+        !n.value("remoting", nlohmann::json()).is_string()) {
+      err = "every node needs string fields name, listen and remoting";
+      return false;
+    }
+    cluster_node node;
+    node.name = n["name"];
+    node.listen = n["listen"];
+    std::string remoting = n["remoting"];
+    auto colon = remoting.rfind(':');
+    if (node.name.empty() || colon == std::string::npos ||
+        node.listen.rfind(':') == std::string::npos) {
+      err = "node '" + node.name + "': listen and remoting must be host:port";
+      return false;
+    }
+    node.remote_host = remoting.substr(0, colon);
+    try {
+      int port = std::stoi(remoting.substr(colon + 1));
+      if (port <= 0 || port > 65535) throw std::out_of_range("port");
+      node.remote_port = static_cast<uint16_t>(port);
+    } catch (...) {
+      err = "node '" + node.name + "': bad remoting port";
+      return false;
+    }
+    for (auto& other : out.nodes)
+      if (other.name == node.name) {
+        err = "node name '" + node.name + "' appears twice";
+        return false;
+      }
+    out.nodes.push_back(std::move(node));
+  }
+  return true;
 }
 
 }  // namespace chat

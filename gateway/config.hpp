@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "actors/cluster/nodes.hpp"
+
 namespace CLI {
 class App;
 }
@@ -60,5 +62,9 @@ void add_server_options(CLI::App& app, server_config& cfg);
 
 // Refuses a configuration that cannot work; returns "" or the reason with a fix.
 std::string check_config(const server_config& cfg);
+
+// The cluster file (--cluster): {"nodes":[{"name":"n1","listen":"127.0.0.1:8081",
+// "remoting":"127.0.0.1:9081"},...]}. False and the reason in `err` when it is not one.
+bool parse_cluster_config(const std::string& text, cluster_config& out, std::string& err);
 
 }  // namespace chat

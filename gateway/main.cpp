@@ -9,8 +9,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "actors/store.hpp"
-#include "actors/cluster.hpp"
+#include "actors/store/store.hpp"
+#include "actors/cluster/routes.hpp"
 #include "caf/all.hpp"
 #include "caf/io/all.hpp"
 #include "gateway/auth.hpp"

@@ -5,7 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <random>
 
-#include "actors/cluster_manager.hpp"
+#include "actors/cluster/manager.hpp"
 #include "actors/directory.hpp"
 #include "actors/metrics.hpp"
 #include "actors/user_registry.hpp"

@@ -5,7 +5,7 @@
 #include <thread>
 #include <vector>
 
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "caf/all.hpp"
 #include "gateway/listener.hpp"
 #include "gateway/server_context.hpp"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "caf/all.hpp"
 #include "gateway/auth.hpp"
 #include "gateway/config.hpp"

@@ -5,7 +5,7 @@
 #include <random>
 
 #include "actors/metrics.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "messages/validate.hpp"
 
 namespace chat {
@@ -272,7 +272,7 @@ void websocket_session::handle(std::string_view text) {
   client_req req;
   decode_error err;
   if (!decode_request(text, ctx_.lim, req, err)) {
-    send_error(err.id, err.code.c_str(), err.message);
+    send_error(err.id, to_string(err.code).data(), err.message);
     if (!authed_) close(4001, "expected hello");
     return;
   }

@@ -21,8 +21,8 @@ std::string utf8_prefix(const std::string& s, size_t n) {
   return s.substr(0, n);
 }
 
-bool fail(decode_error& err, std::string code, std::string message) {
-  err.code = std::move(code);
+bool fail(decode_error& err, errc code, std::string message) {
+  err.code = code;
   err.message = std::move(message);
   return false;
 }
@@ -31,14 +31,16 @@ bool fail(decode_error& err, std::string code, std::string message) {
 bool opt_string(const json& j, const char* key, std::string& out, decode_error& err) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return true;
-  if (!it->is_string()) return fail(err, "bad_request", std::string("'") + key + "' must be a string");
+  if (!it->is_string())
+    return fail(err, errc::bad_request, std::string("'") + key + "' must be a string");
   out = it->get<std::string>();
   return true;
 }
 
 bool req_string(const json& j, const char* key, std::string& out, decode_error& err) {
   auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fail(err, "bad_request", std::string("'") + key + "' is required");
+  if (it == j.end() || it->is_null())
+    return fail(err, errc::bad_request, std::string("'") + key + "' is required");
   return opt_string(j, key, out, err);
 }
 
@@ -51,7 +53,8 @@ bool opt_uint(const json& j, const char* key, bool& present, uint64_t& out, deco
   } else if (it->is_number_integer() && it->get<int64_t>() >= 0) {
     out = static_cast<uint64_t>(it->get<int64_t>());
   } else {
-    return fail(err, "bad_request", std::string("'") + key + "' must be a non-negative integer");
+    return fail(err, errc::bad_request,
+                std::string("'") + key + "' must be a non-negative integer");
   }
   present = true;
   return true;
@@ -62,44 +65,47 @@ bool room_field(const json& j, std::string& room, decode_error& err) {
   if (valid_room_name(room)) return true;
   std::string a, b;
   if (parse_dm_room(room, a, b)) return true;  // access is checked by the server
-  return fail(err, "bad_request",
+  return fail(err, errc::bad_request,
               "room names are 1-64 characters of A-Z a-z 0-9 _ - . : (dm: is reserved)");
 }
 
 bool text_fields(const json& j, const limits& lim, client_req& out, decode_error& err) {
   if (!req_string(j, "text", out.text, err)) return false;
   size_t n = 0;
-  if (!utf8_code_points(out.text, n)) return fail(err, "bad_request", "text is not valid UTF-8");
-  if (n == 0) return fail(err, "bad_request", "text is empty");
+  if (!utf8_code_points(out.text, n))
+    return fail(err, errc::bad_request, "text is not valid UTF-8");
+  if (n == 0) return fail(err, errc::bad_request, "text is empty");
   if (n > lim.max_text_chars)
-    return fail(err, "too_large", "text is longer than " + std::to_string(lim.max_text_chars) +
-                                      " characters");
+    return fail(err, errc::too_large,
+                "text is longer than " + std::to_string(lim.max_text_chars) + " characters");
   auto d = j.find("data");
   if (d != j.end() && !d->is_null()) {
-    if (!d->is_object()) return fail(err, "bad_request", "'data' must be an object");
+    if (!d->is_object()) return fail(err, errc::bad_request, "'data' must be an object");
     out.data = d->dump();
   }
   if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
   if (out.idem_key.size() > lim.max_idem_key)
-    return fail(err, "too_large", "idempotency_key is longer than " +
-                                      std::to_string(lim.max_idem_key) + " bytes");
+    return fail(err, errc::too_large,
+                "idempotency_key is longer than " + std::to_string(lim.max_idem_key) + " bytes");
   return true;
 }
 
 }  // namespace
 
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err) {
-  if (json_nesting_depth(text) > lim.max_depth) return fail(err, "bad_request", "JSON nested too deeply");
+  if (json_nesting_depth(text) > lim.max_depth)
+    return fail(err, errc::bad_request, "JSON nested too deeply");
   // nlohmann takes a raw NUL for the end of input and would ignore what follows it;
   // a raw NUL is never valid JSON.
-  if (text.find('\0') != std::string_view::npos) return fail(err, "bad_request", "malformed JSON");
+  if (text.find('\0') != std::string_view::npos)
+    return fail(err, errc::bad_request, "malformed JSON");
   json j = json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded()) return fail(err, "bad_request", "malformed JSON");
+  if (j.is_discarded()) return fail(err, errc::bad_request, "malformed JSON");
   return decode_request_json(j, lim, out, err);
 }
 
 bool decode_request_json(const json& j, const limits& lim, client_req& out, decode_error& err) {
-  if (!j.is_object()) return fail(err, "bad_request", "a request must be a JSON object");
+  if (!j.is_object()) return fail(err, errc::bad_request, "a request must be a JSON object");
   out = client_req{};
   auto id = j.find("id");
   if (id != j.end() && !id->is_null()) {
@@ -107,17 +113,18 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       out.id = id->dump();
       err.id = out.id;
     } else {
-      return fail(err, "bad_request", "'id' must be an integer or a short string");
+      return fail(err, errc::bad_request, "'id' must be an integer or a short string");
     }
   }
   auto t = j.find("type");
-  if (t == j.end() || !t->is_string()) return fail(err, "bad_request", "'type' (string) is required");
+  if (t == j.end() || !t->is_string())
+    return fail(err, errc::bad_request, "'type' (string) is required");
   const auto& type = t->get_ref<const std::string&>();
   size_t idx = 0;
   for (; idx < std::size(type_names); ++idx)
     if (type == type_names[idx]) break;
   if (idx == std::size(type_names))
-    return fail(err, "bad_request", "unknown type '" + utf8_prefix(type, 32) + "'");
+    return fail(err, errc::bad_request, "unknown type '" + utf8_prefix(type, 32) + "'");
   out.type = static_cast<req_type>(idx);
   bool present = false;
   uint64_t v = 0;
@@ -140,11 +147,13 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
     case req_type::history:
       if (!room_field(j, out.room, err) || !opt_uint(j, "before", present, out.before, err))
         return false;
-      if (present && out.before == 0) return fail(err, "bad_request", "'before' must be at least 1");
+      if (present && out.before == 0)
+        return fail(err, errc::bad_request, "'before' must be at least 1");
       if (!opt_uint(j, "limit", present, v, err)) return false;
       if (present) {
         if (v < 1 || v > lim.max_history)
-          return fail(err, "bad_request", "'limit' must be 1-" + std::to_string(lim.max_history));
+          return fail(err, errc::bad_request,
+                      "'limit' must be 1-" + std::to_string(lim.max_history));
         out.limit = static_cast<uint32_t>(v);
       } else if (out.limit > lim.max_history) {
         out.limit = lim.max_history;  // the default must respect a smaller configured cap
@@ -152,7 +161,8 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       return true;
     case req_type::dm:
       if (!req_string(j, "to", out.to, err)) return false;
-      if (out.to.empty() || out.to.size() > 256) return fail(err, "bad_request", "'to' must name a user");
+      if (out.to.empty() || out.to.size() > 256)
+        return fail(err, errc::bad_request, "'to' must name a user");
       return text_fields(j, lim, out, err);
     case req_type::rooms:
     case req_type::ping:
@@ -221,13 +231,17 @@ std::string encode_welcome(const std::string& id, const std::string& user, const
   return out;
 }
 
-std::string encode_error(const std::string& id, std::string_view code, std::string_view message) {
+std::string encode_error(const std::string& id, errc code, std::string_view message) {
   std::string out = "{\"type\":\"error\"";
   put_id(out, id);
-  put_str(out, "code", code);
+  put_str(out, "code", to_string(code));
   put_str(out, "message", message);
   out.push_back('}');
   return out;
+}
+
+std::string encode_error(const std::string& id, std::string_view code, std::string_view message) {
+  return encode_error(id, errc_from_string(code).value_or(errc::internal), message);
 }
 
 std::string encode_joined(const std::string& id, const std::string& room, uint64_t seq,

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -41,7 +42,7 @@ struct client_req {
 };
 
 struct decode_error {
-  std::string code;  // protocol error code
+  errc code = errc::bad_request;
   std::string message;
   std::string id;  // request id if it could be read
 };
@@ -53,7 +54,9 @@ bool decode_request(std::string_view text, const limits& lim, client_req& out, d
 bool decode_request_json(const nlohmann::json& j, const limits& lim, client_req& out,
                     decode_error& err);
 
-// Splits a frame on '\n' into its objects (empty pieces skipped).
+// Splits a frame on '\n' into its objects (blank pieces skipped) and calls
+// f(piece) for each. When f returns bool, false stops the walk (a client that
+// gave up on the connection skips the rest of the frame).
 template <class F>
 void split_frame(std::string_view frame, F&& f) {
   size_t start = 0;
@@ -61,7 +64,13 @@ void split_frame(std::string_view frame, F&& f) {
     size_t nl = frame.find('\n', start);
     if (nl == std::string_view::npos) nl = frame.size();
     auto piece = frame.substr(start, nl - start);
-    if (piece.find_first_not_of(" \t\r") != std::string_view::npos) f(piece);
+    if (piece.find_first_not_of(" \t\r") != std::string_view::npos) {
+      if constexpr (std::is_same_v<std::invoke_result_t<F&, std::string_view>, bool>) {
+        if (!f(piece)) return;
+      } else {
+        f(piece);
+      }
+    }
     start = nl + 1;
   }
 }
@@ -69,6 +78,10 @@ void split_frame(std::string_view frame, F&& f) {
 // --- encoders -------------------------------------------------------------------
 std::string encode_welcome(const std::string& id, const std::string& user, const std::string& name,
                            const std::string& session, const std::string& node, int heartbeat);
+std::string encode_error(const std::string& id, errc code, std::string_view message);
+// Transitional, for callers that still hold the code as text (room.cpp,
+// websocket_session.cpp): maps it through errc_from_string (unknown: internal).
+// Goes when they pass errc.
 std::string encode_error(const std::string& id, std::string_view code, std::string_view message);
 // recovered: -1 = not a recovery join, 0 = false, 1 = true
 std::string encode_joined(const std::string& id, const std::string& room, uint64_t seq,

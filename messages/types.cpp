@@ -44,7 +44,6 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<deliver>("chat::deliver");
   cfg.add_message_type<conns_deliver>("chat::conns_deliver");
   cfg.add_message_type<close_conn>("chat::close_conn");
-  cfg.add_message_type<room_gone>("chat::room_gone");
   cfg.add_message_type<user_online>("chat::user_online");
   cfg.add_message_type<user_offline>("chat::user_offline");
   cfg.add_message_type<user_deliver>("chat::user_deliver");

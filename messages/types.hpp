@@ -21,10 +21,7 @@ using load_atom = caf::atom_constant<caf::atom("load")>;
 using append_atom = caf::atom_constant<caf::atom("append")>;
 using range_atom = caf::atom_constant<caf::atom("range")>;
 using trim_atom = caf::atom_constant<caf::atom("trim")>;
-using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using rooms_atom = caf::atom_constant<caf::atom("rooms")>;
-using kick_atom = caf::atom_constant<caf::atom("kick")>;
-using health_atom = caf::atom_constant<caf::atom("health")>;
 using dial_atom = caf::atom_constant<caf::atom("dial")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
@@ -34,10 +31,7 @@ constexpr auto load_atom_v = load_atom::value;
 constexpr auto append_atom_v = append_atom::value;
 constexpr auto range_atom_v = range_atom::value;
 constexpr auto trim_atom_v = trim_atom::value;
-constexpr auto stats_atom_v = stats_atom::value;
 constexpr auto rooms_atom_v = rooms_atom::value;
-constexpr auto kick_atom_v = kick_atom::value;
-constexpr auto health_atom_v = health_atom::value;
 constexpr auto dial_atom_v = dial_atom::value;
 
 // --- shared values -----------------------------------------------------------
@@ -249,16 +243,6 @@ struct typing_req {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, typing_req& x) {
   return f(caf::meta::type_name("typing_req"), x.room, x.conn, x.user, x.name);
-}
-
-// The room is gone (stopped, node lost): its members on this gateway are no longer members.
-struct room_gone {
-  std::string room;
-  std::string reason;
-};
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, room_gone& x) {
-  return f(caf::meta::type_name("room_gone"), x.room, x.reason);
 }
 
 // --- user registry -------------------------------------------------------------

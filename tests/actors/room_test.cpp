@@ -12,7 +12,7 @@
 
 #include "actors/directory.hpp"
 #include "actors/room.hpp"
-#include "actors/store.hpp"
+#include "actors/store/store.hpp"
 #include "messages/codec.hpp"
 #include "tests/support/chat_fakes.hpp"
 

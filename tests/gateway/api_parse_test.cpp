@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "gateway/api.hpp"
+#include "tests/support/print_errc.hpp"
 
 namespace chat {
 namespace {
@@ -80,15 +81,15 @@ TEST(ApiParse, Publish) {
   EXPECT_EQ(c.send.req_id, "");
 
   EXPECT_FALSE(parse_publish(R"({"text":""})", "general", lim, c, e));
-  EXPECT_EQ(e.status, 400u);
+  EXPECT_EQ(e.status(), 400u);
   EXPECT_FALSE(parse_publish(R"({"text":"x"})", "dm:a:b", lim, c, e));
-  EXPECT_EQ(e.status, 400u);
+  EXPECT_EQ(e.status(), 400u);
   EXPECT_FALSE(parse_publish(json_quote(std::string(10, 'x')), "general", lim, c, e));
-  EXPECT_EQ(e.status, 400u);
+  EXPECT_EQ(e.status(), 400u);
   std::string big = "{\"text\":\"" + std::string(4097, 'x') + "\"}";
   EXPECT_FALSE(parse_publish(big, "general", lim, c, e));
-  EXPECT_EQ(e.status, 413u);
-  EXPECT_EQ(e.code, "too_large");
+  EXPECT_EQ(e.status(), 413u);
+  EXPECT_EQ(e.code, errc::too_large);
 }
 
 TEST(ApiParse, DmAndDisconnect) {

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <thread>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "tests/integration/chatd_process.hpp"
 #include "tests/integration/ws_client.hpp"
 

@@ -1,5 +1,7 @@
 #include "tests/integration/ws_client.hpp"
 
+#include "messages/codec.hpp"
+
 namespace chat_test {
 
 namespace beast = boost::beast;
@@ -68,13 +70,9 @@ void ws_client::start_read() {
     ++frames_;
     auto text = beast::buffers_to_string(buf_.data());
     buf_.consume(buf_.size());
-    size_t start = 0;
-    while (start <= text.size()) {
-      auto nl = text.find('\n', start);
-      if (nl == std::string::npos) nl = text.size();
-      if (nl > start) objects_.push_back(json::parse(text.substr(start, nl - start), nullptr, false));
-      start = nl + 1;
-    }
+    chat::split_frame(text, [this](std::string_view object) {
+      objects_.push_back(json::parse(object, nullptr, false));
+    });
   });
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "messages/validate.hpp"
+#include "tests/support/print_errc.hpp"
 
 namespace chat {
 namespace {
@@ -78,7 +79,7 @@ client_req must_decode(std::string_view text, const limits& lim = limits{}) {
   client_req req;
   decode_error err;
   EXPECT_TRUE(decode_request(text, lim, req, err))
-      << printable(text) << " -> " << err.code << ": " << err.message;
+      << printable(text) << " -> " << to_string(err.code) << ": " << err.message;
   return req;
 }
 
@@ -91,7 +92,7 @@ decode_error must_fail(std::string_view text, const limits& lim = limits{}) {
 }
 
 void expect_bad_request(std::string_view text) {
-  EXPECT_EQ(must_fail(text).code, "bad_request") << printable(text);
+  EXPECT_EQ(must_fail(text).code, errc::bad_request) << printable(text);
 }
 
 // A request built with nlohmann keeps UTF-8 raw (ensure_ascii is off by default).
@@ -256,7 +257,7 @@ TEST(DecodeSend, WrongTypes) {
 
 TEST(DecodeSend, EmptyTextRefused) {
   auto err = must_fail(R"({"type":"send","id":5,"room":"general","text":""})");
-  EXPECT_EQ(err.code, "bad_request");
+  EXPECT_EQ(err.code, errc::bad_request);
   EXPECT_EQ(err.id, "5");
 }
 
@@ -265,7 +266,7 @@ TEST(DecodeSend, IdempotencyKeyLength) {
   auto msg = json{{"type", "send"}, {"room", "r"}, {"text", "x"}, {"idempotency_key", key}};
   EXPECT_EQ(must_decode(msg.dump()).idem_key, key);
   msg["idempotency_key"] = key + "k";
-  EXPECT_EQ(must_fail(msg.dump()).code, "too_large");
+  EXPECT_EQ(must_fail(msg.dump()).code, errc::too_large);
 }
 
 TEST(DecodeHistory, DefaultsAndBounds) {
@@ -303,7 +304,7 @@ TEST(DecodeHistory, CustomMaximum) {
   limits lim;
   lim.max_history = 10;
   EXPECT_EQ(must_decode(R"({"type":"history","room":"r","limit":10})", lim).limit, 10u);
-  EXPECT_EQ(must_fail(R"({"type":"history","room":"r","limit":11})", lim).code, "bad_request");
+  EXPECT_EQ(must_fail(R"({"type":"history","room":"r","limit":11})", lim).code, errc::bad_request);
   // The default of 50 never exceeds the configured maximum.
   EXPECT_EQ(must_decode(R"({"type":"history","room":"r"})", lim).limit, 10u);
   lim.max_history = 500;
@@ -334,7 +335,7 @@ TEST(DecodeDm, WrongFields) {
   EXPECT_EQ(must_decode(json{{"type", "dm"}, {"to", to}, {"text", "x"}}.dump()).to, to);
   expect_bad_request(json{{"type", "dm"}, {"to", to + "u"}, {"text", "x"}}.dump());
   auto big = json{{"type", "dm"}, {"to", "bob"}, {"text", repeat("x", 4097)}};
-  EXPECT_EQ(must_fail(big.dump()).code, "too_large");
+  EXPECT_EQ(must_fail(big.dump()).code, errc::too_large);
 }
 
 TEST(DecodeRooms, AndPing) {
@@ -372,7 +373,7 @@ TEST(DecodeId, SplicedIdParsesToTheSameValue) {
     auto r = must_decode(text);
     auto pong = parse_frame(encode_pong(r.id));
     EXPECT_EQ(pong["id"], json::parse(id)) << id;
-    auto err = parse_frame(encode_error(r.id, "bad_request", "m"));
+    auto err = parse_frame(encode_error(r.id, errc::bad_request, "m"));
     EXPECT_EQ(err["id"], json::parse(id)) << id;
   }
 }
@@ -431,7 +432,7 @@ TEST(DecodeRoot, ErrorMessageStaysValidUtf8) {
   for (size_t pad = 28; pad < 34; ++pad) {
     auto type = std::string(pad, 't') + kGrin + "\xC3\xA9" + kCjk;
     auto err = must_fail(json{{"type", type}}.dump());
-    EXPECT_EQ(err.code, "bad_request");
+    EXPECT_EQ(err.code, errc::bad_request);
     EXPECT_TRUE(valid_utf8(err.message)) << printable(err.message);
     auto j = parse_frame(encode_error(err.id, err.code, err.message));
     EXPECT_EQ(j["message"].get<std::string>(), err.message);  // nothing replaced on the way out
@@ -521,18 +522,18 @@ TEST(DecodeText, LimitCountsCodePointsNotBytes) {
   auto r = must_decode(send_text(max));
   EXPECT_EQ(r.text, max);
   auto err = must_fail(send_text(max + kGrin));
-  EXPECT_EQ(err.code, "too_large");
+  EXPECT_EQ(err.code, errc::too_large);
   EXPECT_EQ(must_decode(send_text(std::string(4096, 'a'))).text.size(), 4096u);
-  EXPECT_EQ(must_fail(send_text(std::string(4097, 'a'))).code, "too_large");
+  EXPECT_EQ(must_fail(send_text(std::string(4097, 'a'))).code, errc::too_large);
   // One grapheme of 4097 code points is still 4097 code points.
-  EXPECT_EQ(must_fail(send_text("e" + repeat(kCombAcute, 4096))).code, "too_large");
+  EXPECT_EQ(must_fail(send_text("e" + repeat(kCombAcute, 4096))).code, errc::too_large);
 }
 
 TEST(DecodeText, LimitIsConfigurable) {
   limits lim;
   lim.max_text_chars = 3;
   EXPECT_EQ(must_decode(send_text(repeat(kGrin, 3)), lim).text, repeat(kGrin, 3));
-  EXPECT_EQ(must_fail(send_text(repeat(kGrin, 4)), lim).code, "too_large");
+  EXPECT_EQ(must_fail(send_text(repeat(kGrin, 4)), lim).code, errc::too_large);
 }
 
 TEST(DecodeText, PreservedByteForByte) {
@@ -849,15 +850,15 @@ TEST(Encode, Welcome) {
 }
 
 TEST(Encode, Error) {
-  auto j = parse_frame(encode_error("5", "too_large", "text is " + kNasty));
+  auto j = parse_frame(encode_error("5", errc::too_large, "text is " + kNasty));
   EXPECT_EQ(keys_of(j), (std::set<std::string>{"type", "id", "code", "message"}));
   EXPECT_EQ(j["type"], "error");
   EXPECT_EQ(j["id"], 5);
   EXPECT_EQ(j["code"], "too_large");
   EXPECT_EQ(j["message"].get<std::string>(), "text is " + kNasty);
-  j = parse_frame(encode_error("", "unauthorized", "no"));
+  j = parse_frame(encode_error("", errc::unauthorized, "no"));
   EXPECT_EQ(keys_of(j), (std::set<std::string>{"type", "code", "message"}));
-  j = parse_frame(encode_error(R"("abc")", "forbidden", ""));
+  j = parse_frame(encode_error(R"("abc")", errc::forbidden, ""));
   EXPECT_EQ(j["id"], "abc");
 }
 
@@ -1042,7 +1043,7 @@ TEST(SplitFrame, SplitsOnNewlineAndSkipsEmptyPieces) {
   // Encoder output batched by the server splits back into the same objects.
   std::vector<std::string> frames{
       encode_message(stored_msg{"r", 1, 1, "u", "U", kNasty, R"({"x":"\n"})", ""}),
-      encode_ack("1", "r", 1, 1), encode_pong(R"("p")"), encode_error("", "internal", kNasty)};
+      encode_ack("1", "r", 1, 1), encode_pong(R"("p")"), encode_error("", errc::internal, kNasty)};
   std::string batch;
   for (const auto& f : frames) batch.append(f).push_back('\n');
   EXPECT_EQ(split(batch), frames);
@@ -1108,7 +1109,7 @@ std::string check_decoded(const client_req& r, const limits& lim) {
       frames.push_back(encode_welcome(r.id, r.name, r.token, "s", "n", 25));
       break;
     case req_type::refresh:
-      frames.push_back(encode_error(r.id, "token_expired", r.token));
+      frames.push_back(encode_error(r.id, errc::token_expired, r.token));
       break;
     case req_type::join:
       frames.push_back(encode_joined(r.id, r.room, r.since, r.epoch, 1, {{"alice", "Alice"}},
@@ -1154,7 +1155,7 @@ std::string check_decoded(const client_req& r, const limits& lim) {
 }
 
 std::string check_failed_cheap(const decode_error& err) {
-  if (err.code != "bad_request" && err.code != "too_large") return "unexpected code " + err.code;
+  if (err.code != errc::bad_request && err.code != errc::too_large) return "unexpected code " + std::string(to_string(err.code));
   if (err.message.empty()) return "empty message";
   if (!valid_utf8(err.message)) return "message is not valid UTF-8";
   return "";

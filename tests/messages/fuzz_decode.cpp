@@ -1,8 +1,10 @@
-// libFuzzer entry point for the client frame decoder. With clang, from the source root:
-//   clang++ -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -I. -o fuzz_decode
-//     tests/messages/fuzz_decode.cpp messages/codec.cpp messages/validate.cpp -lcaf_core
-// With g++ it builds as a plain object (no main here). Any broken promise aborts, so that the
-// fuzzer keeps the input that caused it.
+// libFuzzer entry point for the client frame decoder (links chat_protocol only).
+// Two builds of it (tests/CMakeLists.txt):
+//  - chat_fuzz_decode: clang, -fsanitize=fuzzer,address,undefined, configured with
+//    -DCHAT_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++; deploy/fuzz.sh runs it on the corpus;
+//  - chat_fuzz_decode_replay, in every build: tests/fuzz/replay_main.cpp feeds it each
+//    seed of tests/fuzz/decode/ (ctest: fuzz_decode_replay).
+// Any broken promise aborts, so that the fuzzer keeps the input that caused it.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -43,7 +45,7 @@ void check_one(std::string_view text, const chat::limits& lim) {
   chat::client_req r;
   chat::decode_error err;
   if (!chat::decode_request(text, lim, r, err)) {
-    require(err.code == "bad_request" || err.code == "too_large");
+    require(err.code == chat::errc::bad_request || err.code == chat::errc::too_large);
     require(!err.message.empty() && valid_utf8(err.message));
     require(one_object(chat::encode_error(err.id, err.code, err.message)));
     return;

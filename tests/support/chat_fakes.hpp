@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/store_backend.hpp"
+#include "actors/store/backend.hpp"
 #include "caf/all.hpp"
 #include "messages/codec.hpp"
 #include "messages/types.hpp"
@@ -250,9 +250,6 @@ class counting_backend : public chat::store_backend {
   bool trim(const chat::retention_policy& p, int64_t now_ms, uint64_t& removed,
             std::string& err) override {
     return inner_->trim(p, now_ms, removed, err);
-  }
-  bool rooms(std::vector<std::string>& out, std::string& err) override {
-    return inner_->rooms(out, err);
   }
   bool healthy(std::string& err) override { return inner_->healthy(err); }
 

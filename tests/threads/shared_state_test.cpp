@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "actors/cluster.hpp"
+#include "actors/cluster/routes.hpp"
 #include "actors/metrics.hpp"
 #include "caf/all.hpp"
 #include "caf/scheduler/test_coordinator.hpp"
@@ -91,7 +91,7 @@ TEST(SharedStateTsan, MetricsAreBumpedEverywhereWhileRendered) {
   for (int t = 0; t < kThreads; ++t)
     workers.emplace_back([&, t] {
       for (int i = 0; i < kRounds; ++i) {
-        m.count_error("bad_request");
+        m.count_error(chat::errc::bad_request);
         m.observe_rtt_us(static_cast<uint64_t>(i));
         m.connections.fetch_add(1, std::memory_order_relaxed);
         m.connections.fetch_sub(1, std::memory_order_relaxed);

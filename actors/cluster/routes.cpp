@@ -1,0 +1,75 @@
+#include "actors/cluster/routes.hpp"
+
+namespace chat {
+
+uint64_t rendezvous_weight(std::string_view node, std::string_view key) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(node);
+  h ^= 0xff;  // separator: ("ab","c") and ("a","bc") differ
+  h *= 1099511628211ull;
+  mix(key);
+  // splitmix64 finaliser: FNV alone is weak in the high bits.
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+size_t rendezvous_home(std::string_view key, const std::vector<std::string>& nodes) {
+  size_t best = 0;
+  uint64_t best_w = 0;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    auto w = rendezvous_weight(nodes[i], key);
+    if (i == 0 || w > best_w) {
+      best = i;
+      best_w = w;
+    }
+  }
+  return best;
+}
+
+cluster_routes::cluster_routes(std::vector<std::string> nodes, size_t self)
+    : names_(std::move(nodes)), self_(self), directories_(names_.size()), users_(names_.size()) {}
+
+void cluster_routes::set_node(size_t index, caf::actor directory, caf::actor users) {
+  std::lock_guard<std::mutex> guard{mtx_};
+  directories_.at(index) = std::move(directory);
+  users_.at(index) = std::move(users);
+}
+
+caf::actor cluster_routes::directory_for(std::string_view room) const {
+  auto i = home_of(room);
+  std::lock_guard<std::mutex> guard{mtx_};
+  return directories_[i];
+}
+
+caf::actor cluster_routes::users_for(std::string_view user) const {
+  auto i = home_of(user);
+  std::lock_guard<std::mutex> guard{mtx_};
+  return users_[i];
+}
+
+std::vector<peer_status> cluster_routes::status() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  std::vector<peer_status> out;
+  for (size_t i = 0; i < names_.size(); ++i)
+    out.push_back({names_[i], i == self_, directories_[i] != nullptr});
+  return out;
+}
+
+bool cluster_routes::all_up() const {
+  std::lock_guard<std::mutex> guard{mtx_};
+  for (auto& d : directories_)
+    if (!d) return false;
+  return true;
+}
+
+}  // namespace chat

@@ -1,0 +1,60 @@
+#pragma once
+// Storage behind the store actor: plain synchronous classes, no actors, no
+// threads, so they test against a real SQLite file without a scheduler. The
+// store actor (store.hpp) owns one backend and batches calls into it.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "messages/types.hpp"
+
+namespace chat {
+
+struct retention_policy {
+  uint64_t max_messages = 0;  // per room, 0 = unlimited
+  int64_t max_age_ms = 0;     // 0 = unlimited
+};
+
+class store_backend {
+ public:
+  virtual ~store_backend() = default;
+
+  // The room's epoch, last seq, oldest stored seq, its newest `recent_limit`
+  // messages (oldest first) and every message with an idempotency key whose
+  // ts >= idem_since_ms. Creates the room (fresh random epoch, seq 0) if unknown.
+  // Returns false and sets `err` on failure.
+  virtual bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
+                         room_snapshot& out, std::string& err) = 0;
+
+  // Stores every message of every batch in ONE transaction (group commit) and
+  // advances each room's last seq. All or nothing: false + `err` on failure.
+  virtual bool append(const std::vector<append_batch>& batches, std::string& err) = 0;
+
+  // Messages of `q.room` with q.after < seq < q.before (before 0 = no bound),
+  // at most q.limit, oldest first; q.newest picks the newest ones in the range.
+  virtual bool range(const range_query& q, std::vector<stored_msg>& out, std::string& err) = 0;
+
+  // Oldest stored seq of a room (last_seq + 1 when it holds none).
+  virtual bool first_seq(const std::string& room, uint64_t& out, std::string& err) = 0;
+
+  // Applies the retention policy to every room; returns how many messages were removed.
+  virtual bool trim(const retention_policy& p, int64_t now_ms, uint64_t& removed,
+                    std::string& err) = 0;
+
+  // True when the store can take writes ("ok"), else a reason in `err`.
+  virtual bool healthy(std::string& err) = 0;
+};
+
+// In-memory history, lost on restart: every start makes fresh epochs.
+// `max_per_room` bounds memory (0 = unlimited).
+std::unique_ptr<store_backend> make_memory_backend(uint64_t max_per_room);
+
+// SQLite file in WAL mode; creates the directory if missing; migrates the
+// schema. Returns nullptr and sets `err` when the file cannot be opened or used.
+std::unique_ptr<store_backend> make_sqlite_backend(const std::string& path, std::string& err);
+
+// A random epoch string (16 hex characters).
+std::string new_epoch();
+
+}  // namespace chat

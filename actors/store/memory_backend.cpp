@@ -1,0 +1,180 @@
+// In-memory store backend: history lives as long as the process, so every
+// room gets a fresh random epoch the first time it is loaded after a start.
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "actors/store/backend.hpp"
+#include "messages/random.hpp"
+
+namespace chat {
+
+// Straight from the OS entropy source (messages/random.hpp): no generator state
+// that a fork or a same-instant start could share.
+std::string new_epoch() { return random_hex(16); }
+
+namespace {
+
+struct mem_room {
+  std::string epoch;
+  uint64_t last_seq = 0;
+  std::deque<stored_msg> msgs;  // seqs first_seq()..last_seq, gapless
+
+  uint64_t first_seq() const { return last_seq + 1 - msgs.size(); }
+};
+
+class memory_backend final : public store_backend {
+ public:
+  explicit memory_backend(uint64_t max_per_room) : max_per_room_(max_per_room) {}
+
+  bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
+                 room_snapshot& out, std::string& err) override {
+    try {
+      auto& r = get_or_create(room);
+      out = room_snapshot{};
+      out.epoch = r.epoch;
+      out.last_seq = r.last_seq;
+      out.first_seq = r.first_seq();
+      auto n = std::min<size_t>(recent_limit, r.msgs.size());
+      out.recent.assign(r.msgs.end() - static_cast<std::ptrdiff_t>(n), r.msgs.end());
+      for (auto& m : r.msgs)
+        if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
+      return true;
+    } catch (const std::exception& e) {
+      err = std::string{"memory store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool append(const std::vector<append_batch>& batches, std::string& err) override {
+    try {
+      // Validate everything first so that a refused call changes nothing.
+      // A room may appear in several batches: track its tentative last seq.
+      std::unordered_map<std::string, uint64_t> next;
+      for (auto& b : batches) {
+        if (b.msgs.empty()) continue;
+        auto it = next.find(b.room);
+        if (it == next.end()) {
+          auto r = rooms_.find(b.room);
+          if (r == rooms_.end()) {
+            err = "append to unknown room '" + b.room + "' (load_room first)";
+            return false;
+          }
+          it = next.emplace(b.room, r->second.last_seq + 1).first;
+        }
+        for (auto& m : b.msgs) {
+          if (!m.room.empty() && m.room != b.room) {
+            err = "message for room '" + m.room + "' in batch of room '" + b.room + "'";
+            return false;
+          }
+          if (m.seq != it->second) {
+            err = "seq gap in room '" + b.room + "': expected " + std::to_string(it->second) +
+                  ", got " + std::to_string(m.seq);
+            return false;
+          }
+          ++it->second;
+        }
+      }
+      // Copy before mutating so that bad_alloc cannot leave a half-stored call.
+      std::vector<std::pair<mem_room*, std::vector<stored_msg>>> staged;
+      staged.reserve(batches.size());
+      for (auto& b : batches) {
+        if (b.msgs.empty()) continue;
+        staged.emplace_back(&rooms_[b.room], b.msgs);
+        for (auto& m : staged.back().second) m.room = b.room;
+      }
+      for (auto& [r, msgs] : staged) {
+        for (auto& m : msgs) r->msgs.push_back(std::move(m));
+        r->last_seq = r->msgs.back().seq;
+        if (max_per_room_ > 0)
+          while (r->msgs.size() > max_per_room_) r->msgs.pop_front();
+      }
+      return true;
+    } catch (const std::exception& e) {
+      err = std::string{"memory store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool range(const range_query& q, std::vector<stored_msg>& out, std::string& err) override {
+    out.clear();
+    try {
+      auto it = rooms_.find(q.room);
+      if (it == rooms_.end() || q.limit == 0) return true;
+      auto& r = it->second;
+      if (r.msgs.empty() || q.after >= r.last_seq) return true;
+      uint64_t lo = std::max(q.after + 1, r.first_seq());
+      uint64_t hi = r.last_seq;
+      if (q.before != 0) {
+        if (q.before <= lo) return true;
+        hi = std::min(hi, q.before - 1);
+      }
+      if (lo > hi) return true;
+      uint64_t take = std::min<uint64_t>(hi - lo + 1, q.limit);
+      uint64_t start = q.newest ? hi - take + 1 : lo;
+      auto first = r.msgs.begin() + static_cast<std::ptrdiff_t>(start - r.first_seq());
+      out.assign(first, first + static_cast<std::ptrdiff_t>(take));
+      return true;
+    } catch (const std::exception& e) {
+      out.clear();
+      err = std::string{"memory store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool first_seq(const std::string& room, uint64_t& out, std::string&) override {
+    auto it = rooms_.find(room);
+    out = it == rooms_.end() ? 1 : it->second.first_seq();
+    return true;
+  }
+
+  bool trim(const retention_policy& p, int64_t now_ms, uint64_t& removed, std::string&) override {
+    removed = 0;
+    for (auto& [name, r] : rooms_) {
+      // Only ever drop a prefix, so that first_seq..last_seq stays gapless.
+      while (p.max_messages > 0 && r.msgs.size() > p.max_messages) {
+        r.msgs.pop_front();
+        ++removed;
+      }
+      if (p.max_age_ms > 0) {
+        int64_t cutoff = now_ms - p.max_age_ms;
+        while (!r.msgs.empty() && r.msgs.front().ts < cutoff) {
+          r.msgs.pop_front();
+          ++removed;
+        }
+      }
+    }
+    return true;
+  }
+
+  bool healthy(std::string& err) override {
+    err = "ok";
+    return true;
+  }
+
+ private:
+  mem_room& get_or_create(const std::string& room) {
+    auto it = rooms_.find(room);
+    if (it != rooms_.end()) return it->second;
+    mem_room r;
+    r.epoch = new_epoch();
+    return rooms_.emplace(room, std::move(r)).first->second;
+  }
+
+  uint64_t max_per_room_;
+  std::map<std::string, mem_room> rooms_;
+};
+
+}  // namespace
+
+std::unique_ptr<store_backend> make_memory_backend(uint64_t max_per_room) {
+  return std::make_unique<memory_backend>(max_per_room);
+}
+
+}  // namespace chat

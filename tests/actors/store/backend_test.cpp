@@ -1,0 +1,750 @@
+// Behaviour of both store backends, run against each of them: the memory one
+// and SQLite on a real file in a fresh temporary directory. No mocks.
+#include "actors/store/backend.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "messages/types.hpp"
+
+namespace chat::detail {
+// Defined in sqlite_backend.cpp, deliberately not in the header.
+bool sqlite_exec(store_backend& b, const std::string& sql, std::string& err);
+}  // namespace chat::detail
+
+namespace {
+
+using namespace chat;
+namespace fs = std::filesystem;
+
+std::string make_temp_dir() {
+  char tmpl[] = "/tmp/store_test.XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  return dir ? dir : "";
+}
+
+stored_msg msg(uint64_t seq, int64_t ts, std::string text = "hello", std::string idem = "",
+               std::string data = "") {
+  stored_msg m;
+  m.seq = seq;
+  m.ts = ts;
+  m.from = "alice";
+  m.name = "Alice";
+  m.text = std::move(text);
+  m.data = std::move(data);
+  m.idem_key = std::move(idem);
+  return m;
+}
+
+// Messages first..last of `room`, ts = seq * 1000.
+append_batch batch(const std::string& room, uint64_t first, uint64_t last) {
+  append_batch b;
+  b.room = room;
+  for (auto s = first; s <= last; ++s) b.msgs.push_back(msg(s, static_cast<int64_t>(s) * 1000));
+  return b;
+}
+
+std::vector<uint64_t> seqs_of(const std::vector<stored_msg>& ms) {
+  std::vector<uint64_t> out;
+  for (auto& m : ms) out.push_back(m.seq);
+  return out;
+}
+
+std::vector<uint64_t> span(uint64_t first, uint64_t last) {
+  std::vector<uint64_t> out;
+  for (auto s = first; s <= last; ++s) out.push_back(s);
+  return out;
+}
+
+bool is_epoch(const std::string& e) {
+  return e.size() == 16 && std::all_of(e.begin(), e.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// --- the two backends ------------------------------------------------------------
+
+struct memory_kind {
+  static constexpr bool persistent = false;
+  static std::unique_ptr<store_backend> open(const std::string&, std::string&) {
+    return make_memory_backend(0);
+  }
+};
+
+struct sqlite_kind {
+  static constexpr bool persistent = true;
+  static std::unique_ptr<store_backend> open(const std::string& dir, std::string& err) {
+    return make_sqlite_backend(dir + "/chat.db", err);
+  }
+};
+
+template <class Kind>
+class store_backend_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir();
+    ASSERT_FALSE(dir_.empty());
+    reopen();
+  }
+
+  void TearDown() override {
+    b_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  void reopen() {
+    b_.reset();  // close before opening the same file again
+    std::string err;
+    b_ = Kind::open(dir_, err);
+    ASSERT_NE(b_, nullptr) << err;
+  }
+
+  room_snapshot load(const std::string& room, uint32_t recent = 50, int64_t idem_since = 0) {
+    room_snapshot s;
+    std::string err;
+    EXPECT_TRUE(b_->load_room(room, recent, idem_since, s, err)) << err;
+    return s;
+  }
+
+  void append_ok(const std::vector<append_batch>& bs) {
+    std::string err;
+    EXPECT_TRUE(b_->append(bs, err)) << err;
+  }
+
+  // Expects a refusal and returns its reason.
+  std::string append_fails(const std::vector<append_batch>& bs) {
+    std::string err;
+    EXPECT_FALSE(b_->append(bs, err));
+    EXPECT_FALSE(err.empty());
+    return err;
+  }
+
+  std::vector<stored_msg> range(const std::string& room, uint64_t after, uint64_t before,
+                                uint32_t limit, bool newest) {
+    range_query q;
+    q.room = room;
+    q.after = after;
+    q.before = before;
+    q.limit = limit;
+    q.newest = newest;
+    std::vector<stored_msg> out;
+    std::string err;
+    EXPECT_TRUE(b_->range(q, out, err)) << err;
+    return out;
+  }
+
+  uint64_t first_seq(const std::string& room) {
+    uint64_t out = 0;
+    std::string err;
+    EXPECT_TRUE(b_->first_seq(room, out, err)) << err;
+    return out;
+  }
+
+  uint64_t trim(uint64_t max_messages, int64_t max_age_ms, int64_t now_ms) {
+    retention_policy p;
+    p.max_messages = max_messages;
+    p.max_age_ms = max_age_ms;
+    uint64_t removed = 0;
+    std::string err;
+    EXPECT_TRUE(b_->trim(p, now_ms, removed, err)) << err;
+    return removed;
+  }
+
+  std::string dir_;
+  std::unique_ptr<store_backend> b_;
+};
+
+struct kind_names {
+  template <class T>
+  static std::string GetName(int) {
+    return T::persistent ? "sqlite" : "memory";
+  }
+};
+
+using kinds = ::testing::Types<memory_kind, sqlite_kind>;
+TYPED_TEST_SUITE(store_backend_test, kinds, kind_names);
+
+TYPED_TEST(store_backend_test, new_room_starts_empty_with_a_random_epoch) {
+  auto s = this->load("general");
+  EXPECT_TRUE(is_epoch(s.epoch)) << s.epoch;
+  EXPECT_EQ(s.last_seq, 0u);
+  EXPECT_EQ(s.first_seq, 1u);
+  EXPECT_TRUE(s.recent.empty());
+  EXPECT_TRUE(s.idem.empty());
+  // Loading again keeps the epoch; another room gets its own.
+  EXPECT_EQ(this->load("general").epoch, s.epoch);
+  EXPECT_NE(this->load("random").epoch, s.epoch);
+  EXPECT_EQ(this->first_seq("general"), 1u);
+  EXPECT_EQ(this->first_seq("never-loaded"), 1u);
+  std::string err;
+  EXPECT_TRUE(this->b_->healthy(err)) << err;
+}
+
+TYPED_TEST(store_backend_test, text_and_data_come_back_byte_for_byte) {
+  this->load("general");
+  std::vector<std::string> texts = {
+      "hi 👋",
+      "👨‍👩‍👧‍👦 family (ZWJ sequence) 🏳️‍🌈",
+      "日本語のテキスト、中文，한국어",
+      "עברית וערבית: العربية",
+      "e\xcc\x81 (combining acute, not normalised) vs \xc3\xa9",
+      "quote \" backslash \\ tab \t slash / brace {}",
+      std::string("embedded\0nul", 12),
+      "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 outside the BMP: 𐍈 🀄",
+  };
+  std::string long_text;
+  for (int i = 0; i < 4096; ++i) long_text += "😀";  // 4096 code points, 16 KiB
+  texts.push_back(long_text);
+  const std::string data =
+      R"({"a":[1,2.5,{"b":"ü\u00e9\n"}],"url":"https://x/y?z=1&w=2","n":null})";
+
+  append_batch b;
+  b.room = "general";
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto m = msg(i + 1, 1764090000123 + static_cast<int64_t>(i), texts[i], i % 2 ? "k" : "",
+                 i % 3 ? data : "");
+    m.from = "ユーザー";
+    m.name = "Ålice 🦊";
+    b.msgs.push_back(m);
+  }
+  this->append_ok({b});
+
+  auto expected = b.msgs;
+  for (auto& m : expected) m.room = "general";
+  EXPECT_EQ(this->range("general", 0, 0, 100, true), expected);
+  EXPECT_EQ(this->load("general").recent, expected);
+  for (auto& m : this->range("general", 0, 0, 100, false)) {
+    EXPECT_EQ(m.text.size(), texts[m.seq - 1].size());
+    EXPECT_EQ(m.text, texts[m.seq - 1]);
+  }
+}
+
+TYPED_TEST(store_backend_test, message_room_field_is_the_batch_room) {
+  this->load("general");
+  auto b = batch("general", 1, 2);
+  b.msgs[0].room = "general";  // set or empty: both fine
+  this->append_ok({b});
+  for (auto& m : this->range("general", 0, 0, 10, true)) EXPECT_EQ(m.room, "general");
+  auto bad = batch("general", 3, 3);
+  bad.msgs[0].room = "other";
+  this->append_fails({bad});
+  EXPECT_EQ(this->load("general").last_seq, 2u);
+}
+
+TYPED_TEST(store_backend_test, range_pages_backwards_and_forwards) {
+  this->load("general");
+  this->append_ok({batch("general", 1, 250)});
+
+  // History paging: newest first page, then each page before the previous.
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, true)), span(201, 250));
+  EXPECT_EQ(seqs_of(this->range("general", 0, 201, 50, true)), span(151, 200));
+  EXPECT_EQ(seqs_of(this->range("general", 0, 31, 50, true)), span(1, 30));
+  EXPECT_TRUE(this->range("general", 0, 1, 50, true).empty());
+  // Recovery: the oldest after a seq, forwards.
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 10, false)), span(1, 10));
+  EXPECT_EQ(seqs_of(this->range("general", 37, 0, 5, false)), span(38, 42));
+  EXPECT_EQ(seqs_of(this->range("general", 240, 0, 100, false)), span(241, 250));
+  EXPECT_EQ(seqs_of(this->range("general", 240, 0, 100, true)), span(241, 250));
+  // Both bounds exclusive.
+  EXPECT_EQ(seqs_of(this->range("general", 10, 20, 100, false)), span(11, 19));
+  EXPECT_EQ(seqs_of(this->range("general", 10, 20, 3, true)), span(17, 19));
+  EXPECT_EQ(seqs_of(this->range("general", 10, 20, 3, false)), span(11, 13));
+  EXPECT_TRUE(this->range("general", 10, 11, 100, false).empty());
+  EXPECT_TRUE(this->range("general", 20, 10, 100, false).empty());
+  // Out of range, zero limit, huge bounds, unknown room: empty, not an error.
+  EXPECT_TRUE(this->range("general", 250, 0, 100, true).empty());
+  EXPECT_TRUE(this->range("general", UINT64_MAX, 0, 100, true).empty());
+  EXPECT_EQ(seqs_of(this->range("general", 245, UINT64_MAX, 100, true)), span(246, 250));
+  EXPECT_TRUE(this->range("general", 0, 0, 0, true).empty());
+  EXPECT_TRUE(this->range("nowhere", 0, 0, 50, true).empty());
+}
+
+TYPED_TEST(store_backend_test, load_room_returns_recent_and_idempotency_window) {
+  this->load("general");
+  append_batch b;
+  b.room = "general";
+  for (uint64_t s = 1; s <= 20; ++s)
+    b.msgs.push_back(
+        msg(s, static_cast<int64_t>(s) * 1000, "m", s % 4 == 0 ? "k" + std::to_string(s) : ""));
+  this->append_ok({b});
+
+  auto s = this->load("general", 5, 10000);
+  EXPECT_EQ(s.last_seq, 20u);
+  EXPECT_EQ(s.first_seq, 1u);
+  EXPECT_EQ(seqs_of(s.recent), span(16, 20));
+  EXPECT_EQ(seqs_of(s.idem), (std::vector<uint64_t>{12, 16, 20}));  // ts >= 10000, keyed
+  EXPECT_EQ(s.idem[0].idem_key, "k12");
+  EXPECT_EQ(seqs_of(this->load("general", 0, 0).idem), (std::vector<uint64_t>{4, 8, 12, 16, 20}));
+  EXPECT_TRUE(this->load("general", 0, 0).recent.empty());
+  EXPECT_EQ(this->load("general", 1000, 0).recent.size(), 20u);
+}
+
+TYPED_TEST(store_backend_test, gaps_and_non_consecutive_batches_are_refused) {
+  this->load("general");
+  this->append_fails({batch("general", 2, 3)});  // must start at last_seq + 1 = 1
+  append_batch holes = batch("general", 1, 1);
+  holes.msgs.push_back(msg(3, 3000));
+  this->append_fails({holes});
+  append_batch backwards = batch("general", 1, 2);
+  std::swap(backwards.msgs[0], backwards.msgs[1]);
+  this->append_fails({backwards});
+  EXPECT_EQ(this->load("general").last_seq, 0u);
+
+  this->append_ok({batch("general", 1, 2)});
+  this->append_fails({batch("general", 2, 2)});  // duplicate
+  this->append_fails({batch("general", 4, 4)});  // gap
+  this->append_fails({batch("nowhere", 1, 1)});  // never loaded
+  this->append_ok({batch("general", 3, 3)});
+  EXPECT_EQ(this->load("general").last_seq, 3u);
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, true)), span(1, 3));
+  // Nothing to store is fine.
+  this->append_ok({});
+  this->append_ok({append_batch{"general", {}}});
+}
+
+TYPED_TEST(store_backend_test, group_append_is_all_or_nothing_across_rooms) {
+  for (auto r : {"a", "b", "c"}) this->load(r);
+  // Several rooms in one call, one room twice (its second batch continues the first).
+  this->append_ok({batch("a", 1, 3), batch("b", 1, 1), batch("a", 4, 5), batch("c", 1, 2)});
+  EXPECT_EQ(this->load("a").last_seq, 5u);
+  EXPECT_EQ(this->load("b").last_seq, 1u);
+  EXPECT_EQ(this->load("c").last_seq, 2u);
+  EXPECT_EQ(seqs_of(this->range("a", 0, 0, 50, true)), span(1, 5));
+
+  // One bad batch refuses the whole call: nothing of the good ones is stored.
+  this->append_fails({batch("a", 6, 7), batch("b", 2, 2), batch("c", 9, 9)});
+  this->append_fails({batch("a", 6, 7), batch("a", 6, 6)});
+  EXPECT_EQ(this->load("a").last_seq, 5u);
+  EXPECT_EQ(this->load("b").last_seq, 1u);
+  EXPECT_EQ(this->load("c").last_seq, 2u);
+  EXPECT_EQ(seqs_of(this->range("a", 0, 0, 50, true)), span(1, 5));
+  EXPECT_EQ(seqs_of(this->range("b", 0, 0, 50, true)), span(1, 1));
+}
+
+TYPED_TEST(store_backend_test, trim_by_count_keeps_seq_gapless) {
+  this->load("general");
+  this->load("small");
+  this->load("empty");
+  this->append_ok({batch("general", 1, 10), batch("small", 1, 2)});
+  EXPECT_EQ(this->trim(3, 0, 0), 7u);
+  EXPECT_EQ(this->first_seq("general"), 8u);
+  EXPECT_EQ(this->first_seq("small"), 1u);
+  EXPECT_EQ(this->first_seq("empty"), 1u);
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, true)), span(8, 10));
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, false)), span(8, 10));
+  auto s = this->load("general");
+  EXPECT_EQ(s.last_seq, 10u);
+  EXPECT_EQ(s.first_seq, 8u);
+  EXPECT_EQ(seqs_of(s.recent), span(8, 10));
+  // The next message is still last_seq + 1, and a second trim cuts only the excess.
+  this->append_fails({batch("general", 1, 1)});
+  this->append_ok({batch("general", 11, 11)});
+  EXPECT_EQ(this->trim(3, 0, 0), 1u);
+  EXPECT_EQ(this->first_seq("general"), 9u);
+  EXPECT_EQ(this->trim(3, 0, 0), 0u);
+  EXPECT_EQ(this->trim(0, 0, 0), 0u);  // no policy: nothing
+}
+
+TYPED_TEST(store_backend_test, trim_by_age) {
+  this->load("general");
+  this->load("other");
+  this->append_ok({batch("general", 1, 10), batch("other", 1, 2)});  // ts = seq * 1000
+  // Cutoff 10000 - 4500 = 5500: seqs 1..5 are older.
+  EXPECT_EQ(this->trim(0, 4500, 10000), 5u + 2u);
+  EXPECT_EQ(this->first_seq("general"), 6u);
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, false)), span(6, 10));
+  // "other" is emptied: first_seq is last_seq + 1 and seq carries on.
+  EXPECT_EQ(this->first_seq("other"), 3u);
+  auto o = this->load("other");
+  EXPECT_EQ(o.last_seq, 2u);
+  EXPECT_EQ(o.first_seq, 3u);
+  EXPECT_TRUE(o.recent.empty());
+  this->append_ok({batch("other", 3, 3)});
+  EXPECT_EQ(this->first_seq("other"), 3u);
+  EXPECT_EQ(seqs_of(this->range("other", 0, 0, 50, true)), span(3, 3));
+
+  // Count and age together: whichever cuts more wins.
+  EXPECT_EQ(this->trim(2, 1000000, 10000), 3u);
+  EXPECT_EQ(this->first_seq("general"), 9u);
+  // Everything aged out.
+  EXPECT_EQ(this->trim(0, 1, 1000000), 3u);
+  EXPECT_EQ(this->first_seq("general"), 11u);
+  EXPECT_EQ(this->load("general").last_seq, 10u);
+}
+
+TYPED_TEST(store_backend_test, trim_by_age_only_cuts_a_prefix) {
+  // A clock step back: seq 3 looks older than seq 2. Trimming must not punch
+  // a hole in the middle, so it stops at the first message young enough.
+  this->load("general");
+  append_batch b;
+  b.room = "general";
+  b.msgs = {msg(1, 100), msg(2, 9000), msg(3, 100), msg(4, 9000)};
+  this->append_ok({b});
+  EXPECT_EQ(this->trim(0, 5000, 10000), 1u);
+  EXPECT_EQ(this->first_seq("general"), 2u);
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, false)), span(2, 4));
+}
+
+TYPED_TEST(store_backend_test, reopen_keeps_or_resets_history) {
+  this->load("general");
+  append_batch b;
+  b.room = "general";
+  for (uint64_t s = 1; s <= 30; ++s)
+    b.msgs.push_back(msg(s, static_cast<int64_t>(s) * 1000, "t" + std::to_string(s),
+                         s % 10 == 0 ? "key" + std::to_string(s) : ""));
+  this->append_ok({b});
+  EXPECT_EQ(this->trim(25, 0, 0), 5u);
+  auto before = this->load("general", 10, 15000);
+
+  this->reopen();
+  auto after = this->load("general", 10, 15000);
+  if (TypeParam::persistent) {
+    EXPECT_EQ(after.epoch, before.epoch);
+    EXPECT_EQ(after.last_seq, 30u);
+    EXPECT_EQ(after.first_seq, 6u);
+    EXPECT_EQ(after.recent, before.recent);
+    EXPECT_EQ(seqs_of(after.recent), span(21, 30));
+    EXPECT_EQ(after.idem, before.idem);
+    EXPECT_EQ(seqs_of(after.idem), (std::vector<uint64_t>{20, 30}));
+    this->append_ok({batch("general", 31, 31)});
+  } else {
+    // History is gone, so the epoch must change for recovering clients.
+    EXPECT_NE(after.epoch, before.epoch);
+    EXPECT_TRUE(is_epoch(after.epoch));
+    EXPECT_EQ(after.last_seq, 0u);
+    EXPECT_EQ(after.first_seq, 1u);
+    EXPECT_TRUE(after.recent.empty());
+    EXPECT_TRUE(after.idem.empty());
+  }
+}
+
+// --- memory only --------------------------------------------------------------------
+
+TEST(memory_backend, caps_each_room_and_advances_first_seq) {
+  auto b = make_memory_backend(3);
+  room_snapshot s;
+  std::string err;
+  ASSERT_TRUE(b->load_room("general", 50, 0, s, err)) << err;
+  ASSERT_TRUE(b->load_room("other", 50, 0, s, err)) << err;
+  ASSERT_TRUE(b->append({batch("general", 1, 5), batch("other", 1, 2)}, err)) << err;
+  ASSERT_TRUE(b->load_room("general", 50, 0, s, err)) << err;
+  EXPECT_EQ(s.last_seq, 5u);
+  EXPECT_EQ(s.first_seq, 3u);
+  EXPECT_EQ(seqs_of(s.recent), span(3, 5));
+  ASSERT_TRUE(b->append({batch("general", 6, 6)}, err)) << err;
+  uint64_t first = 0;
+  ASSERT_TRUE(b->first_seq("general", first, err));
+  EXPECT_EQ(first, 4u);
+  ASSERT_TRUE(b->first_seq("other", first, err));
+  EXPECT_EQ(first, 1u);
+}
+
+TEST(epoch, is_sixteen_hex_and_unique) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 10000; ++i) {
+    auto e = new_epoch();
+    ASSERT_TRUE(is_epoch(e)) << e;
+    seen.insert(e);
+  }
+  EXPECT_EQ(seen.size(), 10000u);
+}
+
+TEST(epoch, differs_in_a_forked_process) {
+  // A child shares the parent's memory image: no generator state may leak across.
+  new_epoch();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto e = new_epoch();
+    ssize_t n = write(fds[1], e.data(), e.size());
+    _exit(n == 16 ? 0 : 1);
+  }
+  close(fds[1]);
+  auto mine = new_epoch();
+  char buf[16];
+  ASSERT_EQ(read(fds[0], buf, sizeof buf), 16);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_NE(std::string(buf, 16), mine);
+}
+
+// --- SQLite only ----------------------------------------------------------------------
+
+class sqlite_backend_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir();
+    ASSERT_FALSE(dir_.empty());
+    path_ = dir_ + "/chat.db";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // A second, independent connection to the same file.
+  // Runs one statement; `out` gets column `col` of its first row.
+  static bool raw_exec(const std::string& path, const std::string& sql, std::string* out = nullptr,
+                       int col = 0) {
+    sqlite3* db = nullptr;
+    bool ok = sqlite3_open(path.c_str(), &db) == SQLITE_OK;
+    sqlite3_stmt* s = nullptr;
+    ok = ok && sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK;
+    int rc = ok ? sqlite3_step(s) : SQLITE_ERROR;
+    ok = ok && (rc == SQLITE_ROW || rc == SQLITE_DONE);
+    if (ok && out && rc == SQLITE_ROW) {
+      auto p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
+      *out = p ? p : "";
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return ok;
+  }
+
+  std::unique_ptr<store_backend> open_ok() {
+    std::string err;
+    auto b = make_sqlite_backend(path_, err);
+    EXPECT_NE(b, nullptr) << err;
+    return b;
+  }
+
+  std::string open_fails() {
+    std::string err;
+    auto b = make_sqlite_backend(path_, err);
+    EXPECT_EQ(b, nullptr);
+    EXPECT_FALSE(err.empty());
+    return err;
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
+  { std::ofstream{path_}; }  // zero bytes: what SQLite sees as a new database
+  ASSERT_EQ(fs::file_size(path_), 0u);
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string v;
+  ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
+  EXPECT_EQ(v, "1");
+  ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
+  EXPECT_EQ(v, "wal");
+  for (auto name : {"meta", "rooms", "messages", "messages_idem"}) {
+    ASSERT_TRUE(raw_exec(
+        path_, std::string{"SELECT count(*) FROM sqlite_master WHERE name='"} + name + "'", &v));
+    EXPECT_EQ(v, "1") << name;
+  }
+  // The idempotency lookup uses its partial index.
+  ASSERT_TRUE(raw_exec(path_,
+                       "EXPLAIN QUERY PLAN SELECT seq FROM messages INDEXED BY messages_idem"
+                       " WHERE room='x' AND "
+                       "idem_key != '' AND ts >= 5 ORDER BY seq",
+                       &v, 3));
+  EXPECT_NE(v.find("messages_idem"), std::string::npos) << v;
+  // Opening an up-to-date file again is a no-op.
+  b.reset();
+  b = open_ok();
+  ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
+  EXPECT_EQ(v, "1");
+}
+
+TEST_F(sqlite_backend_test, creates_missing_parent_directories) {
+  path_ = dir_ + "/a/b/c/chat.db";
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(fs::exists(path_));
+  room_snapshot s;
+  std::string err;
+  EXPECT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+}
+
+TEST_F(sqlite_backend_test, garbage_file_fails_to_open_and_is_left_alone) {
+  std::string garbage;
+  for (int i = 0; i < 300; ++i)
+    garbage += "this is not a database, just text " + std::to_string(i) + "\n";
+  { std::ofstream{path_, std::ios::binary} << garbage; }
+  auto err = open_fails();
+  EXPECT_NE(err.find("not a database"), std::string::npos) << err;
+  EXPECT_NE(err.find(path_), std::string::npos) << err;
+  std::ifstream in{path_, std::ios::binary};
+  std::string after{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+  EXPECT_EQ(after, garbage);
+}
+
+TEST_F(sqlite_backend_test, directory_in_place_of_the_file_fails_cleanly) {
+  fs::create_directories(path_);
+  auto err = open_fails();
+  EXPECT_NE(err.find(path_), std::string::npos) << err;
+}
+
+TEST_F(sqlite_backend_test, newer_schema_version_fails_to_open) {
+  { open_ok(); }
+  ASSERT_TRUE(raw_exec(path_, "UPDATE meta SET value='999' WHERE key='schema_version'"));
+  auto err = open_fails();
+  EXPECT_NE(err.find("newer"), std::string::npos) << err;
+  EXPECT_NE(err.find("999"), std::string::npos) << err;
+}
+
+TEST_F(sqlite_backend_test, foreign_database_fails_to_open) {
+  ASSERT_TRUE(raw_exec(path_, "CREATE TABLE users(id INTEGER PRIMARY KEY)"));
+  auto err = open_fails();
+  EXPECT_NE(err.find("not a chat store"), std::string::npos) << err;
+}
+
+TEST_F(sqlite_backend_test, acked_append_survives_kill_9) {
+  {
+    auto b = open_ok();
+    ASSERT_NE(b, nullptr);
+  }
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: append, then die without closing (no destructor, no checkpoint).
+    std::string err;
+    auto b = make_sqlite_backend(path_, err);
+    room_snapshot s;
+    if (!b || !b->load_room("general", 0, 0, s, err)) _exit(2);
+    if (!b->append({batch("general", 1, 3)}, err)) _exit(3);
+    kill(getpid(), SIGKILL);
+    _exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  room_snapshot s;
+  std::string err;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.last_seq, 3u);
+  EXPECT_EQ(seqs_of(s.recent), span(1, 3));
+}
+
+TEST_F(sqlite_backend_test, append_fails_cleanly_while_another_connection_holds_the_lock) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  ASSERT_TRUE(b->append({batch("general", 1, 2)}, err)) << err;
+  ASSERT_TRUE(detail::sqlite_exec(*b, "PRAGMA busy_timeout=50", err)) << err;
+
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE; UPDATE rooms SET created_ms=1", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  EXPECT_FALSE(b->append({batch("general", 3, 4)}, err));
+  EXPECT_NE(err.find("locked"), std::string::npos) << err;
+  EXPECT_FALSE(b->healthy(err));
+  EXPECT_NE(err.find("locked"), std::string::npos) << err;
+  // Reads still work in WAL mode while someone else writes.
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.last_seq, 2u);
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+
+  EXPECT_TRUE(b->healthy(err)) << err;
+  EXPECT_EQ(err, "ok");
+  EXPECT_TRUE(b->append({batch("general", 3, 4)}, err)) << err;
+}
+
+TEST_F(sqlite_backend_test, read_only_connection_refuses_writes_without_crashing) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  ASSERT_TRUE(detail::sqlite_exec(*b, "PRAGMA query_only=1", err)) << err;
+  EXPECT_FALSE(b->append({batch("general", 1, 1)}, err));
+  EXPECT_NE(err.find("readonly"), std::string::npos) << err;
+  EXPECT_FALSE(b->load_room("new-room", 10, 0, s, err));  // creating a room is a write
+  uint64_t removed = 0;
+  EXPECT_FALSE(b->trim(retention_policy{1, 0}, 0, removed, err));
+  EXPECT_FALSE(b->healthy(err));
+  // Reading still works.
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.last_seq, 0u);
+  ASSERT_TRUE(detail::sqlite_exec(*b, "PRAGMA query_only=0", err)) << err;
+  EXPECT_TRUE(b->healthy(err)) << err;
+  EXPECT_TRUE(b->append({batch("general", 1, 1)}, err)) << err;
+}
+
+TEST_F(sqlite_backend_test, full_disk_fails_append_and_stores_nothing_of_it) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("a", 10, 0, s, err)) << err;
+  ASSERT_TRUE(b->load_room("b", 10, 0, s, err)) << err;
+  // max_page_count makes the file "full" the way a full disk would (SQLITE_FULL).
+  std::string pages;
+  ASSERT_TRUE(raw_exec(path_, "PRAGMA page_count", &pages));
+  ASSERT_TRUE(detail::sqlite_exec(
+      *b, "PRAGMA max_page_count=" + std::to_string(std::stoi(pages) + 40), err))
+      << err;
+  const std::string big(2000, 'x');
+  uint64_t next = 1;
+  bool failed = false;
+  for (int i = 0; i < 1000 && !failed; ++i) {
+    append_batch ba, bb;
+    ba.room = "a";
+    bb.room = "b";
+    for (int k = 0; k < 10; ++k) {
+      ba.msgs.push_back(msg(next + static_cast<uint64_t>(k), 1, big));
+      bb.msgs.push_back(msg(next + static_cast<uint64_t>(k), 1, big));
+    }
+    if (b->append({ba, bb}, err))
+      next += 10;
+    else
+      failed = true;
+  }
+  ASSERT_TRUE(failed);
+  EXPECT_NE(err.find("full"), std::string::npos) << err;
+  ASSERT_GT(next, 1u);
+  for (auto room : {"a", "b"}) {
+    ASSERT_TRUE(b->load_room(room, 1000, 0, s, err)) << err;
+    EXPECT_EQ(s.last_seq, next - 1) << room;
+    EXPECT_EQ(seqs_of(s.recent), span(1, next - 1)) << room;
+  }
+  // Space again: the same batch goes through.
+  ASSERT_TRUE(detail::sqlite_exec(*b, "PRAGMA max_page_count=1073741823", err)) << err;
+  EXPECT_TRUE(b->healthy(err)) << err;
+  EXPECT_TRUE(b->append({batch("a", next, next + 9), batch("b", next, next + 9)}, err)) << err;
+}
+
+TEST_F(sqlite_backend_test, two_backends_on_one_file_see_each_others_rooms) {
+  auto b1 = open_ok();
+  auto b2 = open_ok();
+  ASSERT_TRUE(b1 && b2);
+  std::string err;
+  room_snapshot s1, s2;
+  ASSERT_TRUE(b1->load_room("general", 10, 0, s1, err)) << err;
+  ASSERT_TRUE(b2->load_room("general", 10, 0, s2, err)) << err;
+  EXPECT_EQ(s1.epoch, s2.epoch);
+  ASSERT_TRUE(b1->append({batch("general", 1, 2)}, err)) << err;
+  // The second one's view of last_seq is read inside its own transaction: no duplicate.
+  EXPECT_FALSE(b2->append({batch("general", 1, 1)}, err));
+  EXPECT_TRUE(b2->append({batch("general", 3, 3)}, err)) << err;
+}
+
+}  // namespace
