@@ -17,6 +17,8 @@
 
 namespace chat {
 
+struct edge_guard;  // gateway/edge_limits.hpp
+
 struct io_shard {
   conn_registry registry;
   caf::actor gateway;
@@ -37,6 +39,7 @@ struct server_context {
   std::shared_ptr<cluster_routes> routes;  // home node of each room and user
   std::vector<std::unique_ptr<io_shard>> shards;
   std::atomic<bool> draining{false};
+  std::shared_ptr<edge_guard> edge;  // per-address limits, proxies, origins (set by server::start)
 
   server_context(server_config c, auth_config a) : cfg(std::move(c)), auth(std::move(a)) {}
 };
