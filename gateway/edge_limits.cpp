@@ -183,11 +183,14 @@ ip::address client_address(const ip::address& peer, std::string_view xff, const 
 
 // --- per-address limits -----------------------------------------------------------------
 
+bool address_limiter::full(const token_state& t, clock::time_point now) const {
+  if (lim_.handshake_rate <= 0 || t.last == clock::time_point{}) return true;
+  double dt = std::chrono::duration<double>(now - t.last).count();
+  return t.tokens + dt * lim_.handshake_rate >= lim_.handshake_burst;
+}
+
 bool address_limiter::idle(const entry& e, clock::time_point now) const {
-  if (e.connections || e.prehello) return false;
-  if (lim_.handshake_rate <= 0 || e.last == clock::time_point{}) return true;
-  double dt = std::chrono::duration<double>(now - e.last).count();
-  return e.tokens + dt * lim_.handshake_rate >= lim_.handshake_burst;
+  return !e.connections && !e.prehello && full(e.websocket, now) && full(e.tls, now);
 }
 
 bool address_limiter::acquire(const address_key& k, kind what) {
@@ -211,20 +214,21 @@ void address_limiter::release(const address_key& k, kind what) {
   if (idle(it->second, clock::now())) s.map.erase(it);
 }
 
-bool address_limiter::take_handshake(const address_key& k, clock::time_point now) {
+bool address_limiter::take_handshake(const address_key& k, clock::time_point now, bucket b) {
   if (lim_.handshake_rate <= 0) return true;
   auto& s = stripe_for(k);
   std::lock_guard<std::mutex> lock(s.mtx);
   auto& e = s.map[k];
-  if (e.last == clock::time_point{}) {
-    e.tokens = lim_.handshake_burst;
+  auto& t = b == bucket::tls ? e.tls : e.websocket;
+  if (t.last == clock::time_point{}) {
+    t.tokens = lim_.handshake_burst;
   } else {
-    double dt = std::chrono::duration<double>(now - e.last).count();
-    e.tokens = std::min(lim_.handshake_burst, e.tokens + std::max(0.0, dt) * lim_.handshake_rate);
+    double dt = std::chrono::duration<double>(now - t.last).count();
+    t.tokens = std::min(lim_.handshake_burst, t.tokens + std::max(0.0, dt) * lim_.handshake_rate);
   }
-  e.last = now;
-  if (e.tokens < 1.0) return false;
-  e.tokens -= 1.0;
+  t.last = now;
+  if (t.tokens < 1.0) return false;
+  t.tokens -= 1.0;
   return true;
 }
 
@@ -309,7 +313,8 @@ edge_metrics& global_edge_metrics() {
 
 std::string edge_metrics::render_prometheus(size_t tracked_addresses) const {
   auto v = [](const std::atomic<uint64_t>& a) { return std::to_string(a.load(std::memory_order_relaxed)); };
-  static const char* reasons[refusal_count] = {"connections", "handshake_rate", "pre_hello", "origin"};
+  static const char* reasons[refusal_count] = {"connections", "handshake_rate", "tls_handshake_rate",
+                                               "pre_hello", "origin"};
   std::string out =
       "# HELP chat_edge_refused_total Connections and WebSocket upgrades refused by a per-address "
       "limit or the Origin check.\n# TYPE chat_edge_refused_total counter\n";
@@ -347,7 +352,7 @@ size_t max_connections_from_fd_limit(uint64_t& nofile) {
     return 100000;
   }
   nofile = rl.rlim_cur;
-  uint64_t reserve = std::clamp<uint64_t>(nofile / 10, 64, 4096);
+  uint64_t reserve = std::clamp<uint64_t>(nofile / 20, 64, 4096);
   return nofile > reserve ? static_cast<size_t>(nofile - reserve) : 1;
 }
 

@@ -76,6 +76,9 @@ class address_limiter {
  public:
   using clock = std::chrono::steady_clock;
   enum class kind : uint8_t { connection, prehello };
+  // WebSocket upgrades and TLS handshakes (the expensive part of a TLS
+  // connection) each have a bucket of --handshake-rate/--handshake-burst.
+  enum class bucket : uint8_t { websocket, tls };
 
   explicit address_limiter(address_limits lim) : lim_(lim) {}
   address_limiter(const address_limiter&) = delete;
@@ -85,18 +88,21 @@ class address_limiter {
   bool acquire(const address_key& k, kind what);
   void release(const address_key& k, kind what);
   // Takes one handshake token; false when the address's bucket is empty.
-  bool take_handshake(const address_key& k, clock::time_point now);
+  bool take_handshake(const address_key& k, clock::time_point now, bucket b = bucket::websocket);
   // Forgets addresses with nothing open and a full bucket.
   void sweep(clock::time_point now);
   size_t tracked() const;
   const address_limits& limits() const { return lim_; }
 
  private:
+  struct token_state {
+    double tokens = 0;
+    clock::time_point last{};  // epoch: never used, full
+  };
   struct entry {
     uint32_t connections = 0;
     uint32_t prehello = 0;
-    double tokens = 0;
-    clock::time_point last{};
+    token_state websocket, tls;
   };
   struct stripe {
     mutable std::mutex mtx;
@@ -104,6 +110,7 @@ class address_limiter {
   };
   stripe& stripe_for(const address_key& k) { return stripes_[address_key_hash{}(k) % stripes_.size()]; }
   bool idle(const entry& e, clock::time_point now) const;
+  bool full(const token_state& t, clock::time_point now) const;
 
   address_limits lim_;
   std::array<stripe, 16> stripes_;
@@ -177,7 +184,14 @@ struct edge_guard {
 
 // Counters of what the edge refused, for /metrics.
 struct edge_metrics {
-  enum refusal : size_t { connections, handshake_rate, prehello, origin, refusal_count };
+  enum refusal : size_t {
+    connections,
+    handshake_rate,
+    tls_handshake_rate,
+    prehello,
+    origin,
+    refusal_count
+  };
   std::array<std::atomic<uint64_t>, refusal_count> refused{};
   // HTTP requests answered with an error status and closed, by status.
   std::atomic<uint64_t> http_400{0}, http_413{0}, http_414{0}, http_431{0}, http_501{0};
@@ -193,7 +207,7 @@ edge_metrics& global_edge_metrics();
 
 // --max-connections when not given: the soft RLIMIT_NOFILE less a reserve for
 // the store, logs, peers and connections still in their HTTP phase
-// (max(64, limit/10), at most 4096). `nofile` is set to the limit read.
+// (5 %: max(64, limit/20), at most 4096). `nofile` is set to the limit read.
 size_t max_connections_from_fd_limit(uint64_t& nofile);
 
 }  // namespace chat

@@ -72,6 +72,15 @@ void listener::do_accept() {
     // X-Forwarded-For at the upgrade instead.
     if (!edge.trusted_proxies.contains(peer.address())) {
       auto key = address_key::of(peer.address());
+      // A TLS handshake costs the server far more than the client: rate it
+      // before doing one.
+      if (self->tls_ && !edge.limiter.take_handshake(key, std::chrono::steady_clock::now(),
+                                                     address_limiter::bucket::tls)) {
+        global_edge_metrics().refuse(edge_metrics::tls_handshake_rate);
+        spdlog::debug("event=conn_refused reason=tls_handshake_rate remote={}", key.to_string());
+        socket.close(ec);
+        return self->do_accept();
+      }
       if (!edge.limiter.acquire(key, address_limiter::kind::connection)) {
         // Closed before reading anything: the cheapest answer to a flood.
         global_edge_metrics().refuse(edge_metrics::connections);

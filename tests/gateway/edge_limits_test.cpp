@@ -124,6 +124,14 @@ TEST(AddressLimiter, HandshakeBucketAndItsMemory) {
   // ...until the bucket is full again.
   l.sweep(t0 + std::chrono::seconds(10));
   EXPECT_EQ(l.tracked(), 0u);
+  // TLS handshakes have a bucket of their own.
+  auto b = key("10.0.0.9");
+  auto bucket = address_limiter::bucket::tls;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(l.take_handshake(b, t0, bucket));
+  EXPECT_FALSE(l.take_handshake(b, t0, bucket));
+  EXPECT_TRUE(l.take_handshake(b, t0));  // the WebSocket bucket is untouched
+  l.sweep(t0 + std::chrono::milliseconds(600));  // WebSocket bucket full again, TLS not
+  EXPECT_EQ(l.tracked(), 1u);
 }
 
 TEST(AddressLimiter, ZeroMeansNoLimit) {
@@ -224,11 +232,11 @@ TEST(MaxConnections, DefaultFollowsTheFdLimit) {
   uint64_t nofile = 0;
   low.rlim_cur = 1000;
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
-  EXPECT_EQ(max_connections_from_fd_limit(nofile), 1000u - 100u);
+  EXPECT_EQ(max_connections_from_fd_limit(nofile), 1000u - 64u);  // the reserve's floor
   EXPECT_EQ(nofile, 1000u);
-  low.rlim_cur = 200;
+  low.rlim_cur = 1800;
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
-  EXPECT_EQ(max_connections_from_fd_limit(nofile), 200u - 64u);  // the reserve's floor
+  EXPECT_EQ(max_connections_from_fd_limit(nofile), 1800u - 90u);  // 5 %
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
   if (saved.rlim_cur != RLIM_INFINITY && saved.rlim_cur >= 65536) {
     EXPECT_EQ(max_connections_from_fd_limit(nofile), saved.rlim_cur - 4096);  // the cap

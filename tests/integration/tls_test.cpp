@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -107,9 +108,13 @@ class Tls : public ::testing::Test {
     install(path("first.key"), path("server.key"));
   }
   std::string path(const std::string& f) const { return dir_.path() + "/" + f; }
+  // Without a handshake rate unless the test sets its own (the retry loops
+  // here make many handshakes from 127.0.0.1).
   std::vector<std::string> args(std::vector<std::string> extra = {}) const {
     std::vector<std::string> a{"--allow-anonymous", "--store", "memory", "--log-level", "info",
                                "--tls-cert", path("server.crt"), "--tls-key", path("server.key")};
+    if (std::find(extra.begin(), extra.end(), "--handshake-rate") == extra.end())
+      a.insert(a.end(), {"--handshake-rate", "0"});
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
@@ -227,6 +232,25 @@ TEST_F(Tls, SighupReloadsTheCertificateAndKeepsOpenConnections) {
   })) << s.log();
   EXPECT_EQ(https_get(s.port(), "/healthz", *ctx).common_name, "second");
   EXPECT_EQ(s.terminate(), 0);  // and SIGHUP never stopped it
+}
+
+TEST_F(Tls, TlsHandshakesPerAddressAreRated) {
+  chatd_process s{args({"--handshake-rate", "0.5", "--handshake-burst", "2", "--listen-plain",
+                        "127.0.0.1:0"})};
+  ASSERT_TRUE(s.ok());
+  auto ctx = client_ctx({path("first.crt")});
+  EXPECT_EQ(https_get(s.port(), "/healthz", *ctx).status, 200);
+  EXPECT_EQ(https_get(s.port(), "/healthz", *ctx).status, 200);
+  // The third TLS handshake from 127.0.0.1 within a second is not begun.
+  EXPECT_EQ(https_get(s.port(), "/healthz", *ctx).status, 0);
+  // Another address has its own bucket (and wss:// takes a TLS and a WebSocket token).
+  ws_client other;
+  other.use_tls(*ctx);
+  other.set_source("127.0.0.3");
+  EXPECT_TRUE(is_type(other.hello_name(s.port(), "dave"), "welcome"));
+  std::string m;
+  ASSERT_EQ(http_get(s.plain_port(), "/metrics", m), 200);
+  EXPECT_NE(m.find("chat_edge_refused_total{reason=\"tls_handshake_rate\"} 1"), std::string::npos) << m;
 }
 
 TEST_F(Tls, BadCertificateRefusesToStart) {
