@@ -110,6 +110,7 @@ run_cluster() {
   local key=bench-$$-$RANDOM room=bench-0 i home='' n1 n2 pids rc=0 rc_a rc_b
   base_port=$(pick_base_port) || { echo "run.sh: no free BASE_PORT found" >&2; return 1; }
   local extra="--store memory --rate 1000000 --burst 1000000 --max-conns-per-user 100000"
+  extra+=" --max-conns-per-address 0 --max-prehello-per-address 0 --handshake-rate 0"
   extra+=" --log-level warn --api-key $key"
   local bench_flags=()
   if [ -n "${JWT_SECRET:-}" ]; then
@@ -190,10 +191,12 @@ if [ "$name" = cluster ]; then
 fi
 
 # The server flags a benchmark run needs: anonymous hello (distinct names are
-# distinct users), no per-connection rate limit and no per-user cap in the way
+# distinct users), no per-connection rate limit, no per-user cap and no
+# per-address limits (every bench connection comes from 127.0.0.1) in the way
 # of the load, memory store except for `durable` (SQLite in the temp dir).
 server_flags=(--listen 127.0.0.1:0 --port-file "$tmp/port" --allow-anonymous
               --rate 1000000 --burst 1000000 --max-conns-per-user 100000
+              --max-conns-per-address 0 --max-prehello-per-address 0 --handshake-rate 0
               --log-level warn)
 if [[ "${CHATD_FLAGS:-}" == *--store* ]]; then
   :  # the caller chose (e.g. CHATD_FLAGS="--store memory" for durable's in-memory figures)

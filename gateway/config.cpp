@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "gateway/edge_limits.hpp"
+
 namespace chat {
 
 void add_server_options(CLI::App& app, server_config& c) {
@@ -14,6 +16,12 @@ void add_server_options(CLI::App& app, server_config& c) {
   opt("--node", c.node, "CHAT_NODE", "Node name reported in welcome");
   opt("--cluster", c.cluster_file, "CHAT_CLUSTER",
       "Cluster config file (JSON); start this node as --node NAME of it");
+  opt("--tls-cert", c.tls_cert, "CHAT_TLS_CERT",
+      "TLS certificate chain (PEM); with --tls-key, --listen serves https:// and wss:// only "
+      "(reloaded on SIGHUP)");
+  opt("--tls-key", c.tls_key, "CHAT_TLS_KEY", "TLS private key (PEM), reloaded on SIGHUP");
+  opt("--listen-plain", c.listen_plain, "CHAT_LISTEN_PLAIN",
+      "With TLS: also serve plain http:// and ws:// on this host:port (e.g. for a local proxy)");
   opt("--port-file", c.port_file, "CHAT_PORT_FILE", "Write the bound port to this file");
   app.add_flag("--allow-anonymous", c.allow_anonymous, "Accept hello with a bare name (demo)")
       ->envname("CHAT_ALLOW_ANONYMOUS");
@@ -39,7 +47,39 @@ void add_server_options(CLI::App& app, server_config& c) {
   opt("--queue-limit", c.queue_limit, "CHAT_QUEUE_LIMIT",
       "Outgoing bytes queued per connection before it is closed with 4008");
   opt("--max-connections", c.max_connections, "CHAT_MAX_CONNECTIONS",
-      "Open WebSocket connections per node (beyond: 1013 try again later)");
+      "Open WebSocket connections per node (beyond: 1013 try again later); 0: the file "
+      "descriptor limit less a reserve");
+  opt("--max-header-bytes", c.max_header_bytes, "CHAT_MAX_HEADER_BYTES",
+      "Largest HTTP request header (else 431)")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 20));
+  opt("--max-request-line", c.max_request_line, "CHAT_MAX_REQUEST_LINE",
+      "Longest HTTP request line and target (else 414)")
+      ->check(CLI::Range(size_t{256}, size_t{1} << 20));
+  opt("--max-body", c.max_body, "CHAT_MAX_BODY", "Largest HTTP request body (else 413)")
+      ->check(CLI::Range(size_t{0}, size_t{1} << 30));
+  opt("--header-timeout", c.header_timeout_s, "CHAT_HEADER_TIMEOUT",
+      "Seconds for a TLS handshake and for each HTTP request header (else closed)")
+      ->check(CLI::Range(0.05, 3600.0));
+  opt("--body-timeout", c.body_timeout_s, "CHAT_BODY_TIMEOUT",
+      "Seconds for an HTTP request body (else closed)")
+      ->check(CLI::Range(0.05, 3600.0));
+  opt("--max-conns-per-address", c.max_conns_per_address, "CHAT_MAX_CONNS_PER_ADDRESS",
+      "Open connections per source address (IPv4 /32, IPv6 /64); beyond, closed unread; 0: no limit");
+  opt("--max-prehello-per-address", c.max_prehello_per_address, "CHAT_MAX_PREHELLO_PER_ADDRESS",
+      "WebSockets per source address that have not said hello; beyond, upgrade answered 429; 0: no limit");
+  opt("--handshake-rate", c.handshake_rate, "CHAT_HANDSHAKE_RATE",
+      "WebSocket handshakes a second per source address (beyond the burst: 429); 0: no limit")
+      ->check(CLI::NonNegativeNumber);
+  opt("--handshake-burst", c.handshake_burst, "CHAT_HANDSHAKE_BURST",
+      "WebSocket handshakes per source address in a burst")
+      ->check(CLI::Range(1.0, 1e9));
+  opt("--trusted-proxies", c.trusted_proxies, "CHAT_TRUSTED_PROXIES",
+      "Comma list of proxy networks (CIDR) whose X-Forwarded-For names the client")
+      ->delimiter(',');
+  opt("--allowed-origins", c.allowed_origins, "CHAT_ALLOWED_ORIGINS",
+      "Comma list of Origin patterns a browser may open a WebSocket from, e.g. "
+      "https://chat.example.com,https://*.example.com,http://127.0.0.1:*; default: same origin")
+      ->delimiter(',');
   opt("--store", c.store, "CHAT_STORE", "sqlite (durable) or memory")
       ->check(CLI::IsMember({"sqlite", "memory"}));
   opt("--db", c.db, "CHAT_DB", "SQLite database file");
@@ -74,6 +114,17 @@ std::string check_config(const server_config& c) {
     return "no way to authenticate: pass --jwt-secret (or CHAT_JWT_SECRET), --jwt-public-key "
            "FILE, or --allow-anonymous for a demo";
   if (c.listen.rfind(':') == std::string::npos) return "--listen must be host:port";
+  if (c.tls_cert.empty() != c.tls_key.empty()) return "--tls-cert and --tls-key go together";
+  if (!c.listen_plain.empty() && c.tls_cert.empty())
+    return "--listen-plain is for a TLS node (without --tls-cert, --listen is plain already)";
+  if (!c.listen_plain.empty() && c.listen_plain.rfind(':') == std::string::npos)
+    return "--listen-plain must be host:port";
+  if (c.max_request_line >= c.max_header_bytes)
+    return "--max-request-line must be below --max-header-bytes";
+  cidr_list proxies;
+  if (auto e = proxies.parse(c.trusted_proxies); !e.empty()) return "--trusted-proxies: " + e;
+  origin_policy origins;
+  if (auto e = origins.parse(c.allowed_origins); !e.empty()) return "--allowed-origins: " + e;
   return {};
 }
 

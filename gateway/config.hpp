@@ -4,6 +4,7 @@
 // beats file beats defaults.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "actors/cluster/nodes.hpp"
 
@@ -18,6 +19,12 @@ struct server_config {
   std::string node = "chatd";
   std::string port_file;  // the bound port is written here once listening
   std::string cluster_file;  // cluster config (JSON); --node names this node in it
+
+  // TLS: with a certificate and key the --listen address serves only https://
+  // and wss://; --listen-plain adds a plain HTTP/WebSocket listener.
+  std::string tls_cert;  // PEM chain, reloaded on SIGHUP
+  std::string tls_key;   // PEM key, reloaded on SIGHUP
+  std::string listen_plain;
 
   // auth
   bool allow_anonymous = false;
@@ -35,7 +42,21 @@ struct server_config {
   size_t max_rooms_per_conn = 100;
   size_t max_conns_per_user = 10;
   size_t queue_limit = 1024 * 1024;
-  size_t max_connections = 100000;
+  size_t max_connections = 0;  // 0: from RLIMIT_NOFILE less a reserve
+
+  // the HTTP edge
+  size_t max_header_bytes = 16 * 1024;  // request line + fields (else 431)
+  size_t max_request_line = 8 * 1024;   // request line and target (else 414)
+  size_t max_body = 1024 * 1024;        // request body (else 413)
+  double header_timeout_s = 10;         // for a request's header (and a TLS handshake)
+  double body_timeout_s = 30;           // for its body
+  // per source address (IPv4 /32, IPv6 /64); 0: no limit
+  uint32_t max_conns_per_address = 200;
+  uint32_t max_prehello_per_address = 20;
+  double handshake_rate = 20;  // WebSocket handshakes a second per address
+  double handshake_burst = 40;
+  std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For is believed
+  std::vector<std::string> allowed_origins;  // empty: same origin as Host
 
   // rooms and storage
   std::string store = "sqlite";  // sqlite | memory

@@ -1,6 +1,7 @@
 #include "gateway/http_routes.hpp"
 
 #include "actors/metrics.hpp"
+#include "gateway/edge_limits.hpp"
 #include "gateway/web_assets.hpp"
 #include "messages/codec.hpp"
 
@@ -63,6 +64,7 @@ bool route_http(const http_request& req, server_context& ctx, http_response& res
   }
   if (path == "/metrics" && get) {
     auto text = global_metrics().render_prometheus();
+    if (ctx.edge) text += global_edge_metrics().render_prometheus(ctx.edge->limiter.tracked());
     if (ctx.routes) {
       text += "# HELP chat_cluster_peer_up 1 when this node reaches the peer over CAF remoting.\n"
               "# TYPE chat_cluster_peer_up gauge\n";

@@ -1,32 +1,25 @@
 #pragma once
-// One plain HTTP connection: serves /healthz, /readyz, /metrics, the web client
-// and the server API, and hands a WebSocket upgrade on /ws to a websocket_session.
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+// One HTTP connection, plain or TLS: serves /healthz, /readyz, /metrics, the web
+// client and the server API, and hands a WebSocket upgrade on /ws to a
+// websocket_session once the per-address limits and the Origin check allow it.
+// The HTTP limits are Beast's parser limits, answered with a status and a close:
+// header block too large 431, request line or target too long 414, body (or its
+// Content-Length) too large 413, a Transfer-Encoding other than "chunked" 501,
+// a malformed request 400; a header not complete in time is closed unanswered.
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <memory>
-#include <optional>
 
+#include "gateway/edge_limits.hpp"
 #include "gateway/server_context.hpp"
 
 namespace chat {
 
-class http_session : public std::enable_shared_from_this<http_session> {
- public:
-  http_session(boost::asio::ip::tcp::socket&& socket, io_shard& shard, server_context& ctx);
-  void run();
-
- private:
-  void do_read();
-  void on_read(boost::beast::error_code ec, std::size_t bytes);
-  void send(boost::beast::http::response<boost::beast::http::string_body>&& res);
-  void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
-
-  boost::beast::tcp_stream stream_;
-  boost::beast::flat_buffer buffer_;
-  io_shard& shard_;
-  server_context& ctx_;
-  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
-  std::shared_ptr<void> res_;  // the response being written
-};
+// Serves `socket` on `shard`'s thread (call it there). `tls` null: plain HTTP;
+// else TLS with that context. `lease`: the connection's count against its peer
+// address, empty when the peer is a trusted proxy (its clients are counted at
+// the upgrade, by X-Forwarded-For).
+void start_http_session(boost::asio::ip::tcp::socket&& socket, io_shard& shard, server_context& ctx,
+                        address_lease lease, std::shared_ptr<boost::asio::ssl::context> tls);
 
 }  // namespace chat

@@ -3,8 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 
+#include "gateway/edge_limits.hpp"
 #include "gateway/http_session.hpp"
 
 namespace chat {
@@ -12,8 +12,8 @@ namespace chat {
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-listener::listener(net::io_context& ioc, server_context& ctx)
-    : ioc_(ioc), ctx_(ctx), acceptor_(ioc) {}
+listener::listener(net::io_context& ioc, server_context& ctx, std::shared_ptr<tls_contexts> tls)
+    : ioc_(ioc), ctx_(ctx), tls_(std::move(tls)), acceptor_(ioc), sweep_timer_(ioc) {}
 
 bool listener::open(const tcp::endpoint& ep, std::string& err) {
   boost::system::error_code ec;
@@ -29,9 +29,27 @@ bool listener::open(const tcp::endpoint& ep, std::string& err) {
   return true;
 }
 
+void listener::run() {
+  do_accept();
+  sweep();
+}
+
 void listener::stop() {
   boost::system::error_code ec;
   acceptor_.close(ec);
+  sweep_timer_.cancel();
+}
+
+// Addresses whose handshake buckets have refilled and that hold nothing are
+// forgotten every few seconds (those that hold something are dropped as they
+// release it).
+void listener::sweep() {
+  sweep_timer_.expires_after(std::chrono::seconds(5));
+  sweep_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || !self->acceptor_.is_open()) return;
+    self->ctx_.edge->limiter.sweep(std::chrono::steady_clock::now());
+    self->sweep();
+  });
 }
 
 void listener::do_accept() {
@@ -46,10 +64,39 @@ void listener::do_accept() {
       t->async_wait([self, t](boost::system::error_code) { self->do_accept(); });
       return;
     }
+    auto peer = socket.remote_endpoint(ec);
+    if (ec) return self->do_accept();  // reset before we looked
+    auto& edge = *self->ctx_.edge;
+    address_lease lease;
+    // A trusted proxy carries many clients: they are counted by
+    // X-Forwarded-For at the upgrade instead.
+    if (!edge.trusted_proxies.contains(peer.address())) {
+      auto key = address_key::of(peer.address());
+      // A TLS handshake costs the server far more than the client: rate it
+      // before doing one.
+      if (self->tls_ && !edge.limiter.take_handshake(key, std::chrono::steady_clock::now(),
+                                                     address_limiter::bucket::tls)) {
+        global_edge_metrics().refuse(edge_metrics::tls_handshake_rate);
+        spdlog::debug("event=conn_refused reason=tls_handshake_rate remote={}", key.to_string());
+        socket.close(ec);
+        return self->do_accept();
+      }
+      if (!edge.limiter.acquire(key, address_limiter::kind::connection)) {
+        // Closed before reading anything: the cheapest answer to a flood.
+        global_edge_metrics().refuse(edge_metrics::connections);
+        spdlog::debug("event=conn_refused reason=per_address_connections remote={}",
+                      key.to_string());
+        socket.close(ec);
+        return self->do_accept();
+      }
+      lease = address_lease(&edge.limiter, key, address_limiter::kind::connection);
+    }
     socket.set_option(tcp::no_delay(true), ec);
+    auto tls = self->tls_ ? self->tls_->current() : nullptr;
     // The socket belongs to `shard`: start its session on that thread.
-    net::post(shard.ioc, [&shard, &ctx = self->ctx_, s = std::move(socket)]() mutable {
-      std::make_shared<http_session>(std::move(s), shard, ctx)->run();
+    net::post(shard.ioc, [&shard, &ctx = self->ctx_, s = std::move(socket), lease = std::move(lease),
+                          tls = std::move(tls)]() mutable {
+      start_http_session(std::move(s), shard, ctx, std::move(lease), std::move(tls));
     });
     self->do_accept();
   });

@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 
@@ -81,11 +82,28 @@ int run_server(chat::server_config cfg) {
     caf_cfg.set("middleman.workers", size_t{0});
   }
   // Signals are caught from before the start: a SIGTERM that arrives while the
-  // node starts must still shut it down gracefully, not kill it.
+  // node starts must still shut it down gracefully, not kill it. SIGHUP
+  // reloads the TLS certificate and key; SIGINT and SIGTERM drain and stop.
+  // The handlers run in signals_ioc.run() below, once the server is up.
   boost::asio::io_context signals_ioc;
-  boost::asio::signal_set signals{signals_ioc, SIGINT, SIGTERM};
+  boost::asio::signal_set signals{signals_ioc, SIGINT, SIGTERM, SIGHUP};
+  chat::server* running = nullptr;
   int got = 0;
-  signals.async_wait([&](const boost::system::error_code&, int sig) { got = sig; });
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP) {
+          spdlog::info("event=signal signal={}", sig);
+          if (running && running->tls())
+            running->reload_tls();
+          else
+            spdlog::info("event=sighup_ignored reason=\"no --tls-cert\"");
+          signals.async_wait(on_signal);
+          return;
+        }
+        got = sig;
+      };
+  signals.async_wait(on_signal);
   caf::actor_system sys{caf_cfg};
   chat::server srv{sys, cfg, auth, cluster};
   std::string err;
@@ -95,6 +113,7 @@ int run_server(chat::server_config cfg) {
     srv.shutdown();
     return 1;
   }
+  running = &srv;
   auto port = srv.port();
   if (!cfg.port_file.empty()) {
     auto tmp = cfg.port_file + ".tmp";
@@ -102,10 +121,16 @@ int run_server(chat::server_config cfg) {
     std::rename(tmp.c_str(), cfg.port_file.c_str());
   }
   auto host = cfg.listen.substr(0, cfg.listen.rfind(':'));
-  spdlog::info("event=listening node={} url=http://{}:{}/ store={} anonymous={}", cfg.node, host,
-               port, cfg.store == "memory" ? "memory" : cfg.db, cfg.allow_anonymous);
-  std::cout << "chatd listening on http://" << host << ":" << port << "/" << std::endl;
-
+  auto url = std::string(srv.tls() ? "https://" : "http://") + host + ":" + std::to_string(port) + "/";
+  spdlog::info("event=listening node={} url={} store={} anonymous={}", cfg.node, url,
+               cfg.store == "memory" ? "memory" : cfg.db, cfg.allow_anonymous);
+  std::cout << "chatd listening on " << url << std::endl;
+  if (srv.plain_port()) {
+    auto plain_host = cfg.listen_plain.substr(0, cfg.listen_plain.rfind(':'));
+    auto plain_url = "http://" + plain_host + ":" + std::to_string(srv.plain_port()) + "/";
+    spdlog::info("event=listening node={} url={} plain=true", cfg.node, plain_url);
+    std::cout << "chatd listening on " << plain_url << " (plain)" << std::endl;
+  }
   signals_ioc.run();
   spdlog::info("event=signal signal={}", got);
   srv.shutdown(1012);

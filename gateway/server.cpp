@@ -12,6 +12,7 @@
 #include "gateway/api_actor.hpp"
 #include "gateway/gateway_actor.hpp"
 #include "caf/io/all.hpp"
+#include "gateway/edge_limits.hpp"
 #include "gateway/websocket_session.hpp"
 
 namespace chat {
@@ -79,36 +80,107 @@ bool server::start(std::string& err) {
     shard->gateway = sys_.spawn(gateway_impl, ctx_, shard.get());
     ctx_->shards.push_back(std::move(shard));
   }
-  auto colon = cfg.listen.rfind(':');
-  auto host = cfg.listen.substr(0, colon);
-  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  boost::system::error_code ec;
-  auto addr = net::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
-  if (ec) {
-    err = "bad listen address " + cfg.listen;
+  if (!start_edge(err)) return false;
+  if (!open_listener(cfg.listen, tls_, listener_, err)) return false;
+  if (!cfg.listen_plain.empty() && !open_listener(cfg.listen_plain, nullptr, plain_listener_, err))
     return false;
-  }
-  int port_num = 0;
-  try {
-    port_num = std::stoi(cfg.listen.substr(colon + 1));
-  } catch (...) {
-    port_num = -1;
-  }
-  if (port_num < 0 || port_num > 65535) {
-    err = "bad listen port in " + cfg.listen;
-    return false;
-  }
-  listener_ = std::make_shared<listener>(ctx_->shards[0]->ioc, *ctx_);
-  if (!listener_->open({addr, static_cast<uint16_t>(port_num)}, err)) {
-    err = "cannot listen on " + cfg.listen + ": " + err;
-    return false;
-  }
   listener_->run();
+  if (plain_listener_) plain_listener_->run();
   for (auto& shard : ctx_->shards) {
     guards_.push_back(std::make_unique<net::executor_work_guard<net::io_context::executor_type>>(
         shard->ioc.get_executor()));
     threads_.emplace_back([s = shard.get()] { s->ioc.run(); });
   }
+  return true;
+}
+
+bool server::start_edge(std::string& err) {
+  auto& cfg = ctx_->cfg;
+  address_limits lim;
+  lim.max_connections = cfg.max_conns_per_address;
+  lim.max_prehello = cfg.max_prehello_per_address;
+  lim.handshake_rate = cfg.handshake_rate;
+  lim.handshake_burst = cfg.handshake_burst;
+  auto edge = std::make_shared<edge_guard>(lim);
+  if (auto e = edge->trusted_proxies.parse(cfg.trusted_proxies); !e.empty()) {
+    err = "--trusted-proxies: " + e;
+    return false;
+  }
+  if (auto e = edge->origins.parse(cfg.allowed_origins); !e.empty()) {
+    err = "--allowed-origins: " + e;
+    return false;
+  }
+  ctx_->edge = std::move(edge);
+  // Each connection is a file descriptor: a default above the process's limit
+  // only turns "server full" (1013) into failed accepts for everyone.
+  uint64_t nofile = 0;
+  auto from_limit = max_connections_from_fd_limit(nofile);
+  if (cfg.max_connections == 0) {
+    cfg.max_connections = from_limit;
+    spdlog::info("event=max_connections value={} source=rlimit_nofile nofile={}",
+                 cfg.max_connections, nofile);
+  } else if (nofile && cfg.max_connections > from_limit) {
+    spdlog::warn("event=max_connections value={} source=option nofile={} "
+                 "warning=\"above the file descriptor limit less its reserve ({})\"",
+                 cfg.max_connections, nofile, from_limit);
+  } else {
+    spdlog::info("event=max_connections value={} source=option nofile={}", cfg.max_connections,
+                 nofile);
+  }
+  spdlog::info("event=edge_limits max_conns_per_address={} max_prehello_per_address={} "
+               "handshake_rate={} handshake_burst={} trusted_proxies={} allowed_origins={}",
+               lim.max_connections, lim.max_prehello, lim.handshake_rate, lim.handshake_burst,
+               cfg.trusted_proxies.size(), cfg.allowed_origins.empty() ? "same-origin" : "list");
+  if (!cfg.tls_cert.empty()) {
+    tls_ = std::make_shared<tls_contexts>(cfg.tls_cert, cfg.tls_key);
+    if (!tls_->load(err)) {
+      err = "TLS: " + err;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool server::open_listener(const std::string& address, std::shared_ptr<tls_contexts> tls,
+                           std::shared_ptr<listener>& out, std::string& err) {
+  auto colon = address.rfind(':');
+  auto host = address.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  auto addr = net::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
+  if (ec) {
+    err = "bad listen address " + address;
+    return false;
+  }
+  int port_num = 0;
+  try {
+    port_num = std::stoi(address.substr(colon + 1));
+  } catch (...) {
+    port_num = -1;
+  }
+  if (port_num < 0 || port_num > 65535) {
+    err = "bad listen port in " + address;
+    return false;
+  }
+  out = std::make_shared<listener>(ctx_->shards[0]->ioc, *ctx_, std::move(tls));
+  if (!out->open({addr, static_cast<uint16_t>(port_num)}, err)) {
+    err = "cannot listen on " + address + ": " + err;
+    return false;
+  }
+  return true;
+}
+
+bool server::reload_tls() {
+  if (!tls_) return false;
+  std::string err;
+  auto& m = global_edge_metrics();
+  if (!tls_->load(err)) {
+    m.tls_reload_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("event=tls_reload_failed error=\"{}\" kept=previous", err);
+    return false;
+  }
+  m.tls_reloads.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("event=tls_reloaded cert={}", ctx_->cfg.tls_cert);
   return true;
 }
 
@@ -118,7 +190,10 @@ void server::shutdown(uint16_t code) {
   ctx_->draining = true;
   auto& m = global_metrics();
   spdlog::info("event=shutdown_begin connections={}", m.connections.load());
-  net::post(ctx_->shards[0]->ioc, [l = listener_] { l->stop(); });
+  net::post(ctx_->shards[0]->ioc, [l = listener_, p = plain_listener_] {
+    if (l) l->stop();
+    if (p) p->stop();
+  });
   for (auto& shard : ctx_->shards) {
     net::post(shard->ioc, [s = shard.get(), code] {
       // Spread the reconnects: each connection gets its own retry hint.

@@ -25,6 +25,12 @@ class server {
   // retry_ms hint, wait for them (bounded), then stop threads and actors.
   void shutdown(uint16_t code = 1012);
   uint16_t port() const { return listener_ ? listener_->port() : 0; }
+  // The --listen-plain port of a TLS node (0: none).
+  uint16_t plain_port() const { return plain_listener_ ? plain_listener_->port() : 0; }
+  bool tls() const { return tls_ != nullptr; }
+  // SIGHUP: reads the certificate and key again; new connections use them. A
+  // file that does not load is logged and the old certificate stays.
+  bool reload_tls();
   server_context& context() { return *ctx_; }
 
  private:
@@ -34,7 +40,13 @@ class server {
   cluster_config cluster_;
   caf::actor node_actor_;
   caf::actor cluster_manager_;
+  bool start_edge(std::string& err);  // limits, proxies, origins, max-connections, TLS
+  bool open_listener(const std::string& address, std::shared_ptr<tls_contexts> tls,
+                     std::shared_ptr<listener>& out, std::string& err);
+
+  std::shared_ptr<tls_contexts> tls_;
   std::shared_ptr<listener> listener_;
+  std::shared_ptr<listener> plain_listener_;  // --listen-plain beside a TLS --listen
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>>
       guards_;

@@ -20,6 +20,8 @@
 
 namespace chat {
 
+struct edge_guard;  // gateway/edge_limits.hpp
+
 struct io_shard {
   conn_registry registry;
   gateway_actor gateway;
@@ -68,6 +70,7 @@ struct server_context : std::enable_shared_from_this<server_context> {
   std::vector<std::unique_ptr<io_shard>> shards;
   std::atomic<bool> draining{false};
   session_count sessions;
+  std::shared_ptr<edge_guard> edge;  // per-address limits, proxies, origins (set by server::start)
 
   server_context(server_config c, auth_config a) : cfg(std::move(c)), auth(std::move(a)) {}
 };

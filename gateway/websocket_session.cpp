@@ -2,11 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/beast/ssl.hpp>
 #include <random>
 
 #include "actors/metrics.hpp"
 #include "actors/store/store.hpp"
 #include "messages/validate.hpp"
+#include "gateway/ws_start.hpp"
 
 namespace chat {
 
@@ -40,20 +42,114 @@ bool token_bucket::take(clock_type::time_point now) {
   return true;
 }
 
-websocket_session::websocket_session(net::ip::tcp::socket&& socket, io_shard& shard,
-                                     server_context& ctx)
-    : ws_(std::move(socket)),
+// --- transport ------------------------------------------------------------------------
+
+// The WebSocket operations the session needs, over whichever stream it has.
+// One virtual call per operation; the completion handlers are the session's
+// own, so nothing is type-erased or allocated per frame.
+class ws_transport {
+ public:
+  virtual ~ws_transport() = default;
+  virtual void set_timeout(const websocket::stream_base::timeout& t) = 0;
+  virtual void accept(websocket_session& s, beast::http::request<beast::http::string_body>&& req,
+                      size_t max_message) = 0;
+  virtual void read_some(websocket_session& s, beast::flat_buffer& buffer, size_t max) = 0;
+  virtual bool got_text() const = 0;
+  virtual bool is_message_done() const = 0;
+  virtual uint16_t peer_close_code() const = 0;
+  virtual void write(websocket_session& s, buffer_span bufs) = 0;
+  // The closing handshake, then the socket is closed.
+  virtual void close(websocket_session& s, const websocket::close_reason& reason) = 0;
+  // Closes the socket now.
+  virtual void cut() = 0;
+};
+
+template <class Stream>
+class ws_transport_of final : public ws_transport {
+ public:
+  ws_transport_of(Stream&& stream, std::shared_ptr<net::ssl::context> tls)
+      : tls_(std::move(tls)), ws_(std::move(stream)) {}
+
+  void set_timeout(const websocket::stream_base::timeout& t) override { ws_.set_option(t); }
+
+  void accept(websocket_session& s, beast::http::request<beast::http::string_body>&& req,
+              size_t max_message) override {
+    ws_.read_message_max(max_message);
+    ws_.auto_fragment(false);
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+      res.set(beast::http::field::server, "chatd");
+    }));
+    ws_.async_accept(req, beast::bind_front_handler(&websocket_session::on_accept,
+                                                    s.shared_from_this()));
+  }
+
+  void read_some(websocket_session& s, beast::flat_buffer& buffer, size_t max) override {
+    ws_.async_read_some(buffer, max,
+                        beast::bind_front_handler(&websocket_session::on_read, s.shared_from_this()));
+  }
+
+  bool got_text() const override { return ws_.got_text(); }
+  bool is_message_done() const override { return ws_.is_message_done(); }
+  uint16_t peer_close_code() const override { return ws_.reason().code; }
+
+  void write(websocket_session& s, buffer_span bufs) override {
+    ws_.text(true);
+    ws_.async_write(bufs, beast::bind_front_handler(&websocket_session::on_write,
+                                                    s.shared_from_this()));
+  }
+
+  void close(websocket_session& s, const websocket::close_reason& reason) override {
+    ws_.async_close(reason, [self = s.shared_from_this(), this](beast::error_code) {
+      // The pending read completes next and cleans up; make sure of it.
+      cut();
+    });
+  }
+
+  void cut() override {
+    beast::error_code ignored;
+    auto& sock = beast::get_lowest_layer(ws_);
+    sock.shutdown(net::socket_base::shutdown_both, ignored);
+    sock.close(ignored);
+  }
+
+ private:
+  std::shared_ptr<net::ssl::context> tls_;  // outlives the SSL made from it (null: plain)
+  websocket::stream<Stream> ws_;
+};
+
+void start_websocket_session(net::ip::tcp::socket&& stream, io_shard& shard, server_context& ctx,
+                             conn_admission admission, ws_upgrade_request req) {
+  auto t = std::make_unique<ws_transport_of<net::ip::tcp::socket>>(std::move(stream), nullptr);
+  std::make_shared<websocket_session>(std::move(t), shard, ctx, std::move(admission))
+      ->run(std::move(req));
+}
+
+void start_websocket_session(beast::ssl_stream<net::ip::tcp::socket>&& stream,
+                             std::shared_ptr<net::ssl::context> tls, io_shard& shard,
+                             server_context& ctx, conn_admission admission,
+                             ws_upgrade_request req) {
+  auto t = std::make_unique<ws_transport_of<beast::ssl_stream<net::ip::tcp::socket>>>(
+      std::move(stream), std::move(tls));
+  std::make_shared<websocket_session>(std::move(t), shard, ctx, std::move(admission))
+      ->run(std::move(req));
+}
+
+// --- session ----------------------------------------------------------------------------
+
+websocket_session::websocket_session(std::unique_ptr<ws_transport> transport, io_shard& shard,
+                                     server_context& ctx, conn_admission admission)
+    : ws_(std::move(transport)),
       shard_(shard),
       ctx_(ctx),
       id_((static_cast<uint64_t>(shard.index) << 48) | shard.next_conn++),
+      remote_(std::move(admission.remote)),
+      conn_lease_(std::move(admission.connection)),
+      prehello_lease_(std::move(admission.prehello)),
       msg_bucket_(ctx.cfg.rate, ctx.cfg.burst),
       req_bucket_(ctx.cfg.rate * 5, ctx.cfg.burst * 5),
-      timer_(ws_.get_executor()),
+      timer_(shard.ioc),
       opened_(clock_type::now()) {
   session_id_ = ctx.cfg.node + "-" + random_hex(12);
-  beast::error_code ec;
-  auto ep = ws_.next_layer().remote_endpoint(ec);
-  if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
 websocket_session::~websocket_session() { cleanup("destroyed"); }
@@ -72,13 +168,8 @@ void websocket_session::run(beast::http::request<beast::http::string_body> req) 
   // drops it after the whole: ping every `heartbeat`, dead after two.
   websocket::stream_base::timeout opt{std::chrono::seconds(10),
                                       std::chrono::seconds(2 * cfg.heartbeat_s), true};
-  ws_.set_option(opt);
-  ws_.read_message_max(cfg.max_frame);
-  ws_.auto_fragment(false);
-  ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
-    res.set(beast::http::field::server, "chatd");
-  }));
-  ws_.async_accept(req, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
+  ws_->set_timeout(opt);
+  ws_->accept(*this, std::move(req), cfg.max_frame);
 }
 
 void websocket_session::on_accept(beast::error_code ec) {
@@ -114,27 +205,25 @@ void websocket_session::on_accept(beast::error_code ec) {
 constexpr std::size_t kReadPiece = 256;
 
 void websocket_session::do_read() {
-  ws_.async_read_some(buffer_, kReadPiece,
-                      beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
+  ws_->read_some(*this, buffer_, kReadPiece);
 }
 
 void websocket_session::on_read(beast::error_code ec, std::size_t) {
   if (ec) {
     std::string why = ec == websocket::error::closed ? "peer closed" : ec.message();
     if (ec == websocket::error::closed) {
-      auto& r = ws_.reason();
-      why = "peer closed code=" + std::to_string(r.code);
+      why = "peer closed code=" + std::to_string(ws_->peer_close_code());
     }
     cleanup(closing_ ? "closed code=" + std::to_string(close_code_) + " " + close_reason_ : why);
     return;
   }
-  if (!ws_.got_text()) {
+  if (!ws_->got_text()) {
     buffer_.consume(buffer_.size());
     close(1003, "binary frames are not accepted");
     do_read();
     return;
   }
-  if (!ws_.is_message_done()) {  // Beast enforces read_message_max over the pieces
+  if (!ws_->is_message_done()) {  // Beast enforces read_message_max over the pieces
     do_read();
     return;
   }
@@ -184,9 +273,7 @@ void websocket_session::do_write() {
     bufs_.emplace_back(inflight_[i]->data(), inflight_[i]->size());
   }
   writing_ = true;
-  ws_.text(true);
-  ws_.async_write(buffer_span{bufs_.data(), bufs_.data() + bufs_.size()},
-                  beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
+  ws_->write(*this, buffer_span{bufs_.data(), bufs_.data() + bufs_.size()});
 }
 
 void websocket_session::on_write(beast::error_code ec, std::size_t bytes) {
@@ -220,9 +307,7 @@ void websocket_session::close(uint16_t code, std::string reason) {
   timer_.expires_after(std::chrono::seconds(5));
   timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (ec || self->cleaned_ || !self->closing_) return;
-    beast::error_code ignored;
-    self->ws_.next_layer().shutdown(net::socket_base::shutdown_both, ignored);
-    self->ws_.next_layer().close(ignored);
+    self->ws_->cut();
     self->cleanup("close timed out");
   });
 }
@@ -233,20 +318,17 @@ void websocket_session::do_close() {
   websocket::stream_base::timeout opt{
       ctx_.draining.load() ? std::chrono::milliseconds(500) : std::chrono::milliseconds(2000),
       std::chrono::seconds(2 * ctx_.cfg.heartbeat_s), true};
-  ws_.set_option(opt);
+  ws_->set_timeout(opt);
   websocket::close_reason reason{static_cast<websocket::close_code>(close_code_),
                                  close_reason_.substr(0, 120)};
-  ws_.async_close(reason, [self = shared_from_this()](beast::error_code) {
-    // The pending read completes next and cleans up; make sure of it.
-    beast::error_code ignored;
-    self->ws_.next_layer().close(ignored);
-  });
+  ws_->close(*this, reason);
 }
 
 void websocket_session::cleanup(const std::string& why) {
   if (cleaned_) return;
   cleaned_ = true;
   timer_.cancel();
+  prehello_lease_.reset();
   shard_.registry.remove(id_);
   auto self = self_ref();
   for (auto& [room, sub] : rooms_) {
@@ -283,6 +365,7 @@ void websocket_session::handle(std::string_view text) {
       return;
     }
     handle_hello(req);
+    if (authed_) prehello_lease_.reset();  // no longer counts against its address's pre-hello limit
     return;
   }
   if (req.type != req_type::typing && req.type != req_type::ping &&

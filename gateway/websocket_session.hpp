@@ -2,7 +2,9 @@
 // One WebSocket connection. Lives by shared_from_this() bound into every
 // handler; runs only on its shard's I/O thread. Outgoing frames queue (bounded
 // by bytes) with one write in flight; what queues meanwhile leaves as ONE frame
-// (objects joined by '\n', a gather write of the shared buffers).
+// (objects joined by '\n', a gather write of the shared buffers). The byte
+// stream below (plain TCP or TLS) is a ws_transport: the request handling here
+// does not know which.
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "gateway/auth.hpp"
+#include "gateway/edge_limits.hpp"
 #include "gateway/server_context.hpp"
 #include "messages/types.hpp"
 
@@ -44,9 +47,19 @@ struct buffer_span {
   const_iterator end() const { return last; }
 };
 
+// What the edge hands a WebSocket session along with its stream.
+struct conn_admission {
+  address_lease connection;  // counts against the source address while open
+  address_lease prehello;    // counts until hello succeeds
+  std::string remote;        // for the logs: "ip:port", or "client via=proxy:port"
+};
+
+class ws_transport;  // websocket_session.cpp; made by start_websocket_session (ws_start.hpp)
+
 class websocket_session : public std::enable_shared_from_this<websocket_session> {
  public:
-  websocket_session(boost::asio::ip::tcp::socket&& socket, io_shard& shard, server_context& ctx);
+  websocket_session(std::unique_ptr<ws_transport> transport, io_shard& shard, server_context& ctx,
+                    conn_admission admission);
   ~websocket_session();
 
   void run(boost::beast::http::request<boost::beast::http::string_body> req);
@@ -64,6 +77,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void set_room_index(const std::string& room, size_t index);
 
  private:
+  template <class Stream>
+  friend class ws_transport_of;
+
   struct room_sub {
     caf::actor actor;          // set once joined
     bool pending = true;       // join sent, joined not yet back
@@ -101,15 +117,17 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   // sent) when that node is not reachable.
   caf::actor directory_for(const std::string& room, const std::string& req_id);
 
-  // A plain socket below the WebSocket: Beast's own timeouts (handshake, idle
-  // ping) cover it, and tcp_stream's timer and bookkeeping cost memory and time
-  // on every write.
-  boost::beast::websocket::stream<boost::asio::ip::tcp::socket> ws_;
+  // The WebSocket over a plain or a TLS socket (no tcp_stream: Beast's own
+  // timeouts, handshake and idle ping, cover it, and tcp_stream's timer and
+  // bookkeeping cost memory and time on every write).
+  std::unique_ptr<ws_transport> ws_;
   io_shard& shard_;
   server_context& ctx_;
   uint64_t id_;
   std::string session_id_;
   std::string remote_;
+  address_lease conn_lease_;      // released when the session (and its socket) goes
+  address_lease prehello_lease_;  // released by hello or cleanup
   boost::beast::flat_buffer buffer_;
 
   std::vector<frame_ptr> queue_;     // waiting for the write in flight

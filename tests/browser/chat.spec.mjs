@@ -195,6 +195,9 @@ async function seedMessages(room, n) {
   const ctx = await browser.newContext();
   contexts.push(ctx);
   const page = await ctx.newPage();
+  // From a page of the server's own origin: chatd refuses browser upgrades from other origins
+  // (about:blank's is "null").
+  await page.goto(baseUrl() + 'healthz', { timeout: WAIT });
   const result = await page.evaluate(async ({ url, room, n }) => {
     const deadline = Date.now() + 60000;
     const ws = new WebSocket(url);
@@ -524,6 +527,7 @@ test('a session replaced by newer connections (4009) says so and stays offline',
   const ctx = await browser.newContext();
   contexts.push(ctx);
   const raw = await ctx.newPage();
+  await raw.goto(baseUrl() + 'healthz', { timeout: WAIT });  // the server's origin, as above
   let opened = 0;
   while ((await tid(erin.page, 'conn-state').getAttribute('data-state')) !== 'offline') {
     assert.ok(opened < 40, 'the server never closed the oldest of 40 connections of one user');

@@ -81,6 +81,8 @@ CHAT_PORT="$CHAT_PORT" CHATD="$CHATD" CHATD_ARGS="$CHATD_ARGS" CHATD_PIDFILE="$P
   CHAT_TEST_JWT_SECRET="$JWT_SECRET" CHROMIUM="$CHROMIUM" ARTIFACTS_DIR="$ARTIFACTS_DIR" \
   node "$HERE/chat.spec.mjs"
 status=$?
+# TLS and Origin: starts its own servers.
+CHATD="$CHATD" CHROMIUM="$CHROMIUM" ARTIFACTS_DIR="$ARTIFACTS_DIR" node "$HERE/tls.spec.mjs" || status=1
 set -e
 echo "run.sh: screenshots and server logs in $ARTIFACTS_DIR"
 exit $status

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <boost/asio.hpp>
@@ -20,11 +22,26 @@ namespace chat_test {
 
 namespace {
 
-// Reads stdout until "listening on http://...:PORT/" or the deadline.
-uint16_t read_port(int fd, std::chrono::milliseconds timeout) {
+// Reads stdout lines "chatd listening on http[s]://HOST:PORT/[ (plain)]" until
+// it has the main port (and the plain one if `want_plain`) or the deadline.
+void read_ports(int fd, std::chrono::milliseconds timeout, bool want_plain, uint16_t& port,
+                uint16_t& plain) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string seen;
-  while (std::chrono::steady_clock::now() < deadline) {
+  while (std::chrono::steady_clock::now() < deadline && (!port || (want_plain && !plain))) {
+    auto nl = seen.find('\n');
+    if (nl != std::string::npos) {
+      auto line = seen.substr(0, nl);
+      seen.erase(0, nl + 1);
+      auto pos = line.find("listening on http");
+      auto scheme_end = line.find("://", pos);
+      if (pos == std::string::npos || scheme_end == std::string::npos) continue;
+      auto end = line.find('/', scheme_end + 3);
+      auto colon = line.rfind(':', end);
+      auto p = static_cast<uint16_t>(std::stoi(line.substr(colon + 1, end - colon - 1)));
+      (line.find("(plain)") != std::string::npos ? plain : port) = p;
+      continue;
+    }
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     pollfd p{fd, POLLIN, 0};
@@ -33,20 +50,13 @@ uint16_t read_port(int fd, std::chrono::milliseconds timeout) {
     auto n = read(fd, buf, sizeof buf);
     if (n <= 0) break;
     seen.append(buf, static_cast<size_t>(n));
-    auto pos = seen.find("listening on http://");
-    if (pos != std::string::npos) {
-      auto end = seen.find("/\n", pos);
-      if (end == std::string::npos) continue;
-      auto colon = seen.rfind(':', end);
-      return static_cast<uint16_t>(std::stoi(seen.substr(colon + 1, end - colon - 1)));
-    }
   }
-  return 0;
 }
 
 }  // namespace
 
-chatd_process::chatd_process(std::vector<std::string> args, uint16_t port) {
+chatd_process::chatd_process(std::vector<std::string> args, uint16_t port, uint64_t nofile) {
+  bool want_plain = std::find(args.begin(), args.end(), "--listen-plain") != args.end();
   char tmpl[] = "/tmp/chatd-test-log-XXXXXX";
   int log_fd = mkstemp(tmpl);
   log_path_ = tmpl;
@@ -58,6 +68,10 @@ chatd_process::chatd_process(std::vector<std::string> args, uint16_t port) {
     dup2(out[1], 1);
     dup2(log_fd, 2);
     close(out[0]);
+    if (nofile > 0) {
+      rlimit rl{static_cast<rlim_t>(nofile), static_cast<rlim_t>(nofile)};
+      setrlimit(RLIMIT_NOFILE, &rl);
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -66,7 +80,8 @@ chatd_process::chatd_process(std::vector<std::string> args, uint16_t port) {
   }
   close(out[1]);
   close(log_fd);
-  port_ = read_port(out[0], std::chrono::seconds(20));
+  read_ports(out[0], std::chrono::seconds(20), want_plain, port_, plain_port_);
+  if (want_plain && !plain_port_) port_ = 0;
   close(out[0]);  // chatd prints nothing else on stdout
 }
 

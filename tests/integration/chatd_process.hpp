@@ -14,14 +14,16 @@ namespace chat_test {
 class chatd_process {
  public:
   // Starts build/bin/chatd with `args` plus --listen 127.0.0.1:<port> (0 = any)
-  // and waits (bounded) until it prints its port.
-  explicit chatd_process(std::vector<std::string> args, uint16_t port = 0);
+  // and waits (bounded) until it prints its port (and its --listen-plain port
+  // when `args` has one). `nofile` > 0: the child's RLIMIT_NOFILE (soft and hard).
+  explicit chatd_process(std::vector<std::string> args, uint16_t port = 0, uint64_t nofile = 0);
   ~chatd_process();
   chatd_process(const chatd_process&) = delete;
   chatd_process& operator=(const chatd_process&) = delete;
 
   bool ok() const { return port_ != 0; }
   uint16_t port() const { return port_; }
+  uint16_t plain_port() const { return plain_port_; }
   pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
   std::string log() const;
@@ -33,6 +35,7 @@ class chatd_process {
  private:
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  uint16_t plain_port_ = 0;
   std::string log_path_;
 };
 

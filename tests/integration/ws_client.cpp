@@ -1,29 +1,69 @@
 #include "tests/integration/ws_client.hpp"
 
 #include "messages/codec.hpp"
+#include <boost/asio/ssl/host_name_verification.hpp>
 
 namespace chat_test {
 
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 
+template <class Ws>
+void ws_client::open(Ws& ws, uint16_t port, const std::string& target, int rcvbuf) {
+  auto& tcp = beast::get_lowest_layer(ws);
+  if (rcvbuf > 0 || !source_.empty()) {
+    tcp.socket().open(boost::asio::ip::tcp::v4());
+    if (rcvbuf > 0) tcp.socket().set_option(boost::asio::socket_base::receive_buffer_size(rcvbuf));
+    if (!source_.empty()) tcp.socket().bind({boost::asio::ip::make_address(source_), 0});
+  }
+  tcp.expires_after(5s);
+  tcp.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+  if constexpr (std::is_same_v<Ws, tls_ws>) {
+    ws.next_layer().set_verify_mode(boost::asio::ssl::verify_peer);
+    ws.next_layer().set_verify_callback(boost::asio::ssl::host_name_verification("127.0.0.1"));
+    ws.next_layer().handshake(boost::asio::ssl::stream_base::client);
+  }
+  ws.read_message_max(64 * 1024 * 1024);
+  ws.set_option(websocket::stream_base::decorator([h = headers_](websocket::request_type& req) {
+    for (auto& [k, v] : h) req.set(k, v);
+  }));
+  // Asynchronous because only that form hands back a declined response (its status).
+  websocket::response_type res;
+  beast::error_code ec = boost::asio::error::timed_out;
+  ws.async_handshake(res, "127.0.0.1:" + std::to_string(port), target,
+                     [&](beast::error_code e) { ec = e; });
+  ioc_.restart();
+  ioc_.run();  // bounded by the stream's expiry
+  tcp.expires_never();
+  if (ec != websocket::error::upgrade_declined && ec) throw beast::system_error(ec);
+  status_ = static_cast<int>(res.result_int());
+  if (ec) throw beast::system_error(ec);
+}
+
 bool ws_client::connect(uint16_t port, const std::string& target, int rcvbuf) {
+  status_ = 0;
   try {
-    ws_.emplace(ioc_);
-    auto& tcp = beast::get_lowest_layer(*ws_);
-    if (rcvbuf > 0) {
-      tcp.socket().open(boost::asio::ip::tcp::v4());
-      tcp.socket().set_option(boost::asio::socket_base::receive_buffer_size(rcvbuf));
+    if (tls_ctx_) {
+      wss_.emplace(ioc_, *tls_ctx_);
+      open(*wss_, port, target, rcvbuf);
+    } else {
+      ws_.emplace(ioc_);
+      open(*ws_, port, target, rcvbuf);
     }
-    tcp.expires_after(5s);
-    tcp.connect({boost::asio::ip::make_address("127.0.0.1"), port});
-    tcp.expires_never();
-    ws_->read_message_max(64 * 1024 * 1024);
-    ws_->handshake("127.0.0.1:" + std::to_string(port), target);
     return true;
   } catch (...) {
     return false;
   }
+}
+
+std::string ws_client::peer_common_name() {
+  if (!wss_) return {};
+  X509* cert = SSL_get_peer_certificate(wss_->next_layer().native_handle());
+  if (!cert) return {};
+  char cn[256] = {0};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  X509_free(cert);
+  return cn;
 }
 
 json ws_client::hello_name(uint16_t port, const std::string& name, int rcvbuf) {
@@ -41,27 +81,31 @@ json ws_client::hello_token(uint16_t port, const std::string& token) {
 }
 
 void ws_client::send_text(const std::string& text) {
-  ws_->text(true);
-  beast::error_code ec;
-  ws_->write(boost::asio::buffer(text), ec);
+  with_ws([&](auto& ws) {
+    ws.text(true);
+    beast::error_code ec;
+    ws.write(boost::asio::buffer(text), ec);
+  });
 }
 
 void ws_client::send_binary(const std::string& data) {
-  ws_->binary(true);
-  beast::error_code ec;
-  ws_->write(boost::asio::buffer(data), ec);
-  ws_->text(true);
+  with_ws([&](auto& ws) {
+    ws.binary(true);
+    beast::error_code ec;
+    ws.write(boost::asio::buffer(data), ec);
+    ws.text(true);
+  });
 }
 
 void ws_client::start_read() {
   reading_ = true;
-  ws_->async_read(buf_, [this](beast::error_code ec, size_t) {
+  with_ws([this](auto& ws) { ws.async_read(buf_, [this, &ws](beast::error_code ec, size_t) {
     reading_ = false;
     if (ec) {
       closed_ = true;
       if (ec == websocket::error::closed) {
-        close_code_ = ws_->reason().code;
-        close_reason_ = std::string(ws_->reason().reason.c_str());
+        close_code_ = ws.reason().code;
+        close_reason_ = std::string(ws.reason().reason.c_str());
       } else {
         close_code_ = 1006;
       }
@@ -73,11 +117,11 @@ void ws_client::start_read() {
     chat::split_frame(text, [this](std::string_view object) {
       objects_.push_back(json::parse(object, nullptr, false));
     });
-  });
+  }); });
 }
 
 bool ws_client::pump(std::chrono::steady_clock::time_point deadline) {
-  if (closed_) return false;
+  if (closed_ || (!ws_ && !wss_)) return false;
   if (!reading_) start_read();
   ioc_.restart();
   return ioc_.run_one_until(deadline) > 0;
@@ -86,7 +130,7 @@ bool ws_client::pump(std::chrono::steady_clock::time_point deadline) {
 std::optional<json> ws_client::recv(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (objects_.empty()) {
-    if (closed_ || !ws_) return std::nullopt;
+    if (closed_ || (!ws_ && !wss_)) return std::nullopt;
     if (!pump(deadline) && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
   }
   auto j = std::move(objects_.front());
@@ -127,9 +171,11 @@ int ws_client::wait_close(std::chrono::milliseconds timeout) {
 }
 
 void ws_client::close() {
-  if (!ws_ || closed_) return;
-  beast::error_code ec;
-  ws_->close(websocket::close_code::normal, ec);
+  if ((!ws_ && !wss_) || closed_) return;
+  with_ws([](auto& ws) {
+    beast::error_code ec;
+    ws.close(websocket::close_code::normal, ec);
+  });
   closed_ = true;
 }
 
