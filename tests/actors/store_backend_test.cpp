@@ -1,4 +1,4 @@
-// Behaviour of both store backends, run against each of them: the memory one
+// Behaviour of the store backends, run against each of them: the memory one
 // and SQLite on a real file in a fresh temporary directory. No mocks.
 #include "actors/store_backend.hpp"
 
@@ -10,13 +10,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "messages/types.hpp"
@@ -76,20 +81,28 @@ bool is_epoch(const std::string& e) {
          });
 }
 
-// --- the two backends ------------------------------------------------------------
+// --- the backends ------------------------------------------------------------------
+// `place` makes the storage of one test (in the fresh directory `dir`);
+// `open` opens a backend on it (again after a reopen); `drop` removes it.
 
 struct memory_kind {
+  static constexpr const char* name = "memory";
   static constexpr bool persistent = false;
+  static std::string place(const std::string& dir, std::string&) { return dir; }
   static std::unique_ptr<store_backend> open(const std::string&, std::string&) {
     return make_memory_backend(0);
   }
+  static void drop(const std::string&) {}
 };
 
 struct sqlite_kind {
+  static constexpr const char* name = "sqlite";
   static constexpr bool persistent = true;
-  static std::unique_ptr<store_backend> open(const std::string& dir, std::string& err) {
-    return make_sqlite_backend(dir + "/chat.db", err);
+  static std::string place(const std::string& dir, std::string&) { return dir + "/chat.db"; }
+  static std::unique_ptr<store_backend> open(const std::string& path, std::string& err) {
+    return make_sqlite_backend(path, err);
   }
+  static void drop(const std::string&) {}
 };
 
 template <class Kind>
@@ -98,11 +111,16 @@ class store_backend_test : public ::testing::Test {
   void SetUp() override {
     dir_ = make_temp_dir();
     ASSERT_FALSE(dir_.empty());
+    std::string err;
+    place_ = Kind::place(dir_, err);
+    ASSERT_FALSE(place_.empty()) << err;
     reopen();
   }
 
   void TearDown() override {
     b_.reset();
+    other_.reset();
+    Kind::drop(place_);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
@@ -110,8 +128,20 @@ class store_backend_test : public ::testing::Test {
   void reopen() {
     b_.reset();  // close before opening the same file again
     std::string err;
-    b_ = Kind::open(dir_, err);
+    b_ = Kind::open(place_, err);
     ASSERT_NE(b_, nullptr) << err;
+  }
+
+  // Another backend on the same storage: another node (persistent kinds), or
+  // the same one for memory (its storage lives in the object).
+  store_backend& other() {
+    if (!Kind::persistent) return *b_;
+    if (!other_) {
+      std::string err;
+      other_ = Kind::open(place_, err);
+      EXPECT_NE(other_, nullptr) << err;
+    }
+    return *other_;
   }
 
   room_snapshot load(const std::string& room, uint32_t recent = 50, int64_t idem_since = 0) {
@@ -119,6 +149,24 @@ class store_backend_test : public ::testing::Test {
     std::string err;
     EXPECT_TRUE(b_->load_room(room, recent, idem_since, s, err)) << err;
     return s;
+  }
+
+  room_snapshot claim(const std::string& room, const std::string& owner,
+                      store_backend* on = nullptr, uint32_t recent = 50) {
+    room_snapshot s;
+    std::string err;
+    EXPECT_TRUE((on ? on : b_.get())->claim_room(room, owner, recent, 0, s, err)) << err;
+    return s;
+  }
+
+  // Appends and returns each batch's result (expecting the call to succeed).
+  std::vector<append_result> append_fenced(const std::vector<append_batch>& bs,
+                                           store_backend* on = nullptr) {
+    std::vector<append_result> results;
+    std::string err;
+    EXPECT_TRUE((on ? on : b_.get())->append(bs, results, err)) << err;
+    EXPECT_EQ(results.size(), bs.size());
+    return results;
   }
 
   void append_ok(const std::vector<append_batch>& bs) {
@@ -166,13 +214,15 @@ class store_backend_test : public ::testing::Test {
   }
 
   std::string dir_;
+  std::string place_;
   std::unique_ptr<store_backend> b_;
+  std::unique_ptr<store_backend> other_;
 };
 
 struct kind_names {
   template <class T>
   static std::string GetName(int) {
-    return T::persistent ? "sqlite" : "memory";
+    return T::name;
   }
 };
 
@@ -314,7 +364,9 @@ TYPED_TEST(store_backend_test, gaps_and_non_consecutive_batches_are_refused) {
   EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, true)), span(1, 3));
   // Nothing to store is fine.
   this->append_ok({});
-  this->append_ok({append_batch{"general", {}}});
+  append_batch empty;
+  empty.room = "general";
+  this->append_ok({empty});
 }
 
 TYPED_TEST(store_backend_test, group_append_is_all_or_nothing_across_rooms) {
@@ -439,6 +491,243 @@ TYPED_TEST(store_backend_test, reopen_keeps_or_resets_history) {
   }
 }
 
+// --- fencing -------------------------------------------------------------------------
+
+// A batch of `room` fenced with a node's claim.
+append_batch fenced(const std::string& room, uint64_t first, uint64_t last,
+                    const room_snapshot& claim) {
+  auto b = batch(room, first, last);
+  b.owner = claim.owner;
+  b.term = claim.term;
+  return b;
+}
+
+using results = std::vector<append_result>;
+constexpr auto committed = append_result::committed;
+constexpr auto refused = append_result::fenced;
+
+TYPED_TEST(store_backend_test, claim_raises_the_term_and_sets_the_owner) {
+  auto s = this->load("general");
+  EXPECT_EQ(s.term, 0u);
+  EXPECT_EQ(s.owner, "");
+  auto c1 = this->claim("general", "node-a");
+  EXPECT_EQ(c1.term, 1u);
+  EXPECT_EQ(c1.owner, "node-a");
+  EXPECT_EQ(c1.epoch, s.epoch);  // a claim is not a new history
+  auto c2 = this->claim("general", "node-b");
+  EXPECT_EQ(c2.term, 2u);
+  EXPECT_EQ(c2.owner, "node-b");
+  // The same node claiming again still gets a new term: its older room actor is fenced too.
+  auto c3 = this->claim("general", "node-b");
+  EXPECT_EQ(c3.term, 3u);
+  auto now = this->load("general");
+  EXPECT_EQ(now.term, 3u);
+  EXPECT_EQ(now.owner, "node-b");
+  EXPECT_EQ(now.epoch, s.epoch);
+  // Claiming an unknown room creates it; rooms have terms of their own.
+  auto fresh = this->claim("fresh", "node-a");
+  EXPECT_TRUE(is_epoch(fresh.epoch)) << fresh.epoch;
+  EXPECT_EQ(fresh.term, 1u);
+  EXPECT_EQ(fresh.last_seq, 0u);
+  EXPECT_EQ(fresh.first_seq, 1u);
+  // A claim needs a node name.
+  room_snapshot out;
+  std::string err;
+  EXPECT_FALSE(this->b_->claim_room("general", "", 10, 0, out, err));
+  EXPECT_NE(err.find("owner"), std::string::npos) << err;
+  EXPECT_EQ(this->load("general").term, 3u);
+}
+
+TYPED_TEST(store_backend_test, claim_returns_what_earlier_terms_committed) {
+  auto c1 = this->claim("general", "node-a");
+  append_batch b = fenced("general", 1, 5, c1);
+  b.msgs[1].idem_key = "k2";
+  b.msgs[4].idem_key = "k5";
+  EXPECT_EQ(this->append_fenced({b}), (results{committed}));
+  auto c2 = this->claim("general", "node-b", &this->other(), 3);
+  EXPECT_EQ(c2.term, 2u);
+  EXPECT_EQ(c2.last_seq, 5u);
+  EXPECT_EQ(c2.first_seq, 1u);
+  EXPECT_EQ(seqs_of(c2.recent), span(3, 5));
+  EXPECT_EQ(seqs_of(c2.idem), (std::vector<uint64_t>{2, 5}));  // a retry gets its first ack
+  EXPECT_EQ(c2.idem[0].idem_key, "k2");
+}
+
+TYPED_TEST(store_backend_test, stale_term_is_fenced_and_other_rooms_still_commit) {
+  auto a1 = this->claim("a", "node-a");
+  auto b1 = this->claim("b", "node-a");
+  EXPECT_EQ(this->append_fenced({fenced("a", 1, 2, a1), fenced("b", 1, 1, b1)}),
+            (results{committed, committed}));
+  // node-b takes room a over; node-a does not know yet.
+  auto a2 = this->claim("a", "node-b", &this->other());
+  EXPECT_EQ(a2.last_seq, 2u);
+  // node-a's next group commit holds both rooms: a is refused, b commits.
+  EXPECT_EQ(this->append_fenced({fenced("a", 3, 4, a1), fenced("b", 2, 3, b1)}),
+            (results{refused, committed}));
+  EXPECT_EQ(this->load("a").last_seq, 2u);
+  EXPECT_EQ(seqs_of(this->range("a", 0, 0, 50, false)), span(1, 2));
+  EXPECT_EQ(this->load("b").last_seq, 3u);
+  EXPECT_EQ(seqs_of(this->range("b", 0, 0, 50, false)), span(1, 3));
+  // The new owner continues from the stored last seq.
+  EXPECT_EQ(this->append_fenced({fenced("a", 3, 3, a2)}, &this->other()), (results{committed}));
+  // A fenced batch is not checked for gaps (the room moved on without it),
+  // and the wrong owner with the right term is refused as well.
+  auto wrong_owner = fenced("a", 4, 4, a2);
+  wrong_owner.owner = "node-c";
+  EXPECT_EQ(this->append_fenced({fenced("a", 1, 1, a1), wrong_owner, fenced("b", 4, 4, b1)}),
+            (results{refused, refused, committed}));
+  EXPECT_EQ(seqs_of(this->range("a", 0, 0, 50, false)), span(1, 3));
+  EXPECT_EQ(seqs_of(this->range("b", 0, 0, 50, false)), span(1, 4));
+  // Only fenced batches: nothing stored, not a failure.
+  EXPECT_EQ(this->append_fenced({fenced("a", 4, 4, a1)}), (results{refused}));
+  // The all-or-nothing form reports a fenced batch as a failure.
+  std::string err;
+  EXPECT_FALSE(this->b_->append({fenced("a", 4, 4, a1)}, err));
+  EXPECT_NE(err.find("fenced"), std::string::npos) << err;
+  EXPECT_EQ(this->load("a").last_seq, 3u);
+}
+
+TYPED_TEST(store_backend_test, old_and_new_term_of_one_room_in_one_commit) {
+  // A room actor that lost the room and the one that claimed it after it, on
+  // the same node, both hand a batch to the same group commit.
+  auto t1 = this->claim("general", "node-a");
+  auto t2 = this->claim("general", "node-a");
+  EXPECT_EQ(this->append_fenced({fenced("general", 1, 1, t1), fenced("general", 1, 2, t2)}),
+            (results{refused, committed}));
+  EXPECT_EQ(seqs_of(this->range("general", 0, 0, 50, false)), span(1, 2));
+  EXPECT_EQ(this->load("general").last_seq, 2u);
+}
+
+TYPED_TEST(store_backend_test, fencing_does_not_excuse_a_gap_in_a_current_batch) {
+  auto a = this->claim("a", "node-a");
+  auto b = this->claim("b", "node-a");
+  auto b2 = this->claim("b", "node-b");
+  // b is fenced, but a's batch has a gap: the whole call is refused.
+  std::vector<append_result> res;
+  std::string err;
+  EXPECT_FALSE(this->b_->append({fenced("b", 1, 1, b), fenced("a", 2, 2, a)}, res, err));
+  EXPECT_NE(err.find("gap"), std::string::npos) << err;
+  EXPECT_EQ(this->load("a").last_seq, 0u);
+  EXPECT_EQ(this->load("b").last_seq, 0u);
+  EXPECT_EQ(b2.term, 2u);
+}
+
+TYPED_TEST(store_backend_test, term_zero_is_unfenced) {
+  // Single-node callers never claim and send term 0: never refused, even on a
+  // room that was claimed (term 0 means "do not check", it is not a term).
+  this->load("general");
+  this->append_ok({batch("general", 1, 1)});
+  this->claim("general", "node-a");
+  EXPECT_EQ(this->append_fenced({batch("general", 2, 2)}), (results{committed}));
+  EXPECT_EQ(this->load("general").last_seq, 2u);
+}
+
+TYPED_TEST(store_backend_test, no_seq_is_committed_twice_across_a_takeover) {
+  // node-a sequences 1..3, node-b claims, node-a (paused meanwhile) tries to
+  // go on at 4 while node-b commits 4..5: every seq once, node-b's messages.
+  auto a = this->claim("general", "node-a");
+  for (uint64_t s = 1; s <= 3; ++s)
+    EXPECT_EQ(this->append_fenced({fenced("general", s, s, a)}), (results{committed}));
+  auto b = this->claim("general", "node-b", &this->other());
+  auto from_b = fenced("general", 4, 5, b);
+  for (auto& m : from_b.msgs) m.text = "from b";
+  EXPECT_EQ(this->append_fenced({from_b}, &this->other()), (results{committed}));
+  auto from_a = fenced("general", 4, 4, a);
+  from_a.msgs[0].text = "from a";
+  EXPECT_EQ(this->append_fenced({from_a}), (results{refused}));
+  // node-a cannot take it back by racing for seq 6 either.
+  EXPECT_EQ(this->append_fenced({fenced("general", 6, 6, a)}), (results{refused}));
+  auto all = this->range("general", 0, 0, 100, false);
+  EXPECT_EQ(seqs_of(all), span(1, 5));
+  EXPECT_EQ(all[3].text, "from b");
+  EXPECT_EQ(all[4].text, "from b");
+}
+
+TYPED_TEST(store_backend_test, terms_survive_a_reopen) {
+  this->claim("general", "node-a");
+  auto c = this->claim("general", "node-b");
+  this->reopen();
+  auto s = this->load("general");
+  if (TypeParam::persistent) {
+    EXPECT_EQ(s.term, c.term);
+    EXPECT_EQ(s.owner, "node-b");
+    EXPECT_EQ(this->claim("general", "node-a").term, c.term + 1);
+  } else {
+    EXPECT_EQ(s.term, 0u);  // a new history: nobody owns it yet
+  }
+}
+
+// Two nodes on one database, for real at the same time: node-a appends as fast
+// as it can while node-b claims the room. Every append node-a saw committed is
+// in history at its seq, none that started after the claim returned commits,
+// and node-b continues right after the last one: no seq twice, no gap.
+TYPED_TEST(store_backend_test, concurrent_takeover_commits_every_seq_once) {
+  if (std::string{TypeParam::name} != "postgres")
+    GTEST_SKIP() << "two nodes share only a PostgreSQL store (memory: one process; SQLite's"
+                    " sleeping busy handler lets a writer in a tight loop starve the claim)";
+  auto a = this->claim("general", "node-a");
+  this->load("side");
+  store_backend& node_b = this->other();
+  std::atomic<bool> claimed{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint64_t> acked;  // seqs node-a saw committed (guarded by mu)
+  std::atomic<uint64_t> refusals{0};
+  std::string failure;
+  std::thread writer{[&] {
+    uint64_t next = 1;
+    for (uint64_t i = 1; i <= 100000 && refusals < 5; ++i) {
+      auto b = fenced("general", next, next, a);
+      b.msgs[0].text = "a" + std::to_string(next);
+      bool after_claim = claimed.load();
+      std::vector<append_result> res;
+      std::string err;
+      // Each commit also carries an unfenced batch of another room.
+      bool ok = this->b_->append({b, batch("side", i, i)}, res, err);
+      std::lock_guard<std::mutex> lock{mu};
+      if (!ok || res.size() != 2 || res[1] != append_result::committed) {
+        failure = "append failed: " + err;
+        break;
+      }
+      if (res[0] == append_result::committed) {
+        if (after_claim) {
+          failure = "seq " + std::to_string(next) + " committed by an append begun after the claim";
+          break;
+        }
+        acked.push_back(next++);
+      } else {
+        ++refusals;
+      }
+      cv.notify_all();
+    }
+    cv.notify_all();
+  }};
+  {
+    // Claim once node-a is well under way (bounded: the writer may fail).
+    std::unique_lock<std::mutex> lock{mu};
+    cv.wait_for(lock, std::chrono::seconds(30),
+                [&] { return acked.size() >= 20 || !failure.empty(); });
+  }
+  room_snapshot b;
+  std::string claim_err;
+  bool claim_ok = node_b.claim_room("general", "node-b", 50, 0, b, claim_err);
+  claimed = claim_ok;
+  if (!claim_ok) refusals = 5;  // stops the writer
+  writer.join();
+  ASSERT_TRUE(claim_ok) << claim_err;
+  ASSERT_TRUE(failure.empty()) << failure;
+  EXPECT_EQ(refusals.load(), 5u);
+  ASSERT_GE(acked.size(), 20u);
+  EXPECT_EQ(b.term, a.term + 1);
+  EXPECT_EQ(b.last_seq, acked.back());
+  EXPECT_EQ(acked, span(1, acked.back()));
+  EXPECT_EQ(this->append_fenced({fenced("general", b.last_seq + 1, b.last_seq + 2, b)}, &node_b),
+            (results{committed}));
+  auto all = this->range("general", 0, 0, 100000, false);
+  EXPECT_EQ(seqs_of(all), span(1, b.last_seq + 2));
+  for (auto s : acked) EXPECT_EQ(all[s - 1].text, "a" + std::to_string(s));
+}
+
 // --- memory only --------------------------------------------------------------------
 
 TEST(memory_backend, caps_each_room_and_advances_first_seq) {
@@ -551,7 +840,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "1");
+  EXPECT_EQ(v, "2");
   ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
   EXPECT_EQ(v, "wal");
   for (auto name : {"meta", "rooms", "messages", "messages_idem"}) {
@@ -570,7 +859,42 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "1");
+  EXPECT_EQ(v, "2");
+}
+
+TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
+  // Schema version 1 as released (rooms without owner and term), one room with history.
+  for (auto sql : {"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)",
+                   "CREATE TABLE rooms(name TEXT PRIMARY KEY, epoch TEXT NOT NULL,"
+                   " last_seq INTEGER NOT NULL, first_seq INTEGER NOT NULL,"
+                   " created_ms INTEGER NOT NULL)",
+                   "CREATE TABLE messages(room TEXT NOT NULL, seq INTEGER NOT NULL,"
+                   " ts INTEGER NOT NULL, from_user TEXT NOT NULL, name TEXT NOT NULL,"
+                   " text TEXT NOT NULL, data TEXT NOT NULL DEFAULT '',"
+                   " idem_key TEXT NOT NULL DEFAULT '', PRIMARY KEY(room, seq)) WITHOUT ROWID",
+                   "CREATE INDEX messages_idem ON messages(room, ts) WHERE idem_key != ''",
+                   "INSERT INTO meta VALUES('schema_version', '1')",
+                   "INSERT INTO rooms VALUES('general', '0123456789abcdef', 1, 1, 5)",
+                   "INSERT INTO messages(room, seq, ts, from_user, name, text)"
+                   " VALUES('general', 1, 1000, 'alice', 'Alice', 'old')"})
+    ASSERT_TRUE(raw_exec(path_, sql)) << sql;
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string v;
+  ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
+  EXPECT_EQ(v, "2");
+  room_snapshot s;
+  std::string err;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.epoch, "0123456789abcdef");
+  EXPECT_EQ(s.last_seq, 1u);
+  EXPECT_EQ(s.term, 0u);
+  EXPECT_EQ(s.owner, "");
+  ASSERT_EQ(s.recent.size(), 1u);
+  EXPECT_EQ(s.recent[0].text, "old");
+  ASSERT_TRUE(b->claim_room("general", "node-a", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.term, 1u);
+  EXPECT_TRUE(b->append({batch("general", 2, 2)}, err)) << err;
 }
 
 TEST_F(sqlite_backend_test, creates_missing_parent_directories) {
