@@ -1,8 +1,11 @@
-// Behaviour of the store backends, run against each of them: the memory one
-// and SQLite on a real file in a fresh temporary directory. No mocks.
+// Behaviour of the store backends, run against each of them: the memory one,
+// SQLite on a real file in a fresh temporary directory, and PostgreSQL on a
+// private server of this test binary (tests/support/pg_instance.hpp), a fresh
+// database per test. No mocks.
 #include "actors/store_backend.hpp"
 
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "messages/types.hpp"
+#include "tests/support/pg_instance.hpp"
 
 namespace chat::detail {
 // Defined in sqlite_backend.cpp, deliberately not in the header.
@@ -103,6 +107,23 @@ struct sqlite_kind {
     return make_sqlite_backend(path, err);
   }
   static void drop(const std::string&) {}
+};
+
+struct postgres_kind {
+  static constexpr const char* name = "postgres";
+  static constexpr bool persistent = true;
+  static std::string place(const std::string&, std::string& err) {
+    return chat_test::pg_instance::shared().fresh_database(err);
+  }
+  static std::unique_ptr<store_backend> open(const std::string& url, std::string& err) {
+    return make_postgres_backend(url, 2, err);
+  }
+  static void drop(const std::string& url) {
+    std::string err;
+    if (!url.empty() && chat_test::pg_instance::shared().running()) {
+      EXPECT_TRUE(chat_test::pg_instance::shared().drop_database(url, err)) << err;
+    }
+  }
 };
 
 template <class Kind>
@@ -226,7 +247,7 @@ struct kind_names {
   }
 };
 
-using kinds = ::testing::Types<memory_kind, sqlite_kind>;
+using kinds = ::testing::Types<memory_kind, sqlite_kind, postgres_kind>;
 TYPED_TEST_SUITE(store_backend_test, kinds, kind_names);
 
 TYPED_TEST(store_backend_test, new_room_starts_empty_with_a_random_epoch) {
@@ -1075,6 +1096,269 @@ TEST_F(sqlite_backend_test, two_backends_on_one_file_see_each_others_rooms) {
   // The second one's view of last_seq is read inside its own transaction: no duplicate.
   EXPECT_FALSE(b2->append({batch("general", 1, 1)}, err));
   EXPECT_TRUE(b2->append({batch("general", 3, 3)}, err)) << err;
+}
+
+// --- PostgreSQL only --------------------------------------------------------------------
+
+class postgres_backend : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string err;
+    url_ = chat_test::pg_instance::shared().fresh_database(err);
+    ASSERT_FALSE(url_.empty()) << err;
+  }
+  void TearDown() override {
+    std::string err;
+    auto& pg = chat_test::pg_instance::shared();
+    if (!pg.running()) {  // a test that stopped it failed midway
+      ASSERT_TRUE(pg.start(err)) << err;
+    }
+    EXPECT_TRUE(pg.drop_database(url_, err)) << err;
+  }
+
+  std::unique_ptr<store_backend> open_ok(size_t pool = 2) {
+    std::string err;
+    auto b = make_postgres_backend(url_, pool, err);
+    EXPECT_NE(b, nullptr) << err;
+    return b;
+  }
+
+  std::string open_fails(const std::string& url) {
+    std::string err;
+    auto b = make_postgres_backend(url, 2, err);
+    EXPECT_EQ(b, nullptr);
+    EXPECT_FALSE(err.empty());
+    return err;
+  }
+
+  // The first column of the first row of `sql`, run on a connection of our own.
+  std::string sql(const std::string& query) {
+    std::string err, value;
+    EXPECT_TRUE(chat_test::pg_exec(url_, query, err, &value)) << err;
+    return value;
+  }
+
+  std::string url_;
+};
+
+TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  for (auto name : {"meta", "rooms", "messages", "messages_idem"})
+    EXPECT_EQ(sql(std::string{"SELECT to_regclass('"} + name + "') IS NOT NULL"), "t") << name;
+  EXPECT_EQ(sql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM"
+                " information_schema.columns WHERE table_name = 'rooms'"),
+            "name,epoch,last_seq,first_seq,created_ms,owner,term");
+  // The idempotency lookup can use its partial index.
+  auto plan =
+      sql("SET enable_seqscan = off; EXPLAIN (FORMAT JSON) SELECT seq FROM messages"
+          " WHERE room = 'x' AND idem_key <> '' AND ts >= 5 ORDER BY seq");
+  EXPECT_NE(plan.find("messages_idem"), std::string::npos) << plan;
+  // A database made by the current version opens as it is.
+  b.reset();
+  b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  std::string err;
+  EXPECT_TRUE(b->healthy(err)) << err;
+  EXPECT_EQ(err, "ok");
+}
+
+TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
+  // Schema version 1 as it was (rooms without owner and term), one room with history.
+  sql("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE TABLE rooms(name TEXT PRIMARY KEY, epoch TEXT NOT NULL, last_seq BIGINT NOT NULL,"
+      " first_seq BIGINT NOT NULL, created_ms BIGINT NOT NULL);"
+      "CREATE TABLE messages(room TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL,"
+      " from_user BYTEA NOT NULL, name BYTEA NOT NULL, text BYTEA NOT NULL,"
+      " data BYTEA NOT NULL DEFAULT '', idem_key BYTEA NOT NULL DEFAULT '',"
+      " PRIMARY KEY(room, seq));"
+      "CREATE INDEX messages_idem ON messages(room, ts) WHERE idem_key <> '';"
+      "INSERT INTO meta VALUES('schema_version', '1');"
+      "INSERT INTO rooms VALUES('general', '0123456789abcdef', 1, 1, 5);"
+      "INSERT INTO messages(room, seq, ts, from_user, name, text) VALUES"
+      " ('general', 1, 1000, 'alice', 'Alice', 'old')");
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  room_snapshot s;
+  std::string err;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.epoch, "0123456789abcdef");
+  EXPECT_EQ(s.last_seq, 1u);
+  EXPECT_EQ(s.term, 0u);
+  EXPECT_EQ(s.owner, "");
+  ASSERT_EQ(s.recent.size(), 1u);
+  EXPECT_EQ(s.recent[0].text, "old");
+  EXPECT_TRUE(b->append({batch("general", 2, 2)}, err)) << err;
+}
+
+TEST_F(postgres_backend, newer_schema_version_is_refused) {
+  { open_ok(); }
+  sql("UPDATE meta SET value = '999' WHERE key = 'schema_version'");
+  auto err = open_fails(url_);
+  EXPECT_NE(err.find("newer"), std::string::npos) << err;
+  EXPECT_NE(err.find("999"), std::string::npos) << err;
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "999");  // left alone
+}
+
+TEST_F(postgres_backend, foreign_tables_are_refused_but_unrelated_ones_are_fine) {
+  sql("CREATE TABLE invoices(id INT PRIMARY KEY)");  // another application's table
+  { EXPECT_NE(open_ok(), nullptr); }
+  std::string err;
+  auto other = chat_test::pg_instance::shared().fresh_database(err);
+  ASSERT_FALSE(other.empty()) << err;
+  ASSERT_TRUE(chat_test::pg_exec(other, "CREATE TABLE rooms(id INT)", err)) << err;
+  err = open_fails(other);
+  EXPECT_NE(err.find("not a chat store"), std::string::npos) << err;
+  ASSERT_TRUE(chat_test::pg_instance::shared().drop_database(other, err)) << err;
+}
+
+TEST_F(postgres_backend, unreachable_database_fails_with_a_clear_error) {
+  // No server behind this socket directory.
+  auto err = open_fails("host=/nonexistent/chat-socket-dir port=5432 dbname=chat user=chat");
+  EXPECT_NE(err.find("cannot connect"), std::string::npos) << err;
+  EXPECT_NE(err.find("/nonexistent/chat-socket-dir"), std::string::npos) << err;
+  // Nothing listening on a loopback port; the password never shows in the error.
+  err = open_fails("postgresql://chat:s3cret-pw@127.0.0.1:1/chat?connect_timeout=2");
+  EXPECT_NE(err.find("cannot connect"), std::string::npos) << err;
+  EXPECT_NE(err.find("127.0.0.1"), std::string::npos) << err;
+  EXPECT_NE(err.find("refused"), std::string::npos) << err;
+  EXPECT_EQ(err.find("s3cret-pw"), std::string::npos) << err;
+  // A server that is up, but no such database.
+  auto at = url_.rfind("dbname=");
+  err = open_fails(url_.substr(0, at) + "dbname=no_such_db");
+  EXPECT_NE(err.find("no_such_db"), std::string::npos) << err;
+  // Not a connection string at all.
+  err = open_fails("postgresql://[::1");
+  EXPECT_NE(err.find("cannot connect"), std::string::npos) << err;
+}
+
+TEST_F(postgres_backend, server_restart_fails_calls_meanwhile_then_reconnects) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  ASSERT_TRUE(b->append({batch("general", 1, 2)}, err)) << err;
+  auto& pg = chat_test::pg_instance::shared();
+  ASSERT_TRUE(pg.stop(err)) << err;
+  // Down: every call fails with a reason, none hangs, nothing crashes.
+  EXPECT_FALSE(b->append({batch("general", 3, 3)}, err));
+  EXPECT_FALSE(err.empty());
+  EXPECT_FALSE(b->healthy(err));
+  EXPECT_NE(err.find("cannot connect"), std::string::npos) << err;
+  EXPECT_FALSE(b->load_room("general", 10, 0, s, err));
+  std::vector<stored_msg> got;
+  range_query q;
+  q.room = "general";
+  EXPECT_FALSE(b->range(q, got, err));
+  ASSERT_TRUE(pg.start(err)) << err;
+  // Back: the pool replaces its dead connections by itself.
+  EXPECT_TRUE(b->healthy(err)) << err;
+  EXPECT_EQ(err, "ok");
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.last_seq, 2u);  // the append while down stored nothing
+  EXPECT_TRUE(b->append({batch("general", 3, 3)}, err)) << err;
+}
+
+TEST_F(postgres_backend, a_connection_closed_by_the_server_is_replaced_unnoticed) {
+  auto b = open_ok(1);
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  // An operator (or a failover) ends our session while it idles in the pool.
+  auto db = url_.substr(url_.rfind("dbname=") + 7);
+  EXPECT_EQ(sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '" +
+                db + "' AND application_name = 'chatd'"),
+            "1");
+  // Once the server has closed it (bounded wait for that event)...
+  for (int polls = 0;
+       polls < 1000 && sql("SELECT count(*) FROM pg_stat_activity WHERE datname = '" + db +
+                           "' AND application_name = 'chatd'") != "0";
+       ++polls) {
+  }
+  // ...the next call finds it dead before using it and opens a new one.
+  EXPECT_TRUE(b->append({batch("general", 1, 1)}, err)) << err;
+  EXPECT_TRUE(b->healthy(err)) << err;
+}
+
+TEST_F(postgres_backend, a_paused_transaction_cannot_hold_a_room_for_long) {
+  // A node stopped (SIGSTOP) inside a transaction holds the room row's lock:
+  // the server ends that session, so the node taking over is not blocked.
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->claim_room("general", "node-a", 10, 0, s, err)) << err;
+  PGconn* paused = PQconnectdb(url_.c_str());
+  ASSERT_EQ(PQstatus(paused), CONNECTION_OK) << PQerrorMessage(paused);
+  PQclear(PQexec(paused, "SET idle_in_transaction_session_timeout = '3s'"));
+  PGresult* r = PQexec(paused, "BEGIN; SELECT * FROM rooms WHERE name = 'general' FOR UPDATE");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQerrorMessage(paused);
+  PQclear(r);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(b->claim_room("general", "node-b", 10, 0, s, err)) << err;
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(s.term, 2u);
+  EXPECT_LT(waited, std::chrono::seconds(6));
+  PQfinish(paused);
+}
+
+TEST_F(postgres_backend, bytes_are_stored_as_they_are) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  append_batch ba = batch("general", 1, 1);
+  ba.msgs[0].text = std::string("nul\0inside", 10);
+  ba.msgs[0].from = std::string("u\0x", 3);
+  ba.msgs[0].idem_key = std::string("k\0", 2);
+  ASSERT_TRUE(b->append({ba}, err)) << err;
+  ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
+  ASSERT_EQ(s.recent.size(), 1u);
+  EXPECT_EQ(s.recent[0].text, ba.msgs[0].text);
+  EXPECT_EQ(s.recent[0].from, ba.msgs[0].from);
+  ASSERT_EQ(s.idem.size(), 1u);
+  EXPECT_EQ(s.idem[0].idem_key, ba.msgs[0].idem_key);
+  EXPECT_EQ(sql("SELECT length(text) FROM messages"), "10");
+}
+
+TEST_F(postgres_backend, one_backend_serves_several_threads_through_its_pool) {
+  auto b = open_ok(3);
+  ASSERT_NE(b, nullptr);
+  constexpr int threads = 6, appends = 50;
+  for (int t = 0; t < threads; ++t) {
+    room_snapshot s;
+    std::string err;
+    ASSERT_TRUE(b->load_room("r" + std::to_string(t), 0, 0, s, err)) << err;
+  }
+  std::vector<std::string> failures(threads);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&, t] {
+      auto room = "r" + std::to_string(t);
+      for (uint64_t s = 1; s <= appends && failures[t].empty(); ++s) {
+        std::string err;
+        if (!b->append({batch(room, s, s)}, err)) failures[t] = err;
+        std::vector<stored_msg> got;
+        range_query q;
+        q.room = room;
+        if (!b->range(q, got, err) || got.size() != std::min<uint64_t>(s, q.limit))
+          failures[t] = "range: " + err;
+      }
+    });
+  for (auto& t : ts) t.join();
+  for (auto& f : failures) EXPECT_TRUE(f.empty()) << f;
+  EXPECT_EQ(sql("SELECT count(*) FROM messages"), std::to_string(threads * appends));
+  // Never more sessions than the pool allows.
+  auto db = url_.substr(url_.rfind("dbname=") + 7);
+  EXPECT_LE(std::stoi(sql("SELECT count(*) FROM pg_stat_activity WHERE datname = '" + db +
+                          "' AND application_name = 'chatd'")),
+            3);
 }
 
 }  // namespace
