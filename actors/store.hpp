@@ -3,7 +3,21 @@
 // transaction per mailbox drain (group commit), and answers each room in order
 // only after the commit. It runs detached (its own thread) because a commit
 // blocks on fsync.
+//
+// A backend that takes calls from several threads at once (PostgreSQL, its
+// connection pool) gets commits in parallel: up to `concurrency() - 1`
+// committer actors, each running one group commit at a time on its own
+// connection, so that the next group commits while the previous one waits for
+// its fsync. A room is in at most one commit at a time (its batches commit in
+// the order handed in); reads, claims and loads run in the store itself on a
+// connection of their own, after the appends of their room handed in before
+// them.
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "actors/store_backend.hpp"
 #include "caf/all.hpp"
@@ -31,10 +45,29 @@ struct store_config {
   int64_t idem_window_ms = 10 * 60 * 1000;
   retention_policy retention;
   caf::timespan trim_interval = std::chrono::seconds(60);
-  // How often the store's health (chat_store_up, /readyz) is probed while idle
-  // traffic would not notice a lost database; 0 = only at start and on commits.
-  caf::timespan health_interval = std::chrono::seconds(5);
+  // How often the store's health (chat_store_up, /readyz) is probed, so that
+  // a lost database shows without traffic; 0 = only at start and on commits
+  // (the default: timers of its own would disturb tests; chatd sets 5 s).
+  caf::timespan health_interval = caf::timespan{0};
+  // Group commits in flight at once, at most (and at most the backend's
+  // concurrency() - 1); 0 = always commit in the store's own thread.
+  size_t max_parallel_commits = 8;
+  bool own_threads = true;  // committers detached (spawn_store sets it: false under tests)
 };
+
+// What became of one batch of a group commit.
+struct commit_outcome {
+  uint8_t kind = 0;  // 0 committed, 1 fenced, 2 failed
+  std::string error;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, commit_outcome& x) {
+  return f(caf::meta::type_name("commit_outcome"), x.kind, x.error);
+}
+
+// Runs one group commit on its own thread; the store answers the rooms.
+using committer_actor = caf::typed_actor<
+    caf::replies_to<commit_atom, std::vector<append_batch>>::with<std::vector<commit_outcome>>>;
 
 struct store_state {
   std::shared_ptr<store_backend> backend;
@@ -45,13 +78,31 @@ struct store_state {
   };
   std::vector<pending_append> pending;
   bool flush_scheduled = false;
+  // Parallel commits (empty: commits run inline).
+  std::vector<committer_actor> committers;
+  std::vector<committer_actor> idle_committers;
+  // Per room: appends handed in and appends answered, while they differ.
+  struct room_count {
+    uint64_t handed = 0;
+    uint64_t done = 0;
+    bool committing = false;  // in a commit under way
+  };
+  std::unordered_map<std::string, room_count> rooms;
+  // Reads that wait until `done` of their room reaches `need`.
+  struct waiting_read {
+    std::string room;
+    uint64_t need;
+    std::function<void()> run;
+  };
+  std::vector<waiting_read> waiting;
   static inline const char* name = "store";
 };
 
 store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state> self,
                                       std::shared_ptr<store_backend> backend, store_config cfg);
 
-// detached = its own thread (production); false under the test coordinator.
+// detached = its own thread (production); false under the test coordinator
+// (committers then run on the test scheduler too).
 store_actor spawn_store(caf::actor_system& sys, std::shared_ptr<store_backend> backend,
                         store_config cfg, bool detached = true);
 

@@ -81,6 +81,9 @@ class store_backend {
 
   // True when the store can take writes ("ok"), else a reason in `err`.
   virtual bool healthy(std::string& err) = 0;
+
+  // How many calls may run at once from different threads (1: one at a time).
+  virtual size_t concurrency() const { return 1; }
 };
 
 // In-memory history, lost on restart: every start makes fresh epochs.

@@ -27,6 +27,7 @@ using kick_atom = caf::atom_constant<caf::atom("kick")>;
 using health_atom = caf::atom_constant<caf::atom("health")>;
 using dial_atom = caf::atom_constant<caf::atom("dial")>;
 using claim_atom = caf::atom_constant<caf::atom("claim")>;
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -41,6 +42,7 @@ constexpr auto kick_atom_v = kick_atom::value;
 constexpr auto health_atom_v = health_atom::value;
 constexpr auto dial_atom_v = dial_atom::value;
 constexpr auto claim_atom_v = claim_atom::value;
+constexpr auto commit_atom_v = commit_atom::value;
 
 // --- store errors --------------------------------------------------------------
 // What the store actor answers a failed request with, so that a room can tell

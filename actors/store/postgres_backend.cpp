@@ -85,12 +85,18 @@ int64_t clamp_i64(uint64_t v) {
   return v > static_cast<uint64_t>(max_i64) ? max_i64 : static_cast<int64_t>(v);
 }
 
-// libpq's messages end with a newline (and may hold several lines).
+// libpq's messages end with a newline and may hold several lines ("\n\t"
+// before a hint): one line, single spaces.
 std::string trimmed(const char* msg) {
-  std::string s = msg ? msg : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  for (auto& c : s)
-    if (c == '\n') c = ' ';
+  std::string s;
+  for (const char* p = msg ? msg : ""; *p; ++p) {
+    bool space = *p == '\n' || *p == '\t' || *p == ' ';
+    if (!space)
+      s += *p;
+    else if (!s.empty() && s.back() != ' ')
+      s += ' ';
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
   return s.empty() ? "unknown error" : s;
 }
 
@@ -423,6 +429,8 @@ std::string describe(PGconn* c) {
 class pool {
  public:
   pool(std::string url, size_t max) : url_(std::move(url)), max_(std::max<size_t>(max, 1)) {}
+
+  size_t size() const { return max_; }
 
   class lease {
    public:
@@ -760,6 +768,8 @@ class postgres_backend final : public store_backend {
     if (ok) err = "ok";
     return ok;
   }
+
+  size_t concurrency() const override { return pool_.size(); }
 
  private:
   enum class kind { read, write };

@@ -178,6 +178,7 @@ class counting_backend : public chat::store_backend {
   int fail_loads = 0;        // the next N load_room calls fail
   size_t load_calls = 0;
   size_t claim_calls = 0;
+  size_t parallel = 1;  // what concurrency() claims (the test scheduler runs one thing at a time)
 
   bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
                  chat::room_snapshot& out, std::string& err) override {
@@ -227,6 +228,7 @@ class counting_backend : public chat::store_backend {
     return inner_->rooms(out, err);
   }
   bool healthy(std::string& err) override { return inner_->healthy(err); }
+  size_t concurrency() const override { return parallel; }
 
   // Everything stored for a room, oldest first (read directly, outside the actor:
   // safe under the single-threaded test coordinator).
