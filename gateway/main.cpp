@@ -97,7 +97,7 @@ int run_server(chat::server_config cfg) {
   }
   auto host = cfg.listen.substr(0, cfg.listen.rfind(':'));
   spdlog::info("event=listening node={} url=http://{}:{}/ store={} anonymous={}", cfg.node, host,
-               port, cfg.store == "memory" ? "memory" : cfg.db, cfg.allow_anonymous);
+               port, cfg.store == "sqlite" ? cfg.db : cfg.store, cfg.allow_anonymous);
   std::cout << "chatd listening on http://" << host << ":" << port << "/" << std::endl;
 
   boost::asio::io_context signals_ioc;
