@@ -323,7 +323,10 @@ class pg_conn {
 
   PGconn* get() const { return c_; }
   bool ok() const { return PQstatus(c_) == CONNECTION_OK; }
-  bool idle() const { return ok() && PQtransactionStatus(c_) == PQTRANS_IDLE; }
+  bool idle() const {
+    return ok() && PQtransactionStatus(c_) == PQTRANS_IDLE &&
+           PQpipelineStatus(c_) == PQ_PIPELINE_OFF;
+  }
 
   // Reads, without blocking, what the server sent while the connection idled
   // in the pool: a server that restarted or ended the session left an error
@@ -379,8 +382,76 @@ class pg_conn {
     return true;
   }
 
+  // One statement of a pipeline: a prepared one (with parameters), a plain
+  // one without parameters (BEGIN, COMMIT), or a sync point (which ends an
+  // implicit transaction; statements after it run even if one before failed).
+  struct step {
+    const char* name = nullptr;
+    const char* sql = nullptr;
+    params* p = nullptr;
+    ExecStatusType expect = PGRES_TUPLES_OK;
+    bool sync = false;
+  };
+  static step prepared(const char* name, params& p, ExecStatusType expect = PGRES_TUPLES_OK) {
+    return step{name, nullptr, &p, expect, false};
+  }
+  static step plain(const char* sql) {
+    return step{nullptr, sql, nullptr, PGRES_COMMAND_OK, false};
+  }
+  static step sync_point() { return step{nullptr, nullptr, nullptr, PGRES_PIPELINE_SYNC, true}; }
+
+  // Sends every step at once and then reads every answer: the whole list
+  // costs one round trip. out[i] is the answer to steps[i]. False + `err`
+  // when the connection fails; a failed statement is the caller's to check
+  // (`failed` names the first one, if any).
+  bool pipeline(std::vector<step>& steps, std::vector<result>& out, std::string& failed,
+                std::string& err) {
+    out.clear();
+    failed.clear();
+    if (!steps.empty() && !steps.back().sync) steps.push_back(sync_point());
+    if (PQenterPipelineMode(c_) != 1) {
+      err = "pipeline mode: " + error();
+      return false;
+    }
+    for (auto& s : steps) {
+      int sent = 0;
+      if (s.sync)
+        sent = PQpipelineSync(c_);
+      else if (s.name)
+        sent = PQsendQueryPrepared(c_, s.name, s.p->count(), s.p->values(), s.p->lengths(),
+                                   s.p->formats(), 1);
+      else
+        sent = PQsendQueryParams(c_, s.sql, 0, nullptr, nullptr, nullptr, nullptr, 1);
+      if (sent != 1) {
+        err = "send: " + error();
+        return false;  // the connection is broken or stuck in pipeline mode: not reused
+      }
+    }
+    for (auto& s : steps) {
+      result r{PQgetResult(c_)};
+      if (!r.get()) {
+        err = "no answer from the server: " + error();
+        return false;
+      }
+      // A statement's answer ends with a null result; a sync point's does not.
+      if (!s.sync && PQgetResult(c_) != nullptr) {
+        err = "more answers than statements";
+        return false;
+      }
+      if (r.status() != s.expect && failed.empty() && r.status() != PGRES_PIPELINE_ABORTED)
+        failed = std::string{s.name ? s.name : s.sql ? s.sql : "sync"} + ": " + error_of(r);
+      out.push_back(std::move(r));
+    }
+    if (PQexitPipelineMode(c_) != 1) {
+      err = "pipeline mode: " + error();
+      return false;
+    }
+    return true;
+  }
+
   void rollback() {
-    if (ok() && PQtransactionStatus(c_) != PQTRANS_IDLE) result{PQexec(c_, "ROLLBACK")};
+    if (ok() && PQpipelineStatus(c_) == PQ_PIPELINE_OFF && PQtransactionStatus(c_) != PQTRANS_IDLE)
+      result{PQexec(c_, "ROLLBACK")};
   }
 
   // "COMMIT" on a failed transaction answers ROLLBACK: check the tag.
@@ -596,21 +667,41 @@ class postgres_backend final : public store_backend {
   bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
                  room_snapshot& out, std::string& err) override {
     out = room_snapshot{};
-    return guarded(kind::write, err, [&](pg_conn& c) {
-      room_row row;
-      bool found = false;
-      if (!get_room(c, room, row, found, err)) return false;
-      if (!found && !create_room(c, room, err)) return false;
-      // One snapshot for the row and the messages: another node may append meanwhile.
-      if (!c.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err)) return false;
-      if (!get_room(c, room, row, found, err)) return rollback(c);
-      if (!found) {
-        err = "room '" + room + "' vanished after insert";
-        return rollback(c);
+    bool ok = guarded(kind::write, err, [&](pg_conn& c) {
+      // One round trip: create the room if unknown (its own implicit
+      // transaction), then read row and messages in ONE snapshot, since
+      // another node may append meanwhile.
+      params create, get, recent, idem;
+      create.text(room).text(new_epoch()).i64(now_ms());
+      get.text(room);
+      recent.text(room).i64(recent_limit);
+      idem.text(room).i64(idem_since_ms);
+      std::vector<pg_conn::step> steps = {
+          pg_conn::prepared("chat_insert_room", create, PGRES_COMMAND_OK),
+          pg_conn::sync_point(),
+          pg_conn::plain("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+          pg_conn::prepared("chat_get_room", get),
+          pg_conn::prepared("chat_recent", recent),
+          pg_conn::prepared("chat_idem", idem),
+          pg_conn::plain("COMMIT")};
+      std::vector<result> rs;
+      std::string failed;
+      if (!c.pipeline(steps, rs, failed, err)) return false;
+      if (!failed.empty()) {
+        err = "load room '" + room + "': " + failed;
+        return false;
       }
-      if (!read_snapshot(c, room, row, recent_limit, idem_since_ms, out, err)) return rollback(c);
-      return c.commit(err);
+      if (rs[3].rows() != 1) {
+        err = "room '" + room + "' vanished after insert";
+        return false;
+      }
+      room_row row;
+      read_row(rs[3], 0, row);
+      fill_snapshot(room, row, recent_limit > 0 ? &rs[4] : nullptr, rs[5], out);
+      return true;
     });
+    if (!ok) out = room_snapshot{};
+    return ok;
   }
 
   bool claim_room(const std::string& room, const std::string& owner, uint32_t recent_limit,
@@ -621,22 +712,38 @@ class postgres_backend final : public store_backend {
       return false;
     }
     bool ok = guarded(kind::write, err, [&](pg_conn& c) {
-      if (!c.exec("BEGIN", err)) return false;
-      if (!create_room(c, room, err)) return rollback(c);
-      // The row lock taken here waits for any append of the room in flight
-      // and holds off the next ones until COMMIT; every read below starts
-      // after it (READ COMMITTED: a fresh snapshot per statement), so the
-      // snapshot holds everything committed under the earlier terms.
-      auto r = c.run("chat_claim", params{}.text(room).text(owner), err);
-      if (!r.get()) return rollback(c);
-      if (r.rows() != 1) {
-        err = "room '" + room + "' vanished during its claim";
+      // One transaction, one round trip. The row lock taken by the UPDATE
+      // waits for any append of the room in flight and holds off the next
+      // ones until COMMIT; the reads after it start after it (READ
+      // COMMITTED: a fresh snapshot per statement), so the snapshot holds
+      // everything committed under the earlier terms.
+      params create, bump, recent, idem;
+      create.text(room).text(new_epoch()).i64(now_ms());
+      bump.text(room).text(owner);
+      recent.text(room).i64(recent_limit);
+      idem.text(room).i64(idem_since_ms);
+      std::vector<pg_conn::step> steps = {
+          pg_conn::plain("BEGIN"),
+          pg_conn::prepared("chat_insert_room", create, PGRES_COMMAND_OK),
+          pg_conn::prepared("chat_claim", bump),
+          pg_conn::prepared("chat_recent", recent),
+          pg_conn::prepared("chat_idem", idem),
+          pg_conn::plain("COMMIT")};
+      std::vector<result> rs;
+      std::string failed;
+      if (!c.pipeline(steps, rs, failed, err)) return false;
+      if (!failed.empty() || !committed(rs[5])) {
+        err = "claim room '" + room + "': " + (failed.empty() ? "rolled back" : failed);
         return rollback(c);
       }
+      if (rs[2].rows() != 1) {
+        err = "room '" + room + "' vanished during its claim";
+        return false;
+      }
       room_row row;
-      read_row(r, 0, row);
-      if (!read_snapshot(c, room, row, recent_limit, idem_since_ms, out, err)) return rollback(c);
-      return c.commit(err);
+      read_row(rs[2], 0, row);
+      fill_snapshot(room, row, recent_limit > 0 ? &rs[3] : nullptr, rs[4], out);
+      return true;
     });
     if (!ok) out = room_snapshot{};
     return ok;
@@ -805,52 +912,45 @@ class postgres_backend final : public store_backend {
     return false;
   }
 
-  static bool get_room(pg_conn& c, const std::string& room, room_row& row, bool& found,
-                       std::string& err) {
-    auto r = c.run("chat_get_room", params{}.text(room), err);
-    if (!r.get()) return false;
-    found = r.rows() == 1;
-    if (found) read_row(r, 0, row);
-    return true;
-  }
-
-  static bool create_room(pg_conn& c, const std::string& room, std::string& err) {
-    auto r = c.run("chat_insert_room", params{}.text(room).text(new_epoch()).i64(now_ms()), err,
-                   PGRES_COMMAND_OK);
-    if (!r.get()) err = "create room '" + room + "': " + err;
-    return r.get() != nullptr;
-  }
-
-  static bool read_snapshot(pg_conn& c, const std::string& room, const room_row& row,
-                            uint32_t recent_limit, int64_t idem_since_ms, room_snapshot& out,
-                            std::string& err) {
+  static void fill_snapshot(const std::string& room, const room_row& row, const result* recent,
+                            const result& idem, room_snapshot& out) {
     out.epoch = row.epoch;
     out.last_seq = row.last_seq;
     out.first_seq = row.first_seq;
     out.term = row.term;
     out.owner = row.owner;
-    if (recent_limit > 0) {
-      auto r = c.run("chat_recent", params{}.text(room).i64(recent_limit), err);
-      if (!r.get()) return false;
-      read_msgs(r, room, out.recent);
+    if (recent) {
+      read_msgs(*recent, room, out.recent);
       std::reverse(out.recent.begin(), out.recent.end());
     }
-    auto r = c.run("chat_idem", params{}.text(room).i64(idem_since_ms), err);
-    if (!r.get()) return false;
-    read_msgs(r, room, out.idem);
-    return true;
+    read_msgs(idem, room, out.idem);
   }
 
+  static bool committed(const result& r) {
+    return r.status() == PGRES_COMMAND_OK && std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
+  }
+
+  // Two round trips: BEGIN + lock (the fencing and seq checks need the
+  // rows), then insert + last seqs + COMMIT.
   static bool append_impl(pg_conn& c, const std::vector<append_batch>& batches,
                           const std::vector<std::string>& names,
                           std::vector<append_result>& results, std::string& err) {
-    if (!c.exec("BEGIN", err)) return false;
     // Lock every room of the call: the terms and last seqs read here stay
     // true until COMMIT, whatever other nodes do.
     array_builder name_arr{text_oid};
     for (auto& n : names) name_arr.add(n);
-    auto locked = c.run("chat_lock_rooms", params{}.array(name_arr), err);
-    if (!locked.get()) return rollback(c);
+    params lock;
+    lock.array(name_arr);
+    std::vector<pg_conn::step> first = {pg_conn::plain("BEGIN"),
+                                        pg_conn::prepared("chat_lock_rooms", lock)};
+    std::vector<result> rs;
+    std::string failed;
+    if (!c.pipeline(first, rs, failed, err)) return false;
+    if (!failed.empty()) {
+      err = failed;
+      return rollback(c);
+    }
+    auto& locked = rs[1];
     struct locked_room {
       uint64_t last_seq;
       uint64_t term;
@@ -896,23 +996,28 @@ class postgres_backend final : public store_backend {
       row.last_seq = b.msgs.back().seq;
       row.moved = true;
     }
+    params insert, set_last;
+    std::vector<pg_conn::step> second;
     if (room.size() > 0) {
-      params p;
-      p.array(room).array(seq).array(ts).array(from).array(name).array(text).array(data).array(
+      insert.array(room).array(seq).array(ts).array(from).array(name).array(text).array(data).array(
           idem);
-      if (!c.run("chat_insert_msgs", p, err, PGRES_COMMAND_OK).get()) return rollback(c);
-      array_builder set_name{text_oid}, set_last{int8_oid};
+      array_builder set_name{text_oid}, set_seq{int8_oid};
       for (auto& [n, row] : rows)
         if (row.moved) {
           set_name.add(n);
-          set_last.add(static_cast<int64_t>(row.last_seq));
+          set_seq.add(static_cast<int64_t>(row.last_seq));
         }
-      if (!c.run("chat_set_last_seq", params{}.array(set_name).array(set_last), err,
-                 PGRES_COMMAND_OK)
-               .get())
-        return rollback(c);
+      set_last.array(set_name).array(set_seq);
+      second.push_back(pg_conn::prepared("chat_insert_msgs", insert, PGRES_COMMAND_OK));
+      second.push_back(pg_conn::prepared("chat_set_last_seq", set_last, PGRES_COMMAND_OK));
     }
-    return c.commit(err);
+    second.push_back(pg_conn::plain("COMMIT"));
+    if (!c.pipeline(second, rs, failed, err)) return false;
+    if (!failed.empty() || !committed(rs[second.size() - 2])) {
+      err = failed.empty() ? "commit: the transaction was rolled back" : failed;
+      return rollback(c);
+    }
+    return true;
   }
 
   // 0 for a database without our tables; fails for one that is not a chat store.

@@ -1285,6 +1285,36 @@ TEST_F(postgres_backend, a_connection_closed_by_the_server_is_replaced_unnoticed
   EXPECT_TRUE(b->healthy(err)) << err;
 }
 
+TEST_F(postgres_backend, a_statement_failing_inside_a_commit_stores_nothing_of_it) {
+  auto b = open_ok(1);
+  ASSERT_NE(b, nullptr);
+  std::string err;
+  room_snapshot s;
+  ASSERT_TRUE(b->load_room("a", 10, 0, s, err)) << err;
+  ASSERT_TRUE(b->load_room("b", 10, 0, s, err)) << err;
+  ASSERT_TRUE(b->append({batch("a", 1, 2)}, err)) << err;
+  auto session =
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND"
+      " application_name = 'chatd'";
+  auto pid = sql(session);
+  // The server refuses the insert of room b's message (as a full disk would).
+  sql("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+      " $$BEGIN IF NEW.room = 'b' THEN RAISE EXCEPTION 'simulated failure'; END IF;"
+      " RETURN NEW; END$$;"
+      "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse()");
+  EXPECT_FALSE(b->append({batch("a", 3, 3), batch("b", 1, 1)}, err));
+  EXPECT_NE(err.find("simulated failure"), std::string::npos) << err;
+  ASSERT_TRUE(b->load_room("a", 10, 0, s, err)) << err;
+  EXPECT_EQ(s.last_seq, 2u);  // a's batch of the failed commit is not stored either
+  EXPECT_EQ(seqs_of(s.recent), span(1, 2));
+  // A write failed: healthy() writes to find out; that write works, so "ok".
+  EXPECT_TRUE(b->healthy(err)) << err;
+  sql("DROP TRIGGER refuse ON messages");
+  EXPECT_TRUE(b->append({batch("a", 3, 3), batch("b", 1, 1)}, err)) << err;
+  EXPECT_EQ(sql(session),
+            pid);  // the same connection throughout: a failed statement is no reason to drop it
+}
+
 TEST_F(postgres_backend, a_paused_transaction_cannot_hold_a_room_for_long) {
   // A node stopped (SIGSTOP) inside a transaction holds the room row's lock:
   // the server ends that session, so the node taking over is not blocked.
