@@ -1,9 +1,17 @@
-// Micro-benchmark of the SQLite store backend's group commit: appends N
-// messages in calls of B messages spread round-robin over R rooms, each call
-// one transaction, and prints messages/s and per-commit latency percentiles.
+// Micro-benchmark of a store backend's group commit (SQLite or PostgreSQL):
+// appends N messages in calls of B messages spread round-robin over R rooms,
+// each call one transaction, and prints messages/s and per-commit latency
+// percentiles. No actors: what the backend and its database cost.
 //
-//   store_bench [--messages N] [--batch B] [--rooms R] [--text-bytes T]
-//               [--sync full|normal] [--path FILE] [--pragma SQL]...
+//   store-bench [--backend sqlite|postgres] [--messages N] [--batch B] [--rooms R]
+//               [--text-bytes T] [--claim] [--sync full|normal] [--path FILE]
+//               [--pragma SQL]... [--pg-url URL]
+//
+// --claim claims every room first and fences every batch with its term, as a
+// cluster node does. PostgreSQL: --pg-url (default $CHAT_PG_URL); each run
+// uses rooms of its own (bench-<pid>-<r>), so runs never collide.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -11,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +32,9 @@ bool sqlite_exec(store_backend& b, const std::string& sql, std::string& err);
 namespace {
 
 struct options {
+  std::string backend = "sqlite";
+  std::string pg_url;
+  bool claim = false;
   uint64_t messages = 20000;
   uint64_t batch = 1;
   uint64_t rooms = 1;
@@ -34,16 +46,22 @@ struct options {
 
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--messages N] [--batch B] [--rooms R] [--text-bytes T]"
-               " [--sync full|normal] [--path FILE] [--pragma SQL]...\n",
+               "usage: %s [--backend sqlite|postgres] [--messages N] [--batch B] [--rooms R]"
+               " [--text-bytes T] [--claim] [--sync full|normal] [--path FILE] [--pragma SQL]..."
+               " [--pg-url URL]\n",
                argv0);
   std::exit(2);
 }
 
 options parse(int argc, char** argv) {
   options o;
+  if (const char* url = std::getenv("CHAT_PG_URL")) o.pg_url = url;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--claim") {
+      o.claim = true;
+      continue;
+    }
     if (i + 1 >= argc) usage(argv[0]);
     std::string v = argv[++i];
     if (a == "--messages")
@@ -60,10 +78,17 @@ options parse(int argc, char** argv) {
       o.path = v;
     else if (a == "--pragma")
       o.pragmas.push_back(v);
+    else if (a == "--backend")
+      o.backend = v;
+    else if (a == "--pg-url")
+      o.pg_url = v;
     else
       usage(argv[0]);
   }
-  if (o.batch == 0 || o.rooms == 0 || (o.sync != "full" && o.sync != "normal")) usage(argv[0]);
+  if (o.batch == 0 || o.rooms == 0 || (o.sync != "full" && o.sync != "normal") ||
+      (o.backend != "sqlite" && o.backend != "postgres") ||
+      (o.backend == "postgres" && o.pg_url.empty()))
+    usage(argv[0]);
   return o;
 }
 
@@ -79,17 +104,24 @@ double percentile(std::vector<double>& v, double p) {
 int main(int argc, char** argv) {
   using clock = std::chrono::steady_clock;
   auto o = parse(argc, argv);
-  // A fresh file each run, so runs compare.
-  std::error_code ec;
-  for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(o.path + suffix, ec);
-
   std::string err;
-  auto b = chat::make_sqlite_backend(o.path, err);
+  std::unique_ptr<chat::store_backend> b;
+  std::string prefix = "room-";
+  if (o.backend == "postgres") {
+    b = chat::make_postgres_backend(o.pg_url, 1, err);
+    prefix = "bench-" + std::to_string(getpid()) + "-";
+  } else {
+    // A fresh file each run, so runs compare.
+    std::error_code ec;
+    for (auto suffix : {"", "-wal", "-shm"}) std::filesystem::remove(o.path + suffix, ec);
+    b = chat::make_sqlite_backend(o.path, err);
+  }
   if (!b) {
     std::fprintf(stderr, "open: %s\n", err.c_str());
     return 1;
   }
-  if (o.sync == "normal" && !chat::detail::sqlite_exec(*b, "PRAGMA synchronous=NORMAL", err)) {
+  if (o.backend == "sqlite" && o.sync == "normal" &&
+      !chat::detail::sqlite_exec(*b, "PRAGMA synchronous=NORMAL", err)) {
     std::fprintf(stderr, "pragma: %s\n", err.c_str());
     return 1;
   }
@@ -100,13 +132,18 @@ int main(int argc, char** argv) {
     }
   std::vector<std::string> names;
   std::vector<uint64_t> last(o.rooms, 0);
+  std::vector<uint64_t> terms(o.rooms, 0);
   for (uint64_t r = 0; r < o.rooms; ++r) {
-    names.push_back("room-" + std::to_string(r));
+    names.push_back(prefix + std::to_string(r));
     chat::room_snapshot s;
-    if (!b->load_room(names.back(), 0, 0, s, err)) {
+    bool ok = o.claim ? b->claim_room(names.back(), "bench", 0, 0, s, err)
+                      : b->load_room(names.back(), 0, 0, s, err);
+    if (!ok) {
       std::fprintf(stderr, "load_room: %s\n", err.c_str());
       return 1;
     }
+    last[r] = s.last_seq;
+    terms[r] = o.claim ? s.term : 0;
   }
 
   const std::string text(o.text_bytes, 'x');
@@ -122,6 +159,8 @@ int main(int argc, char** argv) {
       auto r = (next_room + i) % o.rooms;
       auto& ab = batches[i % batches.size()];
       ab.room = names[r];
+      ab.owner = "bench";
+      ab.term = terms[r];
       chat::stored_msg m;
       m.seq = ++last[r];
       m.ts = 1764090000000 + static_cast<int64_t>(done + i);
@@ -144,10 +183,11 @@ int main(int argc, char** argv) {
   double p50 = percentile(latencies_ms, 0.50);
   double p99 = percentile(latencies_ms, 0.99);
   std::printf(
-      "rooms=%llu batch=%llu messages=%llu text=%zuB sync=%s: %.0f msgs/s, %.0f commits/s,"
+      "%s rooms=%llu batch=%llu messages=%llu text=%zuB%s%s: %.0f msgs/s, %.0f commits/s,"
       " commit p50=%.3f ms p99=%.3f ms\n",
-      static_cast<unsigned long long>(o.rooms), static_cast<unsigned long long>(o.batch),
-      static_cast<unsigned long long>(done), o.text_bytes, o.sync.c_str(),
+      o.backend.c_str(), static_cast<unsigned long long>(o.rooms),
+      static_cast<unsigned long long>(o.batch), static_cast<unsigned long long>(done), o.text_bytes,
+      o.backend == "sqlite" ? (" sync=" + o.sync).c_str() : "", o.claim ? " fenced" : "",
       static_cast<double>(done) / secs, static_cast<double>(commits) / secs, p50, p99);
   return 0;
 }

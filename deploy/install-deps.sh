@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake g++ ccache pkg-config libcaf-dev libboost-dev libboost-system-dev
       nlohmann-json3-dev libgtest-dev libsqlite3-dev sqlite3 libjwt-dev libssl-dev libcli11-dev
-      libspdlog-dev curl openssl)
+      libspdlog-dev curl openssl libpq-dev postgresql)
 for arg in "$@"; do
   case "$arg" in
     --browser)

@@ -80,9 +80,17 @@ void add_server_options(CLI::App& app, server_config& c) {
       "Comma list of Origin patterns a browser may open a WebSocket from, e.g. "
       "https://chat.example.com,https://*.example.com,http://127.0.0.1:*; default: same origin")
       ->delimiter(',');
-  opt("--store", c.store, "CHAT_STORE", "sqlite (durable) or memory")
-      ->check(CLI::IsMember({"sqlite", "memory"}));
+  opt("--store", c.store, "CHAT_STORE",
+      "sqlite (durable, one node), postgres (durable, shared by a cluster) or memory")
+      ->check(CLI::IsMember({"sqlite", "memory", "postgres"}));
   opt("--db", c.db, "CHAT_DB", "SQLite database file");
+  // Not echoed as a default: a connection string may hold a password.
+  app.add_option("--pg-url", c.pg_url,
+                 "PostgreSQL connection string for --store postgres, e.g."
+                 " postgresql://chat@db.example:5432/chat?sslmode=require")
+      ->envname("CHAT_PG_URL");
+  opt("--pg-pool", c.pg_pool, "CHAT_PG_POOL", "PostgreSQL connections at most (opened on demand)")
+      ->check(CLI::Range(size_t{1}, size_t{64}));
   opt("--memory-max-per-room", c.memory_max_per_room, "CHAT_MEMORY_MAX_PER_ROOM",
       "Messages per room the memory store keeps");
   opt("--room-grace", c.room_grace_s, "CHAT_ROOM_GRACE", "Seconds an empty room lives on")
@@ -125,6 +133,9 @@ std::string check_config(const server_config& c) {
   if (auto e = proxies.parse(c.trusted_proxies); !e.empty()) return "--trusted-proxies: " + e;
   origin_policy origins;
   if (auto e = origins.parse(c.allowed_origins); !e.empty()) return "--allowed-origins: " + e;
+  if (c.store == "postgres" && c.pg_url.empty())
+    return "--store postgres needs --pg-url (or CHAT_PG_URL), e.g. "
+           "postgresql://chat@localhost:5432/chat";
   return {};
 }
 

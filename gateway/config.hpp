@@ -59,8 +59,10 @@ struct server_config {
   std::vector<std::string> allowed_origins;  // empty: same origin as Host
 
   // rooms and storage
-  std::string store = "sqlite";  // sqlite | memory
+  std::string store = "sqlite";  // sqlite | memory | postgres
   std::string db = "./data/chat.db";
+  std::string pg_url;  // libpq connection string (URI or key=value) for --store postgres
+  size_t pg_pool = 4;  // PostgreSQL connections at most
   uint64_t memory_max_per_room = 10000;
   double room_grace_s = 30;
   uint32_t history_window = 1000;

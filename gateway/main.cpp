@@ -123,7 +123,7 @@ int run_server(chat::server_config cfg) {
   auto host = cfg.listen.substr(0, cfg.listen.rfind(':'));
   auto url = std::string(srv.tls() ? "https://" : "http://") + host + ":" + std::to_string(port) + "/";
   spdlog::info("event=listening node={} url={} store={} anonymous={}", cfg.node, url,
-               cfg.store == "memory" ? "memory" : cfg.db, cfg.allow_anonymous);
+               cfg.store == "sqlite" ? cfg.db : cfg.store, cfg.allow_anonymous);
   std::cout << "chatd listening on " << url << std::endl;
   if (srv.plain_port()) {
     auto plain_host = cfg.listen_plain.substr(0, cfg.listen_plain.rfind(':'));

@@ -31,6 +31,9 @@ bool server::start(std::string& err) {
   std::shared_ptr<store_backend> backend;
   if (cfg.store == "memory") {
     backend = make_memory_backend(cfg.memory_max_per_room);
+  } else if (cfg.store == "postgres") {
+    backend = make_postgres_backend(cfg.pg_url, cfg.pg_pool, err);
+    if (!backend) return false;  // err names the server, not the password
   } else {
     backend = make_sqlite_backend(cfg.db, err);
     if (!backend) {
@@ -42,6 +45,7 @@ bool server::start(std::string& err) {
   scfg.recent_limit = cfg.history_window;
   scfg.retention.max_messages = cfg.retention_max_messages;
   scfg.retention.max_age_ms = cfg.retention_max_age_s * 1000;
+  scfg.health_interval = std::chrono::seconds(5);
   store_ = spawn_store(sys_, backend, scfg);
   ctx_->users = sys_.spawn(user_registry_impl, cfg.max_conns_per_user);
   std::vector<std::string> names;

@@ -22,7 +22,28 @@ errc errc_of(const caf::error& err, std::string* message) {
   return errc::internal;
 }
 
+const char* to_string(store_errc x) {
+  switch (x) {
+    case store_errc::failed:
+      return "failed";
+    case store_errc::fenced:
+      return "fenced";
+  }
+  return "unknown";
+}
+
+caf::error make_error(store_errc x, std::string what) {
+  return {static_cast<uint8_t>(x), store_error_category, caf::make_message(std::move(what))};
+}
+
 void register_message_types(caf::actor_system_config& cfg) {
+  // Renders a store error as "store: fenced (what)" in logs instead of a code.
+  cfg.add_error_category(
+      store_error_category, [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+        auto out = std::string{"store: "} + to_string(static_cast<store_errc>(code));
+        if (ctx.match_elements<std::string>()) out += " (" + ctx.get_as<std::string>(0) + ")";
+        return out;
+      });
   cfg.add_message_type<conn_ref>("chat::conn_ref");
   cfg.add_message_type<member_info>("chat::member_info");
   cfg.add_message_type<stored_msg>("chat::stored_msg");

@@ -23,6 +23,9 @@ using range_atom = caf::atom_constant<caf::atom("range")>;
 using trim_atom = caf::atom_constant<caf::atom("trim")>;
 using rooms_atom = caf::atom_constant<caf::atom("rooms")>;
 using dial_atom = caf::atom_constant<caf::atom("dial")>;
+using claim_atom = caf::atom_constant<caf::atom("claim")>;
+using health_atom = caf::atom_constant<caf::atom("health")>;
+using commit_atom = caf::atom_constant<caf::atom("commit")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -33,6 +36,21 @@ constexpr auto range_atom_v = range_atom::value;
 constexpr auto trim_atom_v = trim_atom::value;
 constexpr auto rooms_atom_v = rooms_atom::value;
 constexpr auto dial_atom_v = dial_atom::value;
+constexpr auto claim_atom_v = claim_atom::value;
+constexpr auto health_atom_v = health_atom::value;
+constexpr auto commit_atom_v = commit_atom::value;
+
+// --- store errors --------------------------------------------------------------
+// What the store actor answers a failed request with, so that a room can tell
+// "another node claimed this room" (stop sequencing it) from "try again".
+enum class store_errc : uint8_t {
+  failed = 1,  // the store could not do it (database down, bad batch): retry
+  fenced = 2,  // the room's term moved on: this node no longer owns the room
+};
+const char* to_string(store_errc x);
+constexpr auto store_error_category = caf::atom("store");
+// Found by ADL: `caf::error e = store_errc::fenced;` and `e == store_errc::fenced` work.
+caf::error make_error(store_errc x, std::string what = {});
 
 // --- shared values -----------------------------------------------------------
 
@@ -53,11 +71,13 @@ struct room_snapshot {
   uint64_t first_seq = 1;             // oldest seq still stored (last_seq + 1 when empty)
   std::vector<stored_msg> recent;     // newest messages, oldest first
   std::vector<stored_msg> idem;       // messages with an idempotency key in the window
+  uint64_t term = 0;                  // the room's fencing term (0: never claimed)
+  std::string owner;                  // the node that claimed it last ("" if never)
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
   return f(caf::meta::type_name("room_snapshot"), x.epoch, x.last_seq, x.first_seq, x.recent,
-           x.idem);
+           x.idem, x.term, x.owner);
 }
 
 // --- room / registry -> gateway ----------------------------------------------
@@ -305,13 +325,18 @@ typename Inspector::result_type inspect(Inspector& f, room_idle& x) {
 
 // --- room <-> store ---------------------------------------------------------------
 
+// `owner` and `term` fence the batch: it commits only while the room's stored
+// term is still `term` (and its owner `owner`), i.e. nobody claimed the room
+// since this node did. term 0 = unfenced (a single node that never claims).
 struct append_batch {
   std::string room;
   std::vector<stored_msg> msgs;
+  std::string owner;
+  uint64_t term = 0;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, append_batch& x) {
-  return f(caf::meta::type_name("append_batch"), x.room, x.msgs);
+  return f(caf::meta::type_name("append_batch"), x.room, x.msgs, x.owner, x.term);
 }
 
 struct range_query {

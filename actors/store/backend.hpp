@@ -1,7 +1,8 @@
 #pragma once
 // Storage behind the store actor: plain synchronous classes, no actors, no
-// threads, so they test against a real SQLite file without a scheduler. The
-// store actor (store.hpp) owns one backend and batches calls into it.
+// threads, so they test against a real SQLite file (or a real PostgreSQL)
+// without a scheduler. The store actor (store.hpp) owns one backend and
+// batches calls into it.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -10,6 +11,12 @@
 #include "messages/types.hpp"
 
 namespace chat {
+
+// What became of one batch of an append call.
+enum class append_result : uint8_t {
+  committed,  // stored
+  fenced,     // refused: the room was claimed since (term moved on); nothing stored
+};
 
 struct retention_policy {
   uint64_t max_messages = 0;  // per room, 0 = unlimited
@@ -21,15 +28,42 @@ class store_backend {
   virtual ~store_backend() = default;
 
   // The room's epoch, last seq, oldest stored seq, its newest `recent_limit`
-  // messages (oldest first) and every message with an idempotency key whose
-  // ts >= idem_since_ms. Creates the room (fresh random epoch, seq 0) if unknown.
+  // messages (oldest first), every message with an idempotency key whose
+  // ts >= idem_since_ms, and its current term and owner. Creates the room
+  // (fresh random epoch, seq 0, term 0) if unknown.
   // Returns false and sets `err` on failure.
   virtual bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
                          room_snapshot& out, std::string& err) = 0;
 
-  // Stores every message of every batch in ONE transaction (group commit) and
-  // advances each room's last seq. All or nothing: false + `err` on failure.
-  virtual bool append(const std::vector<append_batch>& batches, std::string& err) = 0;
+  // Fencing: in ONE transaction, creates the room if unknown, raises its term
+  // by one, makes `owner` its owner and reads its snapshot (as load_room), so
+  // that `out.term` is the new term and `out` holds everything committed under
+  // earlier terms. Appends fenced with an older term fail from then on.
+  virtual bool claim_room(const std::string& room, const std::string& owner, uint32_t recent_limit,
+                          int64_t idem_since_ms, room_snapshot& out, std::string& err) = 0;
+
+  // Stores the batches in ONE transaction (group commit) and advances each
+  // room's last seq. A batch with term != 0 whose term (or owner) is no longer
+  // the room's is refused alone (results[i] = fenced, none of it stored) while
+  // the others commit; a room in several batches chains them. Any other
+  // problem (seq gap, unknown room, database error) refuses the whole call:
+  // false + `err`, nothing stored. `results` gets one entry per batch.
+  virtual bool append(const std::vector<append_batch>& batches, std::vector<append_result>& results,
+                      std::string& err) = 0;
+
+  // For unfenced callers (single node, tests, benchmarks): true only if every
+  // batch committed. All or nothing unless a batch is fenced.
+  bool append(const std::vector<append_batch>& batches, std::string& err) {
+    std::vector<append_result> results;
+    if (!append(batches, results, err)) return false;
+    for (size_t i = 0; i < results.size(); ++i)
+      if (results[i] == append_result::fenced) {
+        err = "append to room '" + batches[i].room + "' fenced: term " +
+              std::to_string(batches[i].term) + " is no longer current";
+        return false;
+      }
+    return true;
+  }
 
   // Messages of `q.room` with q.after < seq < q.before (before 0 = no bound),
   // at most q.limit, oldest first; q.newest picks the newest ones in the range.
@@ -44,6 +78,9 @@ class store_backend {
 
   // True when the store can take writes ("ok"), else a reason in `err`.
   virtual bool healthy(std::string& err) = 0;
+
+  // How many calls may run at once from different threads (1: one at a time).
+  virtual size_t concurrency() const { return 1; }
 };
 
 // In-memory history, lost on restart: every start makes fresh epochs.
@@ -53,6 +90,15 @@ std::unique_ptr<store_backend> make_memory_backend(uint64_t max_per_room);
 // SQLite file in WAL mode; creates the directory if missing; migrates the
 // schema. Returns nullptr and sets `err` when the file cannot be opened or used.
 std::unique_ptr<store_backend> make_sqlite_backend(const std::string& path, std::string& err);
+
+// PostgreSQL through libpq. `url` is a libpq connection string, URI
+// (postgresql://user@host:5432/db?sslmode=require) or key=value form.
+// Connects, migrates the schema (or refuses one newer than this build) and
+// keeps up to `pool_size` connections (opened on demand); every call leases one
+// for its duration, so the backend may be used from several threads at once.
+// Returns nullptr and sets `err` when the database is unreachable or unusable.
+std::unique_ptr<store_backend> make_postgres_backend(const std::string& url, size_t pool_size,
+                                                     std::string& err);
 
 // A random epoch string (16 hex characters).
 std::string new_epoch();

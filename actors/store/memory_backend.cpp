@@ -24,6 +24,8 @@ namespace {
 struct mem_room {
   std::string epoch;
   uint64_t last_seq = 0;
+  uint64_t term = 0;
+  std::string owner;
   std::deque<stored_msg> msgs;  // seqs first_seq()..last_seq, gapless
 
   uint64_t first_seq() const { return last_seq + 1 - msgs.size(); }
@@ -36,15 +38,7 @@ class memory_backend final : public store_backend {
   bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
                  room_snapshot& out, std::string& err) override {
     try {
-      auto& r = get_or_create(room);
-      out = room_snapshot{};
-      out.epoch = r.epoch;
-      out.last_seq = r.last_seq;
-      out.first_seq = r.first_seq();
-      auto n = std::min<size_t>(recent_limit, r.msgs.size());
-      out.recent.assign(r.msgs.end() - static_cast<std::ptrdiff_t>(n), r.msgs.end());
-      for (auto& m : r.msgs)
-        if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
+      snapshot(get_or_create(room), recent_limit, idem_since_ms, out);
       return true;
     } catch (const std::exception& e) {
       err = std::string{"memory store: "} + e.what();
@@ -52,22 +46,50 @@ class memory_backend final : public store_backend {
     }
   }
 
-  bool append(const std::vector<append_batch>& batches, std::string& err) override {
+  bool claim_room(const std::string& room, const std::string& owner, uint32_t recent_limit,
+                  int64_t idem_since_ms, room_snapshot& out, std::string& err) override {
+    if (owner.empty()) {
+      err = "claim of room '" + room + "' without an owner name";
+      return false;
+    }
     try {
+      auto& r = get_or_create(room);
+      room_snapshot snap;
+      snapshot(r, recent_limit, idem_since_ms, snap);
+      snap.term = r.term + 1;
+      snap.owner = owner;
+      std::string new_owner = owner;  // copied before: a bad_alloc leaves the room unclaimed
+      r.term = snap.term;
+      r.owner = std::move(new_owner);
+      out = std::move(snap);
+      return true;
+    } catch (const std::exception& e) {
+      err = std::string{"memory store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool append(const std::vector<append_batch>& batches, std::vector<append_result>& results,
+              std::string& err) override {
+    try {
+      results.assign(batches.size(), append_result::committed);
       // Validate everything first so that a refused call changes nothing.
       // A room may appear in several batches: track its tentative last seq.
       std::unordered_map<std::string, uint64_t> next;
-      for (auto& b : batches) {
+      for (size_t i = 0; i < batches.size(); ++i) {
+        auto& b = batches[i];
         if (b.msgs.empty()) continue;
-        auto it = next.find(b.room);
-        if (it == next.end()) {
-          auto r = rooms_.find(b.room);
-          if (r == rooms_.end()) {
-            err = "append to unknown room '" + b.room + "' (load_room first)";
-            return false;
-          }
-          it = next.emplace(b.room, r->second.last_seq + 1).first;
+        auto r = rooms_.find(b.room);
+        if (r == rooms_.end()) {
+          err = "append to unknown room '" + b.room + "' (load_room first)";
+          return false;
         }
+        if (b.term != 0 && (b.term != r->second.term || b.owner != r->second.owner)) {
+          results[i] = append_result::fenced;  // skipped: no seq check, nothing stored
+          continue;
+        }
+        auto it = next.find(b.room);
+        if (it == next.end()) it = next.emplace(b.room, r->second.last_seq + 1).first;
         for (auto& m : b.msgs) {
           if (!m.room.empty() && m.room != b.room) {
             err = "message for room '" + m.room + "' in batch of room '" + b.room + "'";
@@ -84,8 +106,9 @@ class memory_backend final : public store_backend {
       // Copy before mutating so that bad_alloc cannot leave a half-stored call.
       std::vector<std::pair<mem_room*, std::vector<stored_msg>>> staged;
       staged.reserve(batches.size());
-      for (auto& b : batches) {
-        if (b.msgs.empty()) continue;
+      for (size_t i = 0; i < batches.size(); ++i) {
+        auto& b = batches[i];
+        if (b.msgs.empty() || results[i] == append_result::fenced) continue;
         staged.emplace_back(&rooms_[b.room], b.msgs);
         for (auto& m : staged.back().second) m.room = b.room;
       }
@@ -159,6 +182,20 @@ class memory_backend final : public store_backend {
   }
 
  private:
+  static void snapshot(const mem_room& r, uint32_t recent_limit, int64_t idem_since_ms,
+                       room_snapshot& out) {
+    out = room_snapshot{};
+    out.epoch = r.epoch;
+    out.last_seq = r.last_seq;
+    out.first_seq = r.first_seq();
+    out.term = r.term;
+    out.owner = r.owner;
+    auto n = std::min<size_t>(recent_limit, r.msgs.size());
+    out.recent.assign(r.msgs.end() - static_cast<std::ptrdiff_t>(n), r.msgs.end());
+    for (auto& m : r.msgs)
+      if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
+  }
+
   mem_room& get_or_create(const std::string& room) {
     auto it = rooms_.find(room);
     if (it != rooms_.end()) return it->second;

@@ -43,9 +43,13 @@ const migration migrations[] = {
      " PRIMARY KEY(room, seq)) WITHOUT ROWID;"
      // Partial: only the few messages with a key pay for this index.
      "CREATE INDEX messages_idem ON messages(room, ts) WHERE idem_key != '';"},
+    // Fencing: the node that sequences the room, and a term that only grows.
+    {2,
+     "ALTER TABLE rooms ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE rooms ADD COLUMN term INTEGER NOT NULL DEFAULT 0;"},
 };
 
-constexpr int latest_schema = 1;
+constexpr int latest_schema = 2;
 
 int64_t clamp_i64(uint64_t v) {
   return v > static_cast<uint64_t>(max_i64) ? max_i64 : static_cast<int64_t>(v);
@@ -113,6 +117,8 @@ struct room_row {
   std::string epoch;
   uint64_t last_seq = 0;
   uint64_t first_seq = 1;
+  uint64_t term = 0;
+  std::string owner;
 };
 
 class sqlite_backend final : public store_backend {
@@ -183,46 +189,55 @@ class sqlite_backend final : public store_backend {
     try {
       out = room_snapshot{};
       room_row row;
-      bool found = false;
-      if (!get_room(room, row, found, err)) return false;
-      if (!found) {
-        auto epoch = new_epoch();
-        auto created = now_ms();
-        use u{*insert_room_};
-        u.bind(1, room);
-        u.bind(2, epoch);
-        u.bind(3, created);
-        if (u.step() != SQLITE_DONE) return write_failed(db_error(db_, "create room"), err);
-        // OR IGNORE: another connection may have created it meanwhile; re-read.
-        if (!get_room(room, row, found, err)) return false;
-        if (!found) {
-          err = "room '" + room + "' vanished after insert";
-          return false;
-        }
-      }
-      out.epoch = row.epoch;
-      out.last_seq = row.last_seq;
-      out.first_seq = row.first_seq;
-      if (recent_limit > 0) {
-        use u{*recent_};
-        u.bind(1, room);
-        u.bind(2, static_cast<int64_t>(recent_limit));
-        if (!read_msgs(u, room, out.recent, err, "read recent")) return false;
-        std::reverse(out.recent.begin(), out.recent.end());
-      }
-      use u{*idem_};
-      u.bind(1, room);
-      u.bind(2, idem_since_ms);
-      return read_msgs(u, room, out.idem, err, "read idempotency keys");
+      if (!get_or_create_room(room, row, err)) return false;
+      return read_snapshot(room, row, recent_limit, idem_since_ms, out, err);
     } catch (const std::exception& e) {
       err = std::string{"sqlite store: "} + e.what();
       return false;
     }
   }
 
-  bool append(const std::vector<append_batch>& batches, std::string& err) override {
+  bool claim_room(const std::string& room, const std::string& owner, uint32_t recent_limit,
+                  int64_t idem_since_ms, room_snapshot& out, std::string& err) override {
     try {
-      return append_impl(batches, err);
+      out = room_snapshot{};
+      if (owner.empty()) {
+        err = "claim of room '" + room + "' without an owner name";
+        return false;
+      }
+      // BEGIN IMMEDIATE takes the write lock: no append of another connection
+      // runs between the term bump and the reads.
+      if (!step_done(*begin_, "begin", err)) return write_failed(err, err);
+      room_row row;
+      if (!get_or_create_room(room, row, err)) return abort_write(err);
+      {
+        use u{*claim_};
+        u.bind(1, room);
+        u.bind(2, owner);
+        if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "claim room"), err);
+      }
+      bool found = false;
+      if (!get_room(room, row, found, err)) return abort_write(err);
+      if (!found || !read_snapshot(room, row, recent_limit, idem_since_ms, out, err)) {
+        if (!found) err = "room '" + room + "' vanished during its claim";
+        return abort_write(err);
+      }
+      if (!step_done(*commit_, "commit", err)) return abort_write(err);
+      write_error_.clear();
+      return true;
+    } catch (const std::exception& e) {
+      rollback();
+      out = room_snapshot{};
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool append(const std::vector<append_batch>& batches, std::vector<append_result>& results,
+              std::string& err) override {
+    try {
+      results.assign(batches.size(), append_result::committed);
+      return append_impl(batches, results, err);
     } catch (const std::exception& e) {
       rollback();
       err = std::string{"sqlite store: "} + e.what();
@@ -320,7 +335,8 @@ class sqlite_backend final : public store_backend {
   }
 
  private:
-  bool append_impl(const std::vector<append_batch>& batches, std::string& err) {
+  bool append_impl(const std::vector<append_batch>& batches, std::vector<append_result>& results,
+                   std::string& err) {
     // Cheap checks first, without touching the file.
     bool any = false;
     for (auto& b : batches) {
@@ -344,7 +360,8 @@ class sqlite_backend final : public store_backend {
     }
     if (!any) return true;
     if (!step_done(*begin_, "begin", err)) return write_failed(err, err);
-    for (auto& b : batches) {
+    for (size_t i = 0; i < batches.size(); ++i) {
+      auto& b = batches[i];
       if (b.msgs.empty()) continue;
       room_row row;
       bool found = false;
@@ -353,6 +370,12 @@ class sqlite_backend final : public store_backend {
         rollback();
         err = "append to unknown room '" + b.room + "' (load_room first)";
         return false;
+      }
+      // The write lock (BEGIN IMMEDIATE) is held: the term read here is the
+      // one this commit is checked against.
+      if (b.term != 0 && (b.term != row.term || b.owner != row.owner)) {
+        results[i] = append_result::fenced;
+        continue;
       }
       // Read inside the transaction, so a room in two batches chains correctly.
       if (b.msgs.front().seq != row.last_seq + 1) {
@@ -455,7 +478,52 @@ class sqlite_backend final : public store_backend {
     row.epoch = u.text(0);
     row.last_seq = static_cast<uint64_t>(u.i64(1));
     row.first_seq = static_cast<uint64_t>(u.i64(2));
+    row.term = static_cast<uint64_t>(u.i64(3));
+    row.owner = u.text(4);
     return true;
+  }
+
+  // Creates the room (OR IGNORE: another connection may have created it
+  // meanwhile) and reads its row.
+  bool get_or_create_room(const std::string& room, room_row& row, std::string& err) {
+    bool found = false;
+    if (!get_room(room, row, found, err)) return false;
+    if (found) return true;
+    auto epoch = new_epoch();
+    auto created = now_ms();
+    {
+      use u{*insert_room_};
+      u.bind(1, room);
+      u.bind(2, epoch);
+      u.bind(3, created);
+      if (u.step() != SQLITE_DONE) return write_failed(db_error(db_, "create room"), err);
+    }
+    if (!get_room(room, row, found, err)) return false;
+    if (!found) {
+      err = "room '" + room + "' vanished after insert";
+      return false;
+    }
+    return true;
+  }
+
+  bool read_snapshot(const std::string& room, const room_row& row, uint32_t recent_limit,
+                     int64_t idem_since_ms, room_snapshot& out, std::string& err) {
+    out.epoch = row.epoch;
+    out.last_seq = row.last_seq;
+    out.first_seq = row.first_seq;
+    out.term = row.term;
+    out.owner = row.owner;
+    if (recent_limit > 0) {
+      use u{*recent_};
+      u.bind(1, room);
+      u.bind(2, static_cast<int64_t>(recent_limit));
+      if (!read_msgs(u, room, out.recent, err, "read recent")) return false;
+      std::reverse(out.recent.begin(), out.recent.end());
+    }
+    use u{*idem_};
+    u.bind(1, room);
+    u.bind(2, idem_since_ms);
+    return read_msgs(u, room, out.idem, err, "read idempotency keys");
   }
 
   // Columns: seq, ts, from_user, name, text, data, idem_key.
@@ -619,7 +687,9 @@ class sqlite_backend final : public store_backend {
     auto desc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq DESC LIMIT ?4");
     auto asc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq LIMIT ?4");
     return add(begin_, "BEGIN IMMEDIATE") && add(commit_, "COMMIT") &&
-           add(get_room_, "SELECT epoch, last_seq, first_seq FROM rooms WHERE name=?1") &&
+           add(get_room_,
+               "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name=?1") &&
+           add(claim_, "UPDATE rooms SET term=term+1, owner=?2 WHERE name=?1") &&
            add(insert_room_,
                "INSERT OR IGNORE INTO rooms(name, epoch, last_seq, first_seq, created_ms)"
                " VALUES(?1, ?2, 0, 1, ?3)") &&
@@ -642,8 +712,8 @@ class sqlite_backend final : public store_backend {
   sqlite3* db_ = nullptr;
   std::string write_error_;  // last failed write, "" once a write succeeds
   std::vector<std::unique_ptr<stmt>*> stmts_;
-  std::unique_ptr<stmt> begin_, commit_, get_room_, insert_room_, recent_, idem_, range_desc_,
-      range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
+  std::unique_ptr<stmt> begin_, commit_, get_room_, claim_, insert_room_, recent_, idem_,
+      range_desc_, range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
       delete_before_, schema_version_, health_probe_;
 };
 

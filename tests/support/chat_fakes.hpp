@@ -213,6 +213,8 @@ class counting_backend : public chat::store_backend {
   bool fail_all = false;     // every append fails and stores nothing
   int fail_loads = 0;        // the next N load_room calls fail
   size_t load_calls = 0;
+  size_t claim_calls = 0;
+  size_t parallel = 1;  // what concurrency() claims (the test scheduler runs one thing at a time)
 
   bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
                  chat::room_snapshot& out, std::string& err) override {
@@ -224,7 +226,14 @@ class counting_backend : public chat::store_backend {
     }
     return inner_->load_room(room, recent_limit, idem_since_ms, out, err);
   }
-  bool append(const std::vector<chat::append_batch>& batches, std::string& err) override {
+  bool claim_room(const std::string& room, const std::string& owner, uint32_t recent_limit,
+                  int64_t idem_since_ms, chat::room_snapshot& out, std::string& err) override {
+    ++claim_calls;
+    return inner_->claim_room(room, owner, recent_limit, idem_since_ms, out, err);
+  }
+  using chat::store_backend::append;
+  bool append(const std::vector<chat::append_batch>& batches,
+              std::vector<chat::append_result>& results, std::string& err) override {
     ++append_calls;
     calls.push_back(batches);
     if (fail_all || fail_appends > 0) {
@@ -234,11 +243,11 @@ class counting_backend : public chat::store_backend {
     }
     if (commit_then_fail > 0) {
       --commit_then_fail;
-      if (!inner_->append(batches, err)) return false;
+      if (!inner_->append(batches, results, err)) return false;
       err = "injected failure after commit";
       return false;
     }
-    return inner_->append(batches, err);
+    return inner_->append(batches, results, err);
   }
   bool range(const chat::range_query& q, std::vector<chat::stored_msg>& out,
              std::string& err) override {
@@ -252,6 +261,7 @@ class counting_backend : public chat::store_backend {
     return inner_->trim(p, now_ms, removed, err);
   }
   bool healthy(std::string& err) override { return inner_->healthy(err); }
+  size_t concurrency() const override { return parallel; }
 
   // Everything stored for a room, oldest first (read directly, outside the actor:
   // safe under the single-threaded test coordinator).

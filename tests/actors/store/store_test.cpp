@@ -1,8 +1,7 @@
 // The store actor under CAF's deterministic test coordinator: group commit,
 // answers in order, and what rooms do when the store fails. The backend is the
 // memory backend wrapped in a decorator that counts appends and fails on demand.
-#include "tests/support/caf_gtest.hpp"  // first: bridges caf/test/dsl.hpp to gtest
-
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -10,6 +9,7 @@
 
 #include "actors/room.hpp"
 #include "actors/store/store.hpp"
+#include "tests/support/caf_gtest.hpp"  // first: bridges caf/test/dsl.hpp to gtest
 #include "tests/support/chat_fakes.hpp"
 
 using namespace caf;
@@ -48,6 +48,7 @@ range_query all_of(const std::string& room) {
 // order they arrive: (room#first seq, last seq or 0 for an error).
 struct client_state {
   std::vector<std::pair<std::string, uint64_t>> answers;
+  std::vector<error> errors;  // every error answer, in order
   static inline const char* name = "store_client";
 };
 behavior client_impl(stateful_actor<client_state>* self, store_actor store) {
@@ -59,7 +60,10 @@ behavior client_impl(stateful_actor<client_state>* self, store_actor store) {
               .then([=](append_batch& done) {
                       self->state.answers.emplace_back(tag, done.msgs.back().seq);
                     },
-                    [=](error&) { self->state.answers.emplace_back(tag, 0); });
+                    [=](error& e) {
+                      self->state.answers.emplace_back(tag, 0);
+                      self->state.errors.push_back(e);
+                    });
         }
       },
   };
@@ -238,6 +242,192 @@ TEST_F(StoreActorTest, EmptyBatchIsRefused) {
             [&](error&) { refused = true; });
   EXPECT_TRUE(refused);
   EXPECT_EQ(backend->append_calls, 0u);
+}
+
+// --- parallel commits (a backend that takes concurrent calls) ---------------------------
+
+struct ParallelStoreTest : StoreActorTest {
+  store_actor pstore;
+  ParallelStoreTest() {
+    backend->parallel = 3;  // two committers, one connection for the store's reads
+    pstore = spawn_store(sys, backend, store_config{}, /*detached=*/false);
+    sched.run();
+  }
+  ~ParallelStoreTest() override {
+    anon_send_exit(pstore, exit_reason::kill);
+    sched.run();
+  }
+  // Hands `batches` to the store through `client` and runs the store until its
+  // flush has handed them to a committer (which has not run yet).
+  void hand_in(const actor& client, std::vector<append_batch> batches) {
+    auto n = batches.size();
+    self->send(client, std::move(batches));
+    expect((std::vector<append_batch>), from(self).to(client));
+    for (size_t i = 0; i < n; ++i) expect((append_atom, append_batch), from(client).to(pstore));
+    expect((flush_now_atom), from(pstore).to(pstore));
+  }
+};
+
+TEST_F(ParallelStoreTest, ARoomWaitsForItsCommitInFlightWhileOthersCommitBesideIt) {
+  create_rooms({"a", "b", "c"});
+  auto client = sys.spawn(client_impl, pstore);
+  spawned.push_back(client);
+  sched.run();
+  hand_in(client, {batch("a", 1, 1), batch("b", 1, 1)});  // commit 1: a, b
+  hand_in(client, {batch("a", 2, 2), batch("c", 1, 1)});  // commit 2: c only, a#2 waits
+  EXPECT_EQ(backend->append_calls, 0u);
+  sched.run();
+  ASSERT_EQ(backend->calls.size(), 3u);
+  auto rooms_of = [](const std::vector<append_batch>& bs) {
+    std::vector<std::string> out;
+    for (auto& b : bs) out.push_back(b.room + "#" + std::to_string(b.msgs.front().seq));
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  std::vector<std::vector<std::string>> seen;
+  for (auto& c : backend->calls) seen.push_back(rooms_of(c));
+  std::sort(seen.begin(), seen.begin() + 2);
+  EXPECT_EQ(seen, (std::vector<std::vector<std::string>>{{"a#1", "b#1"}, {"c#1"}, {"a#2"}}));
+  auto got = state_of<client_state>(client).answers;
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (answers{{"a#1", 1}, {"a#2", 2}, {"b#1", 1}, {"c#1", 1}}));
+  EXPECT_EQ(backend->stored("a").size(), 2u);
+}
+
+TEST_F(ParallelStoreTest, AReadWaitsOnlyForTheAppendsOfItsRoom) {
+  create_rooms({"a", "b"});
+  auto client = sys.spawn(client_impl, pstore);
+  spawned.push_back(client);
+  sched.run();
+  hand_in(client, {batch("a", 1, 3)});  // with a committer, not committed yet
+  auto loads_before = backend->load_calls;
+  auto load_a = self->request(pstore, infinite, load_atom_v, std::string{"a"});
+  auto load_b = self->request(pstore, infinite, load_atom_v, std::string{"b"});
+  expect((load_atom, std::string), from(self).to(pstore).with(_, std::string{"a"}));
+  expect((load_atom, std::string), from(self).to(pstore).with(_, std::string{"b"}));
+  // b had nothing in flight: answered at once, before a's commit ran.
+  EXPECT_EQ(backend->load_calls, loads_before + 1);
+  EXPECT_EQ(backend->append_calls, 0u);
+  sched.run();
+  load_a.receive([&](room_snapshot& snap) { EXPECT_EQ(snap.last_seq, 3u); },
+                 [&](error& e) { ADD_FAILURE() << sys.render(e); });
+  load_b.receive([&](room_snapshot& snap) { EXPECT_EQ(snap.last_seq, 0u); },
+                 [&](error& e) { ADD_FAILURE() << sys.render(e); });
+  EXPECT_EQ(backend->load_calls, loads_before + 2);
+  EXPECT_EQ(state_of<client_state>(client).answers, (answers{{"a#1", 3}}));
+}
+
+TEST_F(ParallelStoreTest, FailuresAndFencesAreAnsweredAsInline) {
+  create_rooms({"a", "b"});
+  room_snapshot t1, t2;
+  std::string err;
+  ASSERT_TRUE(backend->claim_room("a", "node-a", 10, 0, t1, err)) << err;
+  ASSERT_TRUE(backend->claim_room("a", "node-b", 10, 0, t2, err)) << err;
+  auto client = sys.spawn(client_impl, pstore);
+  spawned.push_back(client);
+  sched.run();
+  auto stale = batch("a", 1, 1);
+  stale.owner = t1.owner;
+  stale.term = t1.term;
+  self->send(client, std::vector<append_batch>{stale, batch("b", 4, 4), batch("b", 1, 1)});
+  sched.run();
+  auto& st = state_of<client_state>(client);
+  EXPECT_EQ(st.answers, (answers{{"a#1", 0}, {"b#4", 0}, {"b#1", 1}}));
+  ASSERT_EQ(st.errors.size(), 2u);
+  EXPECT_EQ(st.errors[0], store_errc::fenced);
+  EXPECT_EQ(st.errors[1], store_errc::failed);
+}
+
+// --- fencing ---------------------------------------------------------------------------
+
+TEST_F(StoreActorTest, ClaimRaisesTheTermAndAnswersTheSnapshot) {
+  create_rooms({"a"});
+  std::string err;
+  ASSERT_TRUE(backend->append({batch("a", 1, 2)}, err)) << err;
+  auto h = self->request(store, infinite, claim_atom_v, std::string{"a"}, std::string{"node-a"});
+  sched.run();
+  h.receive(
+      [&](room_snapshot& snap) {
+        EXPECT_EQ(snap.term, 1u);
+        EXPECT_EQ(snap.owner, "node-a");
+        EXPECT_EQ(snap.last_seq, 2u);
+        EXPECT_EQ(snap.recent.size(), 2u);
+      },
+      [&](error& e) { ADD_FAILURE() << sys.render(e); });
+  EXPECT_EQ(backend->claim_calls, 1u);
+  // A claim without a node name is refused as a failure, not a fence.
+  auto bad = self->request(store, infinite, claim_atom_v, std::string{"a"}, std::string{});
+  sched.run();
+  bad.receive([&](room_snapshot&) { ADD_FAILURE() << "claimed without an owner"; },
+              [&](error& e) { EXPECT_EQ(e, store_errc::failed) << sys.render(e); });
+}
+
+TEST_F(StoreActorTest, FencedBatchIsAnsweredFencedAndTheOthersOfItsCommitGoThrough) {
+  create_rooms({"a", "b", "c"});
+  room_snapshot t1, t2;
+  std::string err;
+  ASSERT_TRUE(backend->claim_room("a", "node-a", 10, 0, t1, err)) << err;
+  ASSERT_TRUE(backend->claim_room("a", "node-b", 10, 0, t2, err)) << err;  // node-b took it over
+  auto client = sys.spawn(client_impl, store);
+  spawned.push_back(client);
+  sched.run();
+  auto stale = batch("a", 1, 1);
+  stale.owner = t1.owner;
+  stale.term = t1.term;
+  self->send(client, std::vector<append_batch>{batch("b", 1, 2), stale, batch("c", 1, 1)});
+  sched.run();
+  EXPECT_EQ(backend->append_calls, 1u);  // one commit, not retried batch by batch
+  EXPECT_EQ(state_of<client_state>(client).answers, (answers{{"b#1", 2}, {"a#1", 0}, {"c#1", 1}}));
+  ASSERT_EQ(state_of<client_state>(client).errors.size(), 1u);
+  auto& e = state_of<client_state>(client).errors[0];
+  EXPECT_EQ(e, store_errc::fenced);
+  EXPECT_FALSE(e == store_errc::failed);
+  EXPECT_NE(sys.render(e).find("fenced"), std::string::npos) << sys.render(e);
+  EXPECT_TRUE(backend->stored("a").empty());
+  EXPECT_EQ(backend->stored("b").size(), 2u);
+  EXPECT_EQ(backend->stored("c").size(), 1u);
+
+  // The current owner's batch commits; a plain failure (a gap) is `failed`.
+  auto current = batch("a", 1, 1);
+  current.owner = t2.owner;
+  current.term = t2.term;
+  auto gap = batch("c", 5, 5);
+  self->send(client, std::vector<append_batch>{current, gap});
+  sched.run();
+  auto& st = state_of<client_state>(client);
+  ASSERT_EQ(st.answers.size(), 5u);
+  EXPECT_EQ(st.answers[3], std::make_pair(std::string("a#1"), uint64_t{1}));
+  EXPECT_EQ(st.answers[4], std::make_pair(std::string("c#5"), uint64_t{0}));
+  ASSERT_EQ(st.errors.size(), 2u);
+  EXPECT_EQ(st.errors[1], store_errc::failed) << sys.render(st.errors[1]);
+  EXPECT_EQ(backend->stored("a").size(), 1u);
+}
+
+TEST_F(StoreActorTest, AppendsHandedInBeforeAClaimCommitUnderTheOldTerm) {
+  create_rooms({"a"});
+  room_snapshot t1;
+  std::string err;
+  ASSERT_TRUE(backend->claim_room("a", "node-a", 10, 0, t1, err)) << err;
+  auto client = sys.spawn(client_impl, store);
+  spawned.push_back(client);
+  sched.run();
+  auto b = batch("a", 1, 3);
+  b.owner = t1.owner;
+  b.term = t1.term;
+  self->send(client, std::vector<append_batch>{b});
+  expect((std::vector<append_batch>), from(self).to(client));
+  // The append waits in the store's mailbox; the claim queues behind it,
+  // ahead of the flush the append scheduled.
+  auto claim =
+      self->request(store, infinite, claim_atom_v, std::string{"a"}, std::string{"node-b"});
+  sched.run();
+  EXPECT_EQ(state_of<client_state>(client).answers, (answers{{"a#1", 3}}));
+  claim.receive(
+      [&](room_snapshot& snap) {
+        EXPECT_EQ(snap.term, 2u);
+        EXPECT_EQ(snap.last_seq, 3u);
+      },
+      [&](error& e) { ADD_FAILURE() << sys.render(e); });
 }
 
 // --- failures, as rooms see them ------------------------------------------------------
