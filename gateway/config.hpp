@@ -60,6 +60,9 @@ struct server_config {
 
   // rooms and storage
   std::string store = "sqlite";  // sqlite | memory
+  // Rooms' homes: "live" (among the nodes that are up; needs a shared store),
+  // "home" (the first choice only; unavailable while it is down), "auto".
+  std::string placement = "auto";
   std::string db = "./data/chat.db";
   uint64_t memory_max_per_room = 10000;
   double room_grace_s = 30;
