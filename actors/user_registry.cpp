@@ -1,5 +1,7 @@
 #include "actors/user_registry.hpp"
 
+#include <algorithm>
+
 namespace chat {
 
 namespace {
@@ -46,7 +48,15 @@ caf::behavior user_registry_impl(user_registry_actor* self, size_t max_conns_per
       [=](user_online& on) {
         auto& st = self->state;
         auto& v = st.users[on.user];
-        v.push_back({on.conn, on.since_ms});
+        // Gateways register their connections again whenever placement
+        // changes: a connection already here is not counted twice.
+        for (auto& e : v)
+          if (e.conn == on.conn) return;
+        // Oldest first, by when each connection said hello (re-registrations
+        // from several gateways arrive in any order).
+        auto pos = std::find_if(v.begin(), v.end(),
+                                [&](const auto& e) { return e.since_ms > on.since_ms; });
+        v.insert(pos, {on.conn, on.since_ms});
         if (st.gateways[on.conn.gateway]++ == 0) self->monitor(on.conn.gateway);
         while (v.size() > st.max_conns_per_user) {
           auto oldest = v.front();

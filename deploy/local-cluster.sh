@@ -4,7 +4,7 @@
 # WebSocket/HTTP on BASE_PORT+1..+3 (default BASE_PORT=8080), CAF remoting on
 # REMOTING_BASE+1..+3 (default 9080+), anonymous access on. Data, logs, pid files
 # and the cluster file live under DIR; binaries come from BUILD_DIR (default build).
-# `start` returns once all three nodes answer /readyz (bounded: 30 s).
+# `start` returns once all three nodes answer /readyz?full (the whole cluster is up; bounded: 30 s).
 set -euo pipefail
 cmd=${1:-}; dir=${2:-}
 [[ -n "$cmd" && -n "$dir" ]] || { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
@@ -39,7 +39,7 @@ start() {
   for _ in $(seq 300); do
     local ready=0
     for i in 1 2 3; do
-      curl -sf "http://127.0.0.1:$((BASE_PORT + i))/readyz" >/dev/null 2>&1 && ready=$((ready + 1))
+      curl -sf "http://127.0.0.1:$((BASE_PORT + i))/readyz?full" >/dev/null 2>&1 && ready=$((ready + 1))
     done
     if [[ $ready == 3 ]]; then
       echo "cluster ready: http://127.0.0.1:$((BASE_PORT + 1))/ http://127.0.0.1:$((BASE_PORT + 2))/ http://127.0.0.1:$((BASE_PORT + 3))/"

@@ -91,6 +91,11 @@ void add_server_options(CLI::App& app, server_config& c) {
       ->envname("CHAT_PG_URL");
   opt("--pg-pool", c.pg_pool, "CHAT_PG_POOL", "PostgreSQL connections at most (opened on demand)")
       ->check(CLI::Range(size_t{1}, size_t{64}));
+  opt("--placement", c.placement, "CHAT_PLACEMENT",
+      "Cluster: where a room lives while its first-choice node is down: live (its next choice "
+      "among the nodes that are up; for a shared store), home (nowhere: unavailable until it "
+      "returns; for per-node SQLite files) or auto (live on a shared store, else home)")
+      ->check(CLI::IsMember({"auto", "live", "home"}));
   opt("--memory-max-per-room", c.memory_max_per_room, "CHAT_MEMORY_MAX_PER_ROOM",
       "Messages per room the memory store keeps");
   opt("--room-grace", c.room_grace_s, "CHAT_ROOM_GRACE", "Seconds an empty room lives on")

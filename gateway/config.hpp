@@ -60,6 +60,9 @@ struct server_config {
 
   // rooms and storage
   std::string store = "sqlite";  // sqlite | memory | postgres
+  // Rooms' homes: "live" (among the nodes that are up; needs a shared store),
+  // "home" (the first choice only; unavailable while it is down), "auto".
+  std::string placement = "auto";
   std::string db = "./data/chat.db";
   std::string pg_url;  // libpq connection string (URI or key=value) for --store postgres
   size_t pg_pool = 4;  // PostgreSQL connections at most

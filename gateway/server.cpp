@@ -55,7 +55,12 @@ bool server::start(std::string& err) {
     names.push_back(n.name);
   }
   if (names.empty()) names.push_back(cfg.node);
-  ctx_->routes = std::make_shared<cluster_routes>(names, self_index);
+  // Live placement moves a room to another node's store: only safe when the
+  // stores are one (a shared database), never for per-node SQLite files.
+  bool live = cfg.placement == "live" || (cfg.placement == "auto" && cfg.store == "postgres");
+  ctx_->routes = std::make_shared<cluster_routes>(names, self_index, live);
+  if (!cluster_.nodes.empty())
+    spdlog::info("event=placement rooms={} users=live", live ? "live" : "home");
   room_config rcfg;
   rcfg.window = cfg.history_window;
   rcfg.idle_grace = std::chrono::milliseconds(static_cast<int64_t>(cfg.room_grace_s * 1000));
@@ -67,14 +72,14 @@ bool server::start(std::string& err) {
   if (!cluster_.nodes.empty()) {
     // Publish this node's entry point, then keep dialling the peers.
     auto& me = cluster_.nodes[self_index];
-    node_actor_ = sys_.spawn(node_impl, ctx_->directory, ctx_->users);
+    node_actor_ = sys_.spawn(node_impl, ctx_->directory, ctx_->users, me.name,
+                             cluster_digest(cluster_));
     auto published = sys_.middleman().publish(node_actor_, me.remote_port, me.remote_host.c_str(), true);
     if (!published) {
       err = "cannot publish on " + me.remote_host + ":" + std::to_string(me.remote_port) + ": " +
             sys_.render(published.error());
       return false;
     }
-    cluster_manager_ = sys_.spawn(cluster_manager_impl, cluster_, self_index, ctx_->routes);
   }
 
   ctx_->api = sys_.spawn(api_impl, ctx_, std::chrono::milliseconds(10000));
@@ -83,6 +88,23 @@ bool server::start(std::string& err) {
     shard->index = static_cast<size_t>(i);
     shard->gateway = sys_.spawn(gateway_impl, ctx_, shard.get());
     ctx_->shards.push_back(std::move(shard));
+  }
+  if (!cluster_.nodes.empty()) {
+    // Placement changed (a peer down or back): every session re-registers with
+    // its user's home and moves its joins and rooms. Registered before the
+    // manager runs, after the shards exist: it reads them from its thread.
+    std::weak_ptr<server_context> weak = ctx_;
+    ctx_->routes->on_change([weak] {
+      auto ctx = weak.lock();
+      if (!ctx) return;
+      for (auto& shard : ctx->shards)
+        net::post(shard->ioc, [s = shard.get()] {
+          std::vector<websocket_session*> all;
+          for (auto& [id, sess] : s->registry.all()) all.push_back(sess);
+          for (auto* sess : all) sess->on_placement_change();
+        });
+    });
+    cluster_manager_ = sys_.spawn(cluster_manager_impl, cluster_, self_index, ctx_->routes);
   }
   if (!start_edge(err)) return false;
   if (!open_listener(cfg.listen, tls_, listener_, err)) return false;
@@ -189,11 +211,19 @@ bool server::reload_tls() {
 }
 
 void server::shutdown(uint16_t code) {
-  if (stopped_ || ctx_->shards.empty()) return;
+  if (stopped_) return;
   stopped_ = true;
   ctx_->draining = true;
   auto& m = global_metrics();
   spdlog::info("event=shutdown_begin connections={}", m.connections.load());
+  // A start that failed half way has no I/O threads, but its actors must stop
+  // too: the actor system waits for every actor as it is destroyed.
+  if (!ctx_->shards.empty()) stop_io(code);
+  stop_actors();
+  spdlog::info("event=shutdown_done connections_left={}", m.connections.load());
+}
+
+void server::stop_io(uint16_t code) {
   net::post(ctx_->shards[0]->ioc, [l = listener_, p = plain_listener_] {
     if (l) l->stop();
     if (p) p->stop();
@@ -215,6 +245,9 @@ void server::shutdown(uint16_t code) {
   for (auto& shard : ctx_->shards) shard->ioc.stop();
   for (auto& t : threads_) t.join();
   threads_.clear();
+}
+
+void server::stop_actors() {
   // Stop the actors and await them: rooms first (the directory stops them; their
   // last appends reach the store), then the store, which commits what is
   // pending as it exits. Gateways and the API share the context, so a message
@@ -227,22 +260,25 @@ void server::shutdown(uint16_t code) {
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   };
   caf::scoped_actor waiter{sys_};
-  waiter->monitor(ctx_->directory);
-  caf::anon_send(ctx_->directory, caf::close_atom_v);
+  size_t left = 0;
+  if (ctx_->directory) {
+    waiter->monitor(ctx_->directory);
+    caf::anon_send(ctx_->directory, caf::close_atom_v);
+    ++left;
+  }
   for (auto& shard : ctx_->shards) stop(caf::actor_cast<caf::actor>(shard->gateway));
   stop(ctx_->users);
   stop(cluster_manager_);
   stop(node_actor_);
   stop(ctx_->api);
   for (auto& a : waits) waiter->monitor(a);
-  size_t left = waits.size() + 1;
+  left += waits.size();
   bool timed_out = false;
   while (left > 0 && !timed_out)
     waiter->receive([&](const caf::down_msg&) { --left; },
                     caf::after(std::chrono::seconds(2)) >> [&] { timed_out = true; });
   if (timed_out) spdlog::warn("event=shutdown_actors_late left={}", left);
-  caf::anon_send_exit(store_, caf::exit_reason::user_shutdown);
-  spdlog::info("event=shutdown_done connections_left={}", m.connections.load());
+  if (store_) caf::anon_send_exit(store_, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace chat

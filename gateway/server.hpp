@@ -40,6 +40,8 @@ class server {
   cluster_config cluster_;
   caf::actor node_actor_;
   caf::actor cluster_manager_;
+  void stop_io(uint16_t code);  // listeners, connections, I/O threads
+  void stop_actors();            // rooms, then the other actors, then the store
   bool start_edge(std::string& err);  // limits, proxies, origins, max-connections, TLS
   bool open_listener(const std::string& address, std::shared_ptr<tls_contexts> tls,
                      std::shared_ptr<listener>& out, std::string& err);

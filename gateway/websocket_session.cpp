@@ -19,6 +19,10 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
+// A join (the client's own or a transparent re-join) is answered within this,
+// whatever happens to the node it went to.
+constexpr auto kJoinBound = std::chrono::seconds(5);
+
 const char newline_char = '\n';
 
 std::string random_hex(size_t n) {
@@ -328,6 +332,7 @@ void websocket_session::cleanup(const std::string& why) {
   if (cleaned_) return;
   cleaned_ = true;
   timer_.cancel();
+  if (join_timer_) join_timer_->cancel();
   prehello_lease_.reset();
   shard_.registry.remove(id_);
   auto self = self_ref();
@@ -434,7 +439,8 @@ void websocket_session::handle_hello(client_req& req) {
                             ctx_.cfg.heartbeat_s));
   users_ = ctx_.routes->users_for(ident_.user);
   if (!users_) users_ = ctx_.users;  // home node down: count the connection here meanwhile
-  caf::anon_send(users_, user_online{ident_.user, self_ref(), now_ms()});
+  hello_ms_ = now_ms();
+  caf::anon_send(users_, user_online{ident_.user, self_ref(), hello_ms_});
   spdlog::info("event=conn_hello conn={} session={} user={} anonymous={}", id_, session_id_,
                ident_.user, ident_.anonymous);
   arm_expiry();
@@ -492,10 +498,134 @@ void websocket_session::handle_join(client_req& req) {
   }
   auto dir = directory_for(req.room, req.id);
   if (!dir) return;
-  rooms_.try_emplace(req.room);
-  caf::anon_send(dir,
-                 join_req{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
-                          req.has_since, req.since, req.epoch});
+  auto& sub = rooms_.try_emplace(req.room).first->second;
+  if (sub.pending) {  // bounded, and moved if the room's home moves meanwhile
+    sub.join_id = req.id;
+    sub.rejoin = false;
+    send_join(req.room, sub, dir, req.has_since, req.since, req.epoch);
+  } else {
+    caf::anon_send(dir,
+                   join_req{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
+                            req.has_since, req.since, req.epoch});
+  }
+}
+
+void websocket_session::send_join(const std::string& room, room_sub& sub, const caf::actor& dir,
+                                  bool has_since, uint64_t since, const std::string& epoch) {
+  sub.join_dir = dir;
+  sub.join_sent = clock_type::now();
+  sub.join_recover = has_since;
+  if (has_since) {
+    sub.last_seq = since;
+    sub.epoch = epoch;
+  }
+  caf::anon_send(dir, join_req{room, self_ref(), member_info{ident_.user, ident_.name},
+                               sub.rejoin ? std::string{} : sub.join_id, has_since, since, epoch});
+  arm_join_timer();
+}
+
+void websocket_session::arm_join_timer() {
+  auto earliest = clock_type::time_point::max();
+  for (auto& [room, sub] : rooms_)
+    if (sub.pending && (sub.join_dir || sub.rejoin))
+      earliest = std::min(earliest, sub.join_sent + kJoinBound);
+  if (earliest == clock_type::time_point::max()) {
+    if (join_timer_) join_timer_->cancel();
+    return;
+  }
+  if (!join_timer_) join_timer_ = std::make_unique<net::steady_timer>(shard_.ioc);
+  join_timer_->expires_at(earliest);  // cancels the wait for a later deadline
+  join_timer_->async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->cleaned_) return;
+    self->on_join_timer();
+  });
+}
+
+void websocket_session::on_join_timer() {
+  auto now = clock_type::now();
+  std::vector<std::string> late;
+  for (auto& [room, sub] : rooms_)
+    if (sub.pending && (sub.join_dir || sub.rejoin) && sub.join_sent + kJoinBound <= now)
+      late.push_back(room);
+  for (auto& room : late) fail_join(room, "the room's node did not answer in time");
+  arm_join_timer();
+}
+
+void websocket_session::fail_join(const std::string& room, const char* why) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return;
+  if (it->second.rejoin) {
+    on_room_gone(room);
+    return;
+  }
+  auto sub = std::move(it->second);
+  rooms_.erase(it);
+  unsubscribe(room, sub);
+  send_error(sub.join_id, "unavailable", why);
+  for (auto& s : sub.held) send_error(s.req_id, "unavailable", why);
+  // If the join does arrive after all, on_joined finds no room and leaves it.
+}
+
+void websocket_session::rejoin(const std::string& room) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return;
+  auto& sub = it->second;
+  if (sub.pending) return;  // a join is on its way already
+  if (sub.epoch.empty()) {  // nothing to continue from
+    on_room_gone(room);
+    return;
+  }
+  auto since = sub.member ? sub.last_seq : dm_seen_[room];
+  spdlog::info("event=room_rejoin conn={} room={} since={}", id_, room, since);
+  sub.pending = true;
+  sub.rejoin = true;
+  sub.join_recover = true;
+  sub.last_seq = since;
+  sub.join_sent = clock_type::now();
+  sub.join_dir = nullptr;
+  if (auto dir = ctx_.routes->directory_for(room)) {
+    auto epoch = sub.epoch;
+    send_join(room, sub, dir, true, since, epoch);
+  } else {
+    arm_join_timer();  // no home now: wait (bounded) for a placement change to give one
+  }
+}
+
+void websocket_session::on_placement_change() {
+  if (cleaned_ || closing_ || !authed_) return;
+  // Soft state follows the nodes: the user's (maybe new) home registry learns
+  // this connection again; it ignores a connection it already has.
+  if (auto u = ctx_.routes->users_for(ident_.user)) {
+    if (u != users_ && users_) caf::anon_send(users_, user_offline{ident_.user, self_ref()});
+    users_ = u;
+  }
+  if (users_) caf::anon_send(users_, user_online{ident_.user, self_ref(), hello_ms_});
+  std::vector<std::string> moved;
+  std::vector<std::string> lost;
+  for (auto& [room, sub] : rooms_) {
+    auto dir = ctx_.routes->directory_for(room);
+    if (!dir) {
+      // The client's own join went to a node now down: answer it at once. (A
+      // re-join waits, bounded, for the room to get a home again.)
+      if (sub.pending && !sub.rejoin && sub.join_dir) lost.push_back(room);
+      continue;
+    }
+    if (sub.pending) {
+      // A join on its way to a node that is no longer the home, or a re-join
+      // that waits for a home: send it (the bound still counts from the first).
+      if ((sub.join_dir && sub.join_dir.node() != dir.node()) || (!sub.join_dir && sub.rejoin)) {
+        auto first = sub.join_sent;
+        send_join(room, sub, dir, sub.join_recover, sub.last_seq, std::string{sub.epoch});
+        sub.join_sent = first;
+        arm_join_timer();
+      }
+    } else if (sub.actor && sub.actor.node() != dir.node()) {
+      moved.push_back(room);
+    }
+  }
+  for (auto& room : moved) rejoin(room);
+  for (auto& room : lost) fail_join(room, "the room's node is unreachable");
+  if (!lost.empty()) arm_join_timer();
 }
 
 void websocket_session::on_joined(joined_msg& msg) {
@@ -507,8 +637,45 @@ void websocket_session::on_joined(joined_msg& msg) {
     return;
   }
   auto& sub = it->second;
+  if (sub.pending && sub.join_dir && msg.room_actor.node() != sub.join_dir.node()) {
+    // From a home we moved the join away from: that room must forget us.
+    caf::anon_send(msg.room_actor, leave_req{msg.room, self_ref(), {}, false});
+    return;
+  }
+  if (sub.pending && sub.rejoin) {
+    sub.rejoin = false;
+    sub.join_dir = nullptr;
+    // Transparent only if the new home continues the history we saw.
+    if (msg.info.recovered != 1 || msg.info.epoch != sub.epoch) {
+      caf::anon_send(msg.room_actor, leave_req{msg.room, self_ref(), {}, false});
+      on_room_gone(msg.room);
+      return;
+    }
+    if (sub.actor && sub.actor != msg.room_actor)
+      caf::anon_send(sub.actor, leave_req{msg.room, self_ref(), {}, false});
+    sub.actor = msg.room_actor;
+    sub.pending = false;
+    if (msg.member && !sub.member) {
+      sub.index = shard_.registry.subscribe(msg.room, this);
+      sub.member = true;
+    }
+    auto& last = msg.member ? sub.last_seq : dm_seen_[msg.room];
+    for (auto& m : msg.recovered)
+      if (m.seq > last) {
+        send_frame(encode_message(m));
+        last = m.seq;
+      }
+    last = std::max(last, msg.info.seq);
+    auto held = std::move(sub.held);
+    for (auto& s : held) caf::anon_send(sub.actor, std::move(s));
+    arm_join_timer();
+    return;
+  }
   sub.actor = msg.room_actor;
   sub.pending = false;
+  sub.join_dir = nullptr;
+  sub.last_seq = std::max(sub.last_seq, msg.info.seq);
+  sub.epoch = msg.info.epoch;
   if (msg.member && !sub.member) {
     sub.index = shard_.registry.subscribe(msg.room, this);
     sub.member = true;
@@ -521,6 +688,7 @@ void websocket_session::on_joined(joined_msg& msg) {
   }
   auto held = std::move(sub.held);
   for (auto& s : held) caf::anon_send(sub.actor, std::move(s));
+  arm_join_timer();
 }
 
 void websocket_session::set_room_index(const std::string& room, size_t index) {
@@ -639,15 +807,26 @@ void websocket_session::on_deliver(const std::string& room, uint64_t seq, const 
     auto& last = dm_seen_[room];
     if (seq <= last) return;
     last = seq;
+  } else if (seq > 0) {
+    // Across a re-join the old and the new home may both deliver a seq: once.
+    auto it = rooms_.find(room);
+    if (it != rooms_.end()) {
+      if (seq <= it->second.last_seq) return;
+      it->second.last_seq = seq;
+    }
   }
   push(frame);
 }
 
-void websocket_session::on_room_lost(const std::string& room) {
+void websocket_session::on_room_lost(const std::string& room) { rejoin(room); }
+
+void websocket_session::on_room_gone(const std::string& room) {
   auto it = rooms_.find(room);
   if (it == rooms_.end()) return;
-  unsubscribe(room, it->second);
+  auto sub = std::move(it->second);
   rooms_.erase(it);
+  unsubscribe(room, sub);
+  for (auto& s : sub.held) send_error(s.req_id, "unavailable", "the room's node was lost");
   std::string out = "{\"type\":\"error\",\"code\":\"unavailable\",\"room\":" + json_quote(room) +
                     ",\"message\":\"room lost; join again with since to recover\"}";
   global_metrics().count_error("unavailable");

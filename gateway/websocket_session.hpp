@@ -69,7 +69,11 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void on_joined(joined_msg& msg);
   void on_deliver(const std::string& room, uint64_t seq, const frame_ptr& frame,
                   const std::string& skip_user);
+  // The room's actor died (its node was lost): re-join at its new home.
   void on_room_lost(const std::string& room);
+  // The cluster's view changed (a node down or back): re-register with the
+  // user's home registry, move joins and rooms whose home moved.
+  void on_placement_change();
   void close(uint16_t code, std::string reason);
 
   uint64_t id() const { return id_; }
@@ -87,6 +91,16 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
     size_t index = 0;          // position in the registry's room vector
     std::vector<send_req> held;  // sends made while the join was pending
     std::chrono::steady_clock::time_point last_typing{};
+    // The join in flight: where it went, its id, since when (bounded by
+    // kJoinBound), and whether it is a re-join the client did not ask for.
+    caf::actor join_dir;
+    std::string join_id;
+    std::chrono::steady_clock::time_point join_sent{};
+    bool rejoin = false;
+    bool join_recover = false;  // the join asks for recovery from last_seq in epoch
+    // What this connection has seen of the room: the re-join's `since`.
+    uint64_t last_seq = 0;
+    std::string epoch;
   };
 
   void on_accept(boost::beast::error_code ec);
@@ -116,6 +130,17 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   // The directory on the room's home node; null (and an `unavailable` error
   // sent) when that node is not reachable.
   caf::actor directory_for(const std::string& room, const std::string& req_id);
+  // Sends the join for `sub` to `dir` (a re-join recovers from sub.last_seq).
+  void send_join(const std::string& room, room_sub& sub, const caf::actor& dir, bool has_since,
+                 uint64_t since, const std::string& epoch);
+  // Re-joins a joined room at its current home, or fails it as lost.
+  void rejoin(const std::string& room);
+  // Answers a join (and the sends held behind it) that cannot complete.
+  void fail_join(const std::string& room, const char* why);
+  // Today's answer to a lost room: an `unavailable` room error, the room dropped.
+  void on_room_gone(const std::string& room);
+  void arm_join_timer();
+  void on_join_timer();
 
   // The WebSocket over a plain or a TLS socket (no tcp_stream: Beast's own
   // timeouts, handshake and idle ping, cover it, and tcp_stream's timer and
@@ -143,6 +168,7 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
 
   bool authed_ = false;
   caf::actor users_;  // the registry on this user's home node
+  int64_t hello_ms_ = 0;  // when hello succeeded: the registry's age of this connection
   identity ident_;
   std::unordered_map<std::string, room_sub> rooms_;
   std::unordered_map<std::string, uint64_t> dm_seen_;  // dm room -> last seq delivered
@@ -155,6 +181,8 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   // completion of an earlier phase does nothing. Saves two timers' memory on
   // every idle connection.
   boost::asio::steady_timer timer_;
+  // Only while a join is pending (most connections never have one for long).
+  std::unique_ptr<boost::asio::steady_timer> join_timer_;
   std::chrono::steady_clock::time_point opened_;
 };
 

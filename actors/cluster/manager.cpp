@@ -2,15 +2,29 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
+
 #include "caf/io/all.hpp"
 #include "messages/types.hpp"
 
 namespace chat {
 
-caf::behavior node_impl(caf::event_based_actor*, caf::actor directory, caf::actor users) {
+caf::behavior node_impl(caf::event_based_actor*, caf::actor directory, caf::actor users,
+                        std::string name, std::string digest) {
   return {
-      [=](caf::get_atom) { return std::make_tuple(directory, users); },
+      [=](caf::get_atom) { return std::make_tuple(directory, users, name, digest); },
   };
+}
+
+std::string cluster_digest(const cluster_config& cfg) {
+  std::string canon;
+  for (auto& n : cfg.nodes)
+    canon += n.name + '\n' + n.listen + '\n' + n.remote_host + '\n' +
+             std::to_string(n.remote_port) + '\n';
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx",
+                static_cast<unsigned long long>(rendezvous_weight("cluster", canon)));
+  return out;
 }
 
 namespace {
@@ -28,8 +42,28 @@ void dial(cluster_manager_actor* self, size_t index) {
             }
             self->request(peer, std::chrono::seconds(5), caf::get_atom_v)
                 .then(
-                    [=](caf::actor& directory, caf::actor& users) {
+                    [=](caf::actor& directory, caf::actor& users, std::string& name,
+                        std::string& digest) {
                       auto& st = self->state;
+                      auto& want = st.cfg.nodes[index];
+                      std::string why;
+                      if (name != want.name)
+                        why = "the node at " + want.remote_host + ":" +
+                              std::to_string(want.remote_port) + " is named " + name +
+                              ", not " + want.name;
+                      else if (digest != st.digest)
+                        why = "its cluster file differs (digest " + digest + ", ours " +
+                              st.digest + ")";
+                      if (!why.empty()) {
+                        // Homes computed from two different views would split
+                        // rooms between two sequencers: never route to it.
+                        if (st.routes->refused(index) != why)
+                          spdlog::error("event=peer_refused peer={} reason=\"{}\"", want.name, why);
+                        st.routes->set_refused(index, why);
+                        self->delayed_send(self, st.refused_redial, dial_atom_v, index);
+                        return;
+                      }
+                      st.routes->set_refused(index, {});
                       st.routes->set_node(index, directory, users);
                       st.peers[peer.address()] = index;
                       self->monitor(peer);
@@ -54,6 +88,7 @@ caf::behavior cluster_manager_impl(cluster_manager_actor* self, cluster_config c
   st.cfg = std::move(cfg);
   st.self_index = self_index;
   st.routes = std::move(routes);
+  st.digest = cluster_digest(st.cfg);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.peers.find(dm.source);

@@ -11,15 +11,24 @@
 namespace chat {
 
 // The actor each node publishes on its remoting port: hands out its directory
-// and user registry.
-caf::behavior node_impl(caf::event_based_actor* self, caf::actor directory, caf::actor users);
+// and user registry, with its own name and the digest of its cluster file, so
+// that a dialler can refuse a peer that is not the node it dialled or that
+// does not share its view of the cluster.
+caf::behavior node_impl(caf::event_based_actor* self, caf::actor directory, caf::actor users,
+                        std::string name, std::string digest);
+
+// Digest of the cluster file's node list (names, addresses, order): two nodes
+// with different files would compute different homes for the same room.
+std::string cluster_digest(const cluster_config& cfg);
 
 struct cluster_manager_state {
   cluster_config cfg;
   size_t self_index = 0;
   std::shared_ptr<cluster_routes> routes;
   std::unordered_map<caf::actor_addr, size_t> peers;  // node actor -> index
+  std::string digest;  // cluster_digest(cfg)
   caf::timespan redial = std::chrono::seconds(1);
+  caf::timespan refused_redial = std::chrono::seconds(10);  // a refused peer: checked again
   static inline const char* name = "cluster_manager";
 };
 

@@ -146,7 +146,7 @@ struct ClusterDslTest : ::testing::Test, test_network_fixture_base<planet> {
     n.users = p.sys.spawn(user_registry_impl, size_t{10});
     n.directory = p.sys.spawn(directory_impl, room_deps{n.store, nullptr, n.users, {}, n.routes});
     n.routes->set_node(i, n.directory, n.users);
-    n.node = p.sys.spawn(node_impl, n.directory, n.users);
+    n.node = p.sys.spawn(node_impl, n.directory, n.users, node_names[i], cluster_digest(three_nodes()));
     n.gw = p.sys.spawn(recorder_impl, node_names[i] + "-gw");
     // Not the fixture's publish(): it throws on failure, and a throw from the
     // constructor would leave live actors behind and hang ~actor_system.
@@ -225,9 +225,10 @@ TEST_F(ClusterDslTest, ManagerDialsPeersAndRoutesByRendezvous) {
     // Same rule for users, whose registry lives on their home node.
     EXPECT_EQ(earth_routes().users_for(room).node(), planets[home]->sys.node());
   }
-  // Every node computes the same homes with no coordination.
+  // Every node computes the same preferred homes from the same file, with no
+  // coordination (mars and jupiter here see only themselves up).
   auto room = room_homed_on(mars_ix);
-  for (auto& n : nodes) EXPECT_EQ(n.routes->home_of(room), mars_ix);
+  for (auto& n : nodes) EXPECT_EQ(n.routes->preferred_home_of(room), mars_ix);
 }
 
 TEST_F(ClusterDslTest, MemberOnEarthGetsMarsRoomMessagesInSeqOrder) {
@@ -275,17 +276,32 @@ TEST_F(ClusterDslTest, MemberOnEarthGetsMarsRoomMessagesInSeqOrder) {
   EXPECT_EQ(delivered_seqs(earth_gw), iota_seqs(1, 4));
 }
 
-TEST_F(ClusterDslTest, KilledNodeActorTakesItsRoomsOffTheRoutes) {
+TEST_F(ClusterDslTest, KilledNodeActorMovesItsRoomsToTheirNextChoice) {
   start_manager();
   auto room = room_homed_on(mars_ix);
   auto other = room_homed_on(jupiter_ix);
   ASSERT_TRUE(earth_routes().directory_for(room));
+  auto other_dir = earth_routes().directory_for(other);
+  auto version = earth_routes().version();
+  int changes = 0;
+  earth_routes().on_change([&changes] { ++changes; });
   anon_send_exit(nodes[mars_ix].node, exit_reason::kill);
   run_net();
-  // The manager got the down_msg over the network and cleared mars.
-  EXPECT_FALSE(earth_routes().directory_for(room));
-  EXPECT_FALSE(earth_routes().users_for(room));
-  EXPECT_TRUE(earth_routes().directory_for(other)) << "losing a node moves nothing else";
+  // The manager got the down_msg over the network and took mars out of the
+  // placement: mars's rooms and users go to their next rendezvous choice.
+  auto next = rendezvous_home(room, node_names, {true, false, true});
+  ASSERT_NE(next, mars_ix);
+  EXPECT_EQ(earth_routes().home_of(room), next);
+  EXPECT_EQ(earth_routes().preferred_home_of(room), mars_ix);
+  auto moved = earth_routes().directory_for(room);
+  ASSERT_TRUE(moved);
+  EXPECT_EQ(moved.id(), nodes[next].directory.id());
+  EXPECT_EQ(moved.node(), planets[next]->sys.node());
+  EXPECT_EQ(earth_routes().users_for(room).node(), planets[next]->sys.node());
+  EXPECT_EQ(earth_routes().directory_for(other), other_dir) << "losing a node moves nothing else";
+  EXPECT_GT(earth_routes().version(), version);
+  EXPECT_EQ(changes, 1) << "the listeners hear of the change once";
+  EXPECT_EQ(earth_routes().up_count(), 2u);
   EXPECT_EQ(state_of<cluster_manager_state>(manager).peers.size(), 1u);
   auto status = earth_routes().status();
   ASSERT_EQ(status.size(), 3u);
@@ -295,7 +311,7 @@ TEST_F(ClusterDslTest, KilledNodeActorTakesItsRoomsOffTheRoutes) {
   // The redial timer fires, finds no way to mars and re-arms: still down, no spin.
   earth.sched.clock().advance_time(state_of<cluster_manager_state>(manager).redial);
   run_net();
-  EXPECT_FALSE(earth_routes().directory_for(room));
+  EXPECT_EQ(earth_routes().directory_for(room).id(), nodes[next].directory.id());
   EXPECT_EQ(state_of<cluster_manager_state>(manager).peers.size(), 1u);
 }
 
@@ -320,7 +336,9 @@ TEST_F(ClusterDslTest, LostConnectionGivesDownAndRedialRestoresTheRoute) {
   cut_earth_mars();
   ASSERT_EQ(rec(watcher).downs.size(), 1u);
   EXPECT_EQ(rec(watcher).downs[0].reason, make_error(exit_reason::remote_link_unreachable));
-  EXPECT_FALSE(earth_routes().directory_for(room));
+  // While mars is down its room is homed on its next choice.
+  auto next = rendezvous_home(room, node_names, {true, false, true});
+  EXPECT_EQ(earth_routes().directory_for(room).id(), nodes[next].directory.id());
   EXPECT_TRUE(earth_routes().directory_for(room_homed_on(jupiter_ix)));
   EXPECT_EQ(state_of<cluster_manager_state>(manager).peers.size(), 1u);
   // On mars, earth's gateway is unreachable too: the room dropped alice.
@@ -333,8 +351,8 @@ TEST_F(ClusterDslTest, LostConnectionGivesDownAndRedialRestoresTheRoute) {
   EXPECT_EQ(delivered_seqs(mars_gw), iota_seqs(1, 2));
   EXPECT_EQ(delivered_seqs(earth_gw), iota_seqs(1, 1));
 
-  // The network comes back; the manager's redial timer (1 s) fires and earth
-  // routes to mars again.
+  // The network comes back; the manager's redial timer (1 s) fires and the
+  // room moves back to mars, its preferred home.
   reconnect_earth_mars();
   earth.sched.clock().advance_time(state_of<cluster_manager_state>(manager).redial);
   run_net();
@@ -360,3 +378,42 @@ TEST_F(ClusterDslTest, LostConnectionGivesDownAndRedialRestoresTheRoute) {
 }
 
 }  // namespace
+
+namespace {
+
+struct ClusterSanityTest : ClusterDslTest {
+  void start_manager_with(cluster_config cfg) {
+    manager = earth.sys.spawn(cluster_manager_impl, std::move(cfg), earth_ix, nodes[earth_ix].routes);
+    run_net();
+  }
+};
+
+}  // namespace
+
+TEST_F(ClusterSanityTest, PeerWithAnotherClusterFileIsRefused) {
+  // Earth's file lists jupiter's HTTP address differently from everyone else's.
+  auto cfg = three_nodes();
+  cfg.nodes[jupiter_ix].listen = "127.0.0.1:9999";
+  start_manager_with(cfg);
+  auto status = earth_routes().status();
+  for (size_t i : {mars_ix, jupiter_ix}) {
+    EXPECT_FALSE(status[i].up) << node_names[i];
+    EXPECT_NE(status[i].refused.find("cluster file differs"), std::string::npos) << status[i].refused;
+  }
+  EXPECT_TRUE(state_of<cluster_manager_state>(manager).peers.empty());
+  EXPECT_EQ(earth_routes().up_count(), 1u);
+}
+
+TEST_F(ClusterSanityTest, PeerWhoseNameDoesNotMatchItsAddressIsRefused) {
+  // Earth's file has mars and jupiter at each other's addresses.
+  auto cfg = three_nodes();
+  std::swap(cfg.nodes[mars_ix].remote_host, cfg.nodes[jupiter_ix].remote_host);
+  start_manager_with(cfg);
+  auto status = earth_routes().status();
+  EXPECT_FALSE(status[mars_ix].up);
+  EXPECT_NE(status[mars_ix].refused.find("is named jupiter, not mars"), std::string::npos)
+      << status[mars_ix].refused;
+  EXPECT_NE(status[jupiter_ix].refused.find("is named mars, not jupiter"), std::string::npos)
+      << status[jupiter_ix].refused;
+  EXPECT_TRUE(state_of<cluster_manager_state>(manager).peers.empty());
+}
