@@ -23,6 +23,7 @@ using range_atom = caf::atom_constant<caf::atom("range")>;
 using trim_atom = caf::atom_constant<caf::atom("trim")>;
 using rooms_atom = caf::atom_constant<caf::atom("rooms")>;
 using dial_atom = caf::atom_constant<caf::atom("dial")>;
+using exists_atom = caf::atom_constant<caf::atom("exists")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -33,6 +34,7 @@ constexpr auto range_atom_v = range_atom::value;
 constexpr auto trim_atom_v = trim_atom::value;
 constexpr auto rooms_atom_v = rooms_atom::value;
 constexpr auto dial_atom_v = dial_atom::value;
+constexpr auto exists_atom_v = exists_atom::value;
 
 // --- shared values -----------------------------------------------------------
 

@@ -99,6 +99,13 @@ store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state>
           return store_error(err);
         return {std::move(out), first};
       },
+      [=](exists_atom, const std::string& room) -> caf::result<bool> {
+        if (!self->state.pending.empty()) flush(self);  // a pending append may create it
+        bool found = false;
+        std::string err;
+        if (!self->state.backend->room_exists(room, found, err)) return store_error(err);
+        return found;
+      },
       [=](flush_now_atom) { flush(self); },
       [=](trim_atom) {
         auto& st = self->state;
