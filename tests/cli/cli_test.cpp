@@ -71,7 +71,7 @@ TEST_F(Cli, JsonPrintsEveryObjectAsReceived) {
   child_process p{cli({"--name", "watcher", "--room", "general", "--json"})};
   auto welcome = line_of_type(p, "welcome");
   ASSERT_TRUE(welcome) << p.err();
-  EXPECT_EQ((*welcome)["user"], "watcher");
+  EXPECT_EQ((*welcome)["user"], "~watcher");  // anonymous beside tokens: its own namespace
   ASSERT_TRUE(line_of_type(p, "joined")) << p.err();
   ws_client alice;
   hello(alice, "alice");
