@@ -1168,7 +1168,10 @@ TEST_F(DirectoryTest, JoinForwardedAfterTheIdleCheckKeepsTheRoomAlive) {
 }
 
 TEST_F(DirectoryTest, RoomThatNobodyJoinedIsStoppedToo) {
-  // A history (or presence, or typing) request creates the room but joins nobody.
+  // A history (or presence) request of a stored room spawns it but joins nobody.
+  room_snapshot snap;
+  std::string err;
+  ASSERT_TRUE(backend->load_room("lobby", 10, 0, snap, err)) << err;  // the row exists
   self->send(d, make_history("lobby", conn_ref{as_gw(gw), 1}, "1", 0, 50));
   sched.run();
   ASSERT_EQ(conn_frames(gw, "history").size(), 1u);
