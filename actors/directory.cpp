@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "messages/codec.hpp"
+#include "messages/validate.hpp"
 
 namespace chat {
 
@@ -38,6 +39,69 @@ void forward(directory_actor* self, Req& req) {
   forward_to(self, room, req);
 }
 
+// The answer to a read (or a dm join) of a room that does not exist: nothing
+// is spawned and nothing written. The server API gets the room's own "does not
+// exist" reply (it answers 404), a connection `not_found`.
+void answer_missing(directory_actor* self, caf::response_promise& rp, const history_req& req) {
+  if (rp.pending())
+    rp.deliver(history_page{req.conn.id, req.req_id, req.room, {}, false, 1, false});
+  else if (req.conn.gateway)
+    self->send(req.conn.gateway,
+               error_msg{req.conn.id, req.req_id, errc::not_found, "no such room", {}});
+}
+void answer_missing(directory_actor* self, caf::response_promise& rp, const presence_req& req) {
+  if (rp.pending())
+    rp.deliver(presence_list{req.conn.id, req.req_id, req.room, {}, false});
+  else if (req.conn.gateway)
+    self->send(req.conn.gateway,
+               error_msg{req.conn.id, req.req_id, errc::not_found, "no such room", {}});
+}
+void answer_missing(directory_actor* self, caf::response_promise& rp, const join_req& req) {
+  if (rp.pending())
+    rp.deliver(make_chat_error(errc::not_found, "no such room"));
+  else if (req.conn.gateway)
+    self->send(req.conn.gateway,
+               error_msg{req.conn.id, req.req_id, errc::not_found, "no such room", {}});
+}
+
+// Reads never create: a live room answers at once; otherwise the store says
+// whether the room has a row (a cheap lookup), and only then is a room spawned
+// (which loads it) -- else the request is answered `not_found` right here.
+template <class Req>
+void forward_existing(directory_actor* self, Req& req) {
+  auto& st = self->state;
+  auto it = st.rooms.find(req.room);
+  if (it != st.rooms.end()) {
+    ++it->second.sent;
+    forward_to(self, it->second.room, req);
+    return;
+  }
+  caf::response_promise rp;
+  if (self->current_message_id().is_request()) rp = self->make_response_promise();
+  self->request(st.deps.store, st.deps.cfg.store_timeout, exists_atom_v, req.room)
+      .then(
+          [=](bool found) mutable {
+            // A join may have spawned it meanwhile: then it exists.
+            if (!found && !self->state.rooms.count(req.room)) {
+              answer_missing(self, rp, req);
+              return;
+            }
+            auto& room = room_for(self, req.room);
+            if (rp.pending())
+              rp.delegate(room, std::move(req));
+            else
+              self->send(room, std::move(req));
+          },
+          [=](caf::error& err) mutable {
+            if (rp.pending()) {
+              rp.deliver(std::move(err));
+            } else if (req.conn.gateway) {
+              self->send(req.conn.gateway, error_msg{req.conn.id, req.req_id, errc::unavailable,
+                                                     "the store is unavailable", {}});
+            }
+          });
+}
+
 }  // namespace
 
 caf::behavior directory_impl(directory_actor* self, room_deps deps) {
@@ -55,11 +119,23 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
     st.by_addr.erase(it);
   });
   return {
-      [=](join_req& req) { forward(self, req); },
+      [=](join_req& req) {
+        // A dm room comes into being only by a dm between its two users.
+        if (is_dm_room(req.room))
+          forward_existing(self, req);
+        else
+          forward(self, req);
+      },
       [=](send_req& req) { forward(self, req); },  // direct messages
-      [=](history_req& req) { forward(self, req); },
-      [=](presence_req& req) { forward(self, req); },
-      [=](typing_req& req) { forward(self, req); },
+      [=](history_req& req) { forward_existing(self, req); },
+      [=](presence_req& req) { forward_existing(self, req); },
+      [=](typing_req& req) {
+        // Typing never creates a room (nor its row): only live rooms hear it.
+        auto it = self->state.rooms.find(req.room);
+        if (it == self->state.rooms.end()) return;
+        ++it->second.sent;
+        forward_to(self, it->second.room, req);
+      },
       [=](leave_req& req) {
         // Only rooms that exist: a leave never creates one.
         auto& st = self->state;

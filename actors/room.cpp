@@ -408,6 +408,26 @@ bool room_exists(room_actor* self) {
   return self->state.last_seq > 0 || !self->state.members.users.empty();
 }
 
+// What a message costs on the wire, roughly: its fields, JSON escaping of the
+// text (generously), and the frame's keys.
+size_t wire_bytes(const stored_msg& m) {
+  return m.room.size() + m.from.size() + m.name.size() + 2 * m.text.size() + m.data.size() + 96;
+}
+
+// Drops the oldest messages beyond `budget` bytes, always keeping the newest
+// one (one message is far below the queue limit). True when any was dropped.
+bool cap_history(std::vector<stored_msg>& msgs, size_t budget) {
+  size_t bytes = 0, keep = 0;
+  for (auto it = msgs.rbegin(); it != msgs.rend(); ++it) {
+    bytes += wire_bytes(*it);
+    if (keep > 0 && bytes > budget) break;
+    ++keep;
+  }
+  if (keep == msgs.size()) return false;
+  msgs.erase(msgs.begin(), msgs.end() - static_cast<std::ptrdiff_t>(keep));
+  return true;
+}
+
 void answer_history(room_actor* self, reply_to& to, std::vector<stored_msg> msgs, bool more) {
   auto& st = self->state;
   answer(self, to,
@@ -427,7 +447,8 @@ void handle_history(room_actor* self, const history_req& req) {
   if (st.recent.covers(lo, before)) {
     std::vector<stored_msg> out;
     for (auto& m : st.recent.range(lo, before)) out.push_back(m);
-    answer_history(self, to, std::move(out), lo > st.first_seq);
+    bool cut = cap_history(out, st.deps.cfg.history_bytes);
+    answer_history(self, to, std::move(out), cut || lo > st.first_seq);
     return;
   }
   range_query q{st.room, 0, before, req.limit, true};
@@ -437,6 +458,7 @@ void handle_history(room_actor* self, const history_req& req) {
             auto& st = self->state;
             learn_first_seq(self, first);
             bool more = got.size() >= req.limit && !got.empty() && got.front().seq > st.first_seq;
+            more = cap_history(got, st.deps.cfg.history_bytes) || more;
             answer_history(self, to, std::move(got), more);
           },
           [=](caf::error&) mutable {

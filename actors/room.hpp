@@ -31,6 +31,9 @@ struct room_config {
   // any size batches too: a reconnect storm would send members^2 events.
   size_t presence_budget = 500;
   uint64_t max_recovery = 10000;           // missed messages a join may replay
+  // Bytes of one history page (well under --queue-limit, 1 MiB): a page of
+  // large messages stops early with more:true instead of closing a reader 4008.
+  size_t history_bytes = 256 << 10;
   size_t joined_members_listed = 100;
   size_t presence_members_listed = 1000;
   size_t presence_diff_listed = 100;       // joins (and leaves) named in one presence_diff

@@ -189,6 +189,128 @@ bool valid_user_id(std::string_view user) {
   return ok && count >= 1;
 }
 
+namespace {
+
+bool invisible_or_bidi(uint32_t cp) {
+  return (cp >= 0x200B && cp <= 0x200F) ||  // zero-width space/joiners, LRM, RLM
+         (cp >= 0x202A && cp <= 0x202E) ||  // bidi embeddings and overrides
+         (cp >= 0x2060 && cp <= 0x206F) ||  // word joiner, invisible operators, bidi isolates
+         cp == 0x061C || cp == 0x00AD || cp == 0x034F || cp == 0x115F || cp == 0x1160 ||
+         cp == 0x180E || cp == 0x3164 || cp == 0xFEFF || cp == 0xFFA0 ||
+         (cp >= 0xFE00 && cp <= 0xFE0F) ||  // variation selectors
+         (cp >= 0xE0000 && cp <= 0xE007F);  // tags
+}
+
+bool white_space(uint32_t cp) {
+  return cp == ' ' || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
+         cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+bool latin_letter(uint32_t cp) {
+  return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+         (cp >= 0xC0 && cp <= 0x24F && cp != 0xD7 && cp != 0xF7) ||
+         (cp >= 0xFF21 && cp <= 0xFF3A) || (cp >= 0xFF41 && cp <= 0xFF5A);
+}
+bool cyrillic(uint32_t cp) { return cp >= 0x0400 && cp <= 0x052F; }
+bool greek(uint32_t cp) { return (cp >= 0x0370 && cp <= 0x03FF) || (cp >= 0x1F00 && cp <= 0x1FFF); }
+
+// Cyrillic and Greek letters that render like a Latin one (from Unicode's
+// confusables.txt, the lower- and upper-case look-alikes of a..z).
+char latin_look_alike(uint32_t cp) {
+  switch (cp) {
+    case 0x0430: case 0x0410: case 0x03B1: case 0x0391: return 'a';
+    case 0x0412: case 0x0432: case 0x0392: case 0x03B2: return 'b';
+    case 0x0441: case 0x0421: case 0x03F2: case 0x03F9: return 'c';
+    case 0x0501: return 'd';
+    case 0x0435: case 0x0415: case 0x0395: case 0x03B5: return 'e';
+    case 0x04BB: case 0x041D: case 0x043D: case 0x0397: return 'h';
+    case 0x0456: case 0x0406: case 0x0399: case 0x03B9: case 0x04C0: return 'i';
+    case 0x0458: case 0x0408: case 0x03F3: return 'j';
+    case 0x041A: case 0x043A: case 0x039A: case 0x03BA: return 'k';
+    case 0x041C: case 0x043C: case 0x039C: return 'm';
+    case 0x039D: case 0x03B7: return 'n';
+    case 0x043E: case 0x041E: case 0x03BF: case 0x039F: return 'o';
+    case 0x0440: case 0x0420: case 0x03C1: case 0x03A1: return 'p';
+    case 0x051B: return 'q';
+    case 0x0455: case 0x0405: return 's';
+    case 0x0422: case 0x0442: case 0x03A4: case 0x03C4: return 't';
+    case 0x03C5: case 0x057D: return 'u';
+    case 0x03BD: case 0x0474: case 0x0475: return 'v';
+    case 0x051D: case 0x0461: return 'w';
+    case 0x0445: case 0x0425: case 0x03A7: case 0x03C7: return 'x';
+    case 0x0443: case 0x0423: case 0x03A5: case 0x04AF: case 0x03B3: return 'y';
+    case 0x0396: return 'z';
+    default: return 0;
+  }
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+const char* const kReservedNames[] = {"system", "admin", "administrator", "root",  "server",
+                                      "chatd",  "moderator", "mod",       "staff", "support",
+                                      "api",    "anonymous", "anon",      "owner", "operator"};
+
+}  // namespace
+
+std::string name_skeleton(std::string_view name) {
+  std::string out;
+  for_each_code_point(name, [&out](uint32_t cp) {
+    if (cp >= 0xFF01 && cp <= 0xFF5E) cp -= 0xFEE0;  // fullwidth ASCII (NFKC)
+    if (cp >= 'A' && cp <= 'Z') cp += 'a' - 'A';
+    if (cp == '0') cp = 'o';
+    if (cp == '1') cp = 'l';
+    if (char l = latin_look_alike(cp)) cp = static_cast<unsigned char>(l);
+    append_utf8(out, cp);
+    return true;
+  });
+  return out;
+}
+
+std::string anonymous_name_problem(std::string_view name) {
+  if (!valid_user_id(name)) return "invalid user name";
+  bool first = true, ends_space = false, has_latin = false, has_other = false;
+  std::string problem;
+  for_each_code_point(name, [&](uint32_t cp) {
+    if (invisible_or_bidi(cp)) {
+      problem = "names may not hold invisible or bidi control characters";
+      return false;
+    }
+    ends_space = white_space(cp);
+    if (first && ends_space) {
+      problem = "names may not start or end with white space";
+      return false;
+    }
+    first = false;
+    has_latin = has_latin || latin_letter(cp);
+    has_other = has_other || cyrillic(cp) || greek(cp);
+    return true;
+  });
+  if (!problem.empty()) return problem;
+  if (ends_space) return "names may not start or end with white space";
+  if (has_latin && has_other) return "names may not mix Latin with Cyrillic or Greek letters";
+  if (name.substr(0, kAnonPrefix.size()) == kAnonPrefix) return "that name prefix is reserved";
+  auto sk = name_skeleton(name);
+  for (const char* r : kReservedNames)
+    if (sk == name_skeleton(r)) return "that name is reserved";
+  return {};
+}
+
 bool identity::has_role(std::string_view role) const {
   return std::find(roles.begin(), roles.end(), role) != roles.end();
 }
@@ -261,6 +383,9 @@ auth_result authenticator::verify(std::string_view token_in, int64_t now_s) cons
   if (!sub->is_string() || !valid_user_id(sub->get_ref<const std::string&>())) {
     return refuse("token sub is not a valid user id");
   }
+  if (sub->get_ref<const std::string&>().rfind(kAnonPrefix, 0) == 0) {
+    return refuse("token sub may not start with '~' (the anonymous namespace)");
+  }
   id.user = sub->get<std::string>();
 
   int64_t leeway = std::max<int64_t>(cfg_.leeway_s, 0);
@@ -306,11 +431,13 @@ auth_result authenticator::verify(std::string_view token_in, int64_t now_s) cons
 
 auth_result authenticator::anonymous(std::string_view name) const {
   if (!cfg_.allow_anonymous) return refuse("anonymous access is disabled");
-  if (!valid_user_id(name)) return refuse("invalid user name");
+  auto problem = anonymous_name_problem(name);
+  if (!problem.empty()) return refuse(problem);
   auth_result res;
   res.ok = true;
-  res.id.user = std::string(name);
-  res.id.name = res.id.user;
+  // With tokens on as well, anonymous ids get their own namespace.
+  res.id.user = any_key() ? std::string(kAnonPrefix) + std::string(name) : std::string(name);
+  res.id.name = std::string(name);
   res.id.anonymous = true;
   return res;
 }

@@ -44,6 +44,22 @@ bool wildcard_match(std::string_view pattern, std::string_view text);
 // (':' separates the two users in a dm room name).
 bool valid_user_id(std::string_view user);
 
+// Anonymous ids live under this prefix when tokens are accepted too, and no
+// token `sub` may start with it: the two id spaces never meet.
+constexpr std::string_view kAnonPrefix = "~";
+
+// The comparison form of a name (a documented subset of NFKC + the Unicode
+// confusable skeleton, no ICU): ASCII and fullwidth letters lower-cased, the
+// Cyrillic and Greek letters that look like Latin ones mapped to them, '0'->'o',
+// '1'->'l'. Two names with the same skeleton pass for each other.
+std::string name_skeleton(std::string_view name);
+
+// Why an anonymous name is refused ("" = acceptable): leading/trailing white
+// space, bidi controls, zero-width or other invisible characters, Latin mixed
+// with Cyrillic or Greek letters, a reserved name (system, admin, ...) by
+// skeleton, or the anonymous prefix.
+std::string anonymous_name_problem(std::string_view name);
+
 class authenticator {
  public:
   explicit authenticator(auth_config cfg);
@@ -53,7 +69,9 @@ class authenticator {
   // are refused), `exp` (required unless !require_exp), `nbf`, `sub`.
   auth_result verify(std::string_view token, int64_t now_s) const;
 
-  // Anonymous hello: refused unless allow_anonymous; the name is the user id.
+  // Anonymous hello: refused unless allow_anonymous or the name is refused
+  // (anonymous_name_problem). The user id is the name, or kAnonPrefix + name
+  // when a token key is configured too; the display name is the name.
   auth_result anonymous(std::string_view name) const;
 
   bool any_key() const;

@@ -151,6 +151,8 @@ websocket_session::websocket_session(std::unique_ptr<ws_transport> transport, io
       prehello_lease_(std::move(admission.prehello)),
       msg_bucket_(ctx.cfg.rate, ctx.cfg.burst),
       req_bucket_(ctx.cfg.rate * 5, ctx.cfg.burst * 5),
+      typing_bucket_(ctx.cfg.rate * 5, ctx.cfg.burst * 5),
+      ping_bucket_(ctx.cfg.rate, ctx.cfg.burst),
       timer_(shard.ioc),
       opened_(clock_type::now()) {
   session_id_ = ctx.cfg.node + "-" + random_hex(12);
@@ -373,8 +375,19 @@ void websocket_session::handle(std::string_view text) {
     if (authed_) prehello_lease_.reset();  // no longer counts against its address's pre-hello limit
     return;
   }
-  if (req.type != req_type::typing && req.type != req_type::ping &&
-      !req_bucket_.take(clock_type::now())) {
+  // Every frame type spends from a budget; typing and ping from their own.
+  auto now = clock_type::now();
+  if (req.type == req_type::typing) {
+    if (!typing_bucket_.take(now)) {
+      global_metrics().count_error("rate_limited");  // fire and forget: no reply to flood with
+      return;
+    }
+  } else if (req.type == req_type::ping) {
+    if (!ping_bucket_.take(now)) {
+      send_error(req.id, "rate_limited", "too many pings");
+      return;
+    }
+  } else if (!req_bucket_.take(now)) {
     send_error(req.id, "rate_limited", "too many requests");
     return;
   }
@@ -479,7 +492,9 @@ void websocket_session::handle_refresh(client_req& req) {
 
 bool websocket_session::may_access(const std::string& room) const {
   std::string a, b;
-  if (parse_dm_room(room, a, b)) return ident_.user == a || ident_.user == b;
+  if (parse_dm_room(room, a, b))  // a dm room of this user with another valid user
+    return (ident_.user == a || ident_.user == b) && a != b && valid_user_id(a) &&
+           valid_user_id(b);
   return ident_.may_join(room);
 }
 
@@ -781,6 +796,9 @@ void websocket_session::handle_room_query(client_req& req) {
     caf::anon_send(target, presence_req{req.room, self_ref(), req.id});
 }
 
+// Dm rooms a connection remembers a typing time for (the map is per connection).
+constexpr size_t kMaxDmTyping = 64;
+
 void websocket_session::handle_typing(client_req& req) {
   auto now = clock_type::now();
   auto it = rooms_.find(req.room);
@@ -788,6 +806,12 @@ void websocket_session::handle_typing(client_req& req) {
   if (dm && !may_access(req.room)) return;
   if (!dm && (it == rooms_.end() || it->second.pending)) return;  // not a member: ignore
   // At most one typing event per room per second from a connection.
+  if (dm && dm_typing_.size() >= kMaxDmTyping && !dm_typing_.count(req.room)) {
+    // Byte cap on the per-connection map: forget the stale entries, else refuse.
+    for (auto i = dm_typing_.begin(); i != dm_typing_.end();)
+      i = now - i->second >= std::chrono::seconds(1) ? dm_typing_.erase(i) : std::next(i);
+    if (dm_typing_.size() >= kMaxDmTyping) return;
+  }
   auto& last = dm ? dm_typing_[req.room] : it->second.last_typing;
   if (now - last < std::chrono::seconds(1)) return;
   last = now;

@@ -175,6 +175,8 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> dm_typing_;
   token_bucket msg_bucket_;
   token_bucket req_bucket_;
+  token_bucket typing_bucket_;  // typing and ping: their own, cheaper budgets
+  token_bucket ping_bucket_;
   // One timer for the one deadline a session has at a time: hello (until
   // authenticated), token expiry (while open), closing handshake (while
   // closing). Each handler checks that its phase still holds, so a stale

@@ -26,6 +26,7 @@ using dial_atom = caf::atom_constant<caf::atom("dial")>;
 using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using health_atom = caf::atom_constant<caf::atom("health")>;
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
+using exists_atom = caf::atom_constant<caf::atom("exists")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -51,6 +52,7 @@ const char* to_string(store_errc x);
 constexpr auto store_error_category = caf::atom("store");
 // Found by ADL: `caf::error e = store_errc::fenced;` and `e == store_errc::fenced` work.
 caf::error make_error(store_errc x, std::string what = {});
+constexpr auto exists_atom_v = exists_atom::value;
 
 // --- shared values -----------------------------------------------------------
 

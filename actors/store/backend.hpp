@@ -69,6 +69,12 @@ class store_backend {
   // at most q.limit, oldest first; q.newest picks the newest ones in the range.
   virtual bool range(const range_query& q, std::vector<stored_msg>& out, std::string& err) = 0;
 
+  // Whether the room has a row (a first stored event or a join made it). Reads
+  // of an unknown room ask this instead of load_room, which would create it.
+  // Cheap: one primary-key lookup. Every backend (SQLite, memory, and the
+  // PostgreSQL one on its own branch) must answer the same for the same history.
+  virtual bool room_exists(const std::string& room, bool& out, std::string& err) = 0;
+
   // Oldest stored seq of a room (last_seq + 1 when it holds none).
   virtual bool first_seq(const std::string& room, uint64_t& out, std::string& err) = 0;
 

@@ -151,6 +151,11 @@ class memory_backend final : public store_backend {
     }
   }
 
+  bool room_exists(const std::string& room, bool& out, std::string&) override {
+    out = rooms_.count(room) > 0;
+    return true;
+  }
+
   bool first_seq(const std::string& room, uint64_t& out, std::string&) override {
     auto it = rooms_.find(room);
     out = it == rooms_.end() ? 1 : it->second.first_seq();

@@ -277,7 +277,7 @@ const std::vector<statement>& statements() {
        " WHERE rooms.name = v.name",
        {text_array_oid, int8_array_oid}},
       {"chat_first_seq", "SELECT first_seq FROM rooms WHERE name = $1", {text_oid}},
-      {"chat_room_names", "SELECT name FROM rooms ORDER BY name", {}},
+      {"chat_room_exists", "SELECT 1 FROM rooms WHERE name = $1", {text_oid}},
       // Where each room's kept history starts after retention ($1 max messages,
       // $2 max age in ms, $3 the age cutoff); only rooms that lose something.
       // A prefix only: with an age limit it keeps everything from the first
@@ -798,6 +798,16 @@ class postgres_backend final : public store_backend {
     });
     if (!ok) out.clear();
     return ok;
+  }
+
+  // A read: never creates the row (reads of unknown rooms write nothing).
+  bool room_exists(const std::string& room, bool& out, std::string& err) override {
+    return guarded(kind::read, err, [&](pg_conn& c) {
+      auto r = c.run("chat_room_exists", params{}.text(room), err);
+      if (!r.get()) return false;
+      out = r.rows() == 1;
+      return true;
+    });
   }
 
   bool first_seq(const std::string& room, uint64_t& out, std::string& err) override {

@@ -264,6 +264,16 @@ class sqlite_backend final : public store_backend {
     }
   }
 
+  bool room_exists(const std::string& room, bool& out, std::string& err) override {
+    try {
+      room_row row;
+      return get_room(room, row, out, err);
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
   bool first_seq(const std::string& room, uint64_t& out, std::string& err) override {
     try {
       room_row row;

@@ -343,6 +343,29 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
         if (!r) return r.error();
         return {std::move(r->first), r->second};
       },
+      [=](exists_atom, const std::string& room) -> caf::result<bool> {
+        // An append handed in before may create it: answer after it, as reads do.
+        auto read = [=]() -> caf::expected<bool> {
+          bool found = false;
+          std::string err;
+          if (!self->state.backend->room_exists(room, found, err)) return store_error(err);
+          return found;
+        };
+        if (must_wait(self, room)) {
+          auto rp = self->make_response_promise<bool>();
+          defer(self, room, [rp, read]() mutable {
+            auto r = read();
+            if (r)
+              rp.deliver(*r);
+            else
+              rp.deliver(r.error());
+          });
+          return rp;
+        }
+        auto r = read();
+        if (!r) return r.error();
+        return *r;
+      },
       [=](flush_now_atom) { flush(self); },
       [=](trim_atom) {
         auto& st = self->state;

@@ -38,6 +38,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<append_atom, append_batch>::with<append_batch>,
     // The messages and the room's oldest stored seq (it moves when retention trims).
     caf::replies_to<range_atom, range_query>::with<std::vector<stored_msg>, uint64_t>,
+    // Whether a room has a row; never creates one (reads of unknown rooms).
+    caf::replies_to<exists_atom, std::string>::with<bool>,
     caf::reacts_to<flush_now_atom>, caf::reacts_to<trim_atom>, caf::reacts_to<health_atom>>;
 
 struct store_config {

@@ -1168,7 +1168,10 @@ TEST_F(DirectoryTest, JoinForwardedAfterTheIdleCheckKeepsTheRoomAlive) {
 }
 
 TEST_F(DirectoryTest, RoomThatNobodyJoinedIsStoppedToo) {
-  // A history (or presence, or typing) request creates the room but joins nobody.
+  // A history (or presence) request of a stored room spawns it but joins nobody.
+  room_snapshot snap;
+  std::string err;
+  ASSERT_TRUE(backend->load_room("lobby", 10, 0, snap, err)) << err;  // the row exists
   self->send(d, make_history("lobby", conn_ref{as_gw(gw), 1}, "1", 0, 50));
   sched.run();
   ASSERT_EQ(conn_frames(gw, "history").size(), 1u);
@@ -1248,3 +1251,35 @@ TEST_F(DirectoryTest, LeaveForAnUnknownRoomIsAnsweredWithoutCreatingIt) {
 }
 
 }  // namespace
+
+// Issue 11: reads and typing never create a room; the directory asks the store.
+TEST_F(DirectoryTest, ReadsAndTypingOfAnUnknownRoomSpawnNothing) {
+  self->send(d, make_history("ghost", conn_ref{as_gw(gw), 1}, "1", 0, 50));
+  self->send(d, make_presence("ghost", conn_ref{as_gw(gw), 1}, "2"));
+  self->send(d, make_typing("ghost", conn_ref{as_gw(gw), 1}, "alice", "Alice"));
+  self->send(d, make_join("dm:alice:bob", conn_ref{as_gw(gw), 1}, member_info{"alice", "Alice"}, "3"));
+  sched.run();
+  EXPECT_TRUE(dst().rooms.empty());
+  EXPECT_EQ(backend->load_calls, 0u);  // load_room would have created the row
+  ASSERT_EQ(rec(gw).errors.size(), 3u);
+  for (auto& e : rec(gw).errors) EXPECT_EQ(e.code, errc::not_found);
+  EXPECT_TRUE(rec(gw).histories.empty());
+  EXPECT_TRUE(rec(gw).joins.empty());
+}
+
+TEST_F(DirectoryTest, ReadOfAStoredRoomThatIsNotLiveSpawnsIt) {
+  self->send(d, dir_join(1, "alice"));
+  sched.run();
+  auto r = rec(gw).joins.at(0).room_actor;
+  self->send(r, make_send("lobby", conn_ref{as_gw(gw), 1}, member_info{"alice", "Alice"}, "", "hi"));
+  self->send(d, dir_leave(1));
+  sched.run();
+  sched.clock().advance_time(cfg.idle_grace);
+  sched.run();
+  ASSERT_EQ(dst().rooms.count("lobby"), 0u);
+  self->send(d, make_history("lobby", conn_ref{as_gw(gw), 2}, "9", 0, 50));
+  sched.run();
+  ASSERT_EQ(rec(gw).histories.size(), 1u);
+  EXPECT_EQ(rec(gw).histories[0].msgs.size(), 1u);
+  EXPECT_EQ(rec(gw).histories[0].req_id, "9");
+}

@@ -60,7 +60,7 @@ TEST_F(Cli, SendOnlyPipesLinesIntoARoom) {
   for (auto* text : {"hello from the pipe 👋", "second line"}) {
     auto m = next_message(alice);
     ASSERT_TRUE(m);
-    EXPECT_EQ((*m)["from"], "bot");
+    EXPECT_EQ((*m)["from"], "~bot");  // anonymous beside tokens
     EXPECT_EQ((*m)["room"], "general");
     EXPECT_EQ((*m)["text"], text);
   }
@@ -71,7 +71,7 @@ TEST_F(Cli, JsonPrintsEveryObjectAsReceived) {
   child_process p{cli({"--name", "watcher", "--room", "general", "--json"})};
   auto welcome = line_of_type(p, "welcome");
   ASSERT_TRUE(welcome) << p.err();
-  EXPECT_EQ((*welcome)["user"], "watcher");
+  EXPECT_EQ((*welcome)["user"], "~watcher");  // anonymous beside tokens: its own namespace
   ASSERT_TRUE(line_of_type(p, "joined")) << p.err();
   ws_client alice;
   hello(alice, "alice");
@@ -120,17 +120,17 @@ TEST_F(Cli, CommandsJoinDmAndSlashEscape) {
   join(alice, "side");
   child_process p{cli({"--name", "bot", "--send-only"})};
   ASSERT_TRUE(
-      p.write_stdin("/join side\n//not a command\n/dm alice psst\n/bogus\n/quit\nignored\n"));
+      p.write_stdin("/join side\n//not a command\n/dm ~alice psst\n/bogus\n/quit\nignored\n"));
   EXPECT_EQ(p.wait(), 0) << p.err();
   std::map<std::string, std::string> got;  // room -> text (two rooms: any order)
   for (int i = 0; i < 2; ++i) {
     auto m = next_message(alice);
     ASSERT_TRUE(m);
-    EXPECT_EQ((*m)["from"], "bot");
+    EXPECT_EQ((*m)["from"], "~bot");
     got[(*m)["room"]] = (*m)["text"];
   }
   EXPECT_EQ(got["side"], "/not a command");
-  EXPECT_EQ(got["dm:alice:bot"], "psst");
+  EXPECT_EQ(got["dm:~alice:~bot"], "psst");
   EXPECT_FALSE(alice.recv_until([](const json& x) { return is_type(x, "message"); }, 300ms));
   EXPECT_NE(p.err().find("commands:"), std::string::npos) << p.err();
 }
@@ -182,7 +182,7 @@ TEST_F(Cli, ClosedByTheServerExits1) {
   child_process p{cli({"--name", "victim", "--room", "general", "--json"})};
   ASSERT_TRUE(line_of_type(p, "joined")) << p.err();
   std::string body;
-  EXPECT_EQ(http_request(server.port(), "POST", "/api/users/victim/disconnect",
+  EXPECT_EQ(http_request(server.port(), "POST", "/api/users/~victim/disconnect",
                          {{"Authorization", "Bearer cli-test-key"}}, R"({"reason":"bye"})", body),
             200)
       << body;

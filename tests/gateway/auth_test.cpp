@@ -704,5 +704,48 @@ TEST(AuthFuzz, RandomInputsAndMutations) {
   EXPECT_GT(mutated, 9000);
 }
 
+
+// Issue 11 case 5: with tokens on too, an anonymous hello never becomes a token user.
+TEST(Anonymous, OwnNamespaceBesideTokens) {
+  auth_config cfg = hs_config();
+  cfg.allow_anonymous = true;
+  authenticator auth(cfg);
+  auto r = auth.anonymous("alice");
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.id.user, "~alice");
+  EXPECT_EQ(r.id.name, "alice");
+  EXPECT_FALSE(auth.anonymous("~alice").ok);  // the prefix is not a name
+  token_spec spec;
+  spec.user = "~alice";
+  std::string err;
+  auto token = mint_token(cfg, spec, kNow, err);
+  ASSERT_FALSE(token.empty()) << err;
+  auto v = auth.verify(token, kNow);
+  EXPECT_FALSE(v.ok);  // no token sub in the anonymous namespace
+}
+
+// Issue 11 case 9: reserved names and look-alikes are refused.
+TEST(Anonymous, ReservedAndLookAlikeNamesRefused) {
+  auth_config cfg;
+  cfg.allow_anonymous = true;
+  authenticator auth(cfg);
+  for (const char* bad : {"system", "System", "SYSTEM", "admin", "\xEF\xBD\x93ystem" /* fullwidth s */,
+                          "\xD1\x95ystem" /* Cyrillic dze */, "r00t", "alice ", " alice",
+                          "alice\xC2\xA0", "\xD0\xB0lice" /* Cyrillic a */,
+                          "al\xE2\x80\x8Bice" /* zero-width space */,
+                          "\xE2\x80\xAE" "ecila" /* right-to-left override */, "bob\xEF\xBB\xBF"}) {
+    auto r = auth.anonymous(bad);
+    EXPECT_FALSE(r.ok) << bad;
+  }
+  for (const char* good : {"alice", "Alice Liddell", "\xD0\x90\xD0\xBD\xD1\x8F" /* Аня */,
+                           "\xCE\xB1\xCE\xB2" /* αβ */, "bob_2", "systemd"}) {
+    auto r = auth.anonymous(good);
+    EXPECT_TRUE(r.ok) << good << ": " << r.error;
+  }
+  EXPECT_EQ(name_skeleton("\xD0\xB0lice"), "alice");
+  EXPECT_EQ(name_skeleton("ALICE"), "alice");
+  EXPECT_EQ(name_skeleton("\xEF\xBC\xA1lice"), "alice");  // fullwidth A
+}
+
 }  // namespace
 }  // namespace chat

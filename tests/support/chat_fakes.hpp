@@ -253,6 +253,9 @@ class counting_backend : public chat::store_backend {
              std::string& err) override {
     return inner_->range(q, out, err);
   }
+  bool room_exists(const std::string& room, bool& out, std::string& err) override {
+    return inner_->room_exists(room, out, err);
+  }
   bool first_seq(const std::string& room, uint64_t& out, std::string& err) override {
     return inner_->first_seq(room, out, err);
   }
