@@ -13,6 +13,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -105,12 +106,25 @@ int chatd_process::terminate(std::chrono::milliseconds timeout) {
   while (std::chrono::steady_clock::now() < deadline) {
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      // A failed exit is diagnosed from chatd's own log, which the
+      // destructor removes: show its tail where the test output is kept.
+      if (rc != 0) dump_log_tail("exited " + std::to_string(rc));
+      return rc;
     }
     usleep(10000);  // polling a child: no event to await
   }
+  dump_log_tail("did not exit within the timeout");
   kill9();
   return -1;
+}
+
+void chatd_process::dump_log_tail(const std::string& why) const {
+  auto text = log();
+  constexpr size_t tail = 4000;
+  if (text.size() > tail) text.erase(0, text.size() - tail);
+  std::fprintf(stderr, "--- chatd %s; last lines of its log:\n%s\n--- end of chatd log\n",
+               why.c_str(), text.c_str());
 }
 
 void chatd_process::kill9() {

@@ -33,6 +33,8 @@ class chatd_process {
   void kill9();
 
  private:
+  void dump_log_tail(const std::string& why) const;
+
   pid_t pid_ = -1;
   uint16_t port_ = 0;
   uint16_t plain_port_ = 0;

@@ -193,7 +193,15 @@ TEST(Limits, SlowReaderIsClosedAndOthersGetEverything) {
     }
   }
   reader.join();
-  EXPECT_EQ(slow.wait_close(15s), 4008);
+  // The close frame waits behind the write in flight, which only the slow
+  // reader can finish; after 5 s the server cuts the socket instead. On a
+  // loaded machine the sends above take longer than that, so the client may
+  // see the cut (1006): the server's count says why it closed.
+  auto code = slow.wait_close(15s);
+  EXPECT_TRUE(code == 4008 || code == 1006) << code;
+  std::string body;
+  ASSERT_EQ(http_get(s.port(), "/metrics", body), 200);
+  EXPECT_NE(body.find("\nchat_send_queue_drops_total 1\n"), std::string::npos) << body;
 }
 
 TEST(Limits, SigtermClosesWith1012AndRetryHint) {
