@@ -63,6 +63,9 @@ std::string metrics::render_prometheus() {
   counter("chat_send_queue_drops_total",
           "Connections closed with 4008 because their outgoing queue passed the cap.",
           slow_closes.load(r));
+  counter("chat_rooms_fenced_total",
+          "Rooms this node stopped sequencing because another node claimed them (shared store).",
+          rooms_fenced.load(r));
   counter("chat_store_commits_total", "Store transactions committed.", store_commits.load(r));
   counter("chat_store_failures_total", "Store transactions that failed.", store_failures.load(r));
   gauge("chat_store_up", "1 when the store accepts writes.", store_ok.load() ? 1 : 0);

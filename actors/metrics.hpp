@@ -26,6 +26,7 @@ struct metrics {
   std::atomic<uint64_t> frames_out{0};        // WebSocket frames written
   std::atomic<uint64_t> bytes_out{0};
   std::atomic<uint64_t> slow_closes{0};       // closed with 4008
+  std::atomic<uint64_t> rooms_fenced{0};      // rooms stopped: another node claimed them
   std::atomic<uint64_t> store_commits{0};
   std::atomic<uint64_t> store_failures{0};
   std::array<std::atomic<uint64_t>, errc_count> errors{};  // by errc

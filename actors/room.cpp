@@ -198,6 +198,8 @@ void on_committed(room_actor* self, append_batch& done) {
   schedule_idle_check(self);
 }
 
+void step_down(room_actor* self, const std::string& owner, uint64_t term);
+
 // After a failed or timed-out append, the store may or may not hold the batch:
 // reload the room's state and broadcast whatever did get stored, so that
 // members still see every seq exactly once and the next seq is right.
@@ -207,6 +209,11 @@ void resync(room_actor* self) {
       .await(
           [=](room_snapshot& snap) {
             auto& st = self->state;
+            if (!st.deps.claim_as.empty() &&
+                (snap.term != st.term || snap.owner != st.deps.claim_as)) {
+              step_down(self, snap.owner, snap.term);
+              return;
+            }
             if (snap.epoch != st.epoch) {
               spdlog::error("event=room_epoch_changed room={} old={} new={}", st.room, st.epoch,
                             snap.epoch);
@@ -236,6 +243,11 @@ void resync(room_actor* self) {
 
 void on_failed(room_actor* self, const caf::error& err) {
   auto& st = self->state;
+  if (err == store_errc::fenced) {
+    // Nothing of the batch was stored: another node claimed the room.
+    step_down(self, {}, 0);
+    return;
+  }
   spdlog::error("event=room_append_failed room={} count={} error=\"{}\"", st.room, st.flying.size(),
                 self->system().render(err));
   for (auto& p : st.flying) {
@@ -286,6 +298,8 @@ void dispatch(room_actor* self) {
     ++taken;
   }
   if (batch.msgs.empty()) return;
+  batch.owner = st.deps.claim_as;
+  batch.term = st.term;
   st.in_flight = true;
   self->request(st.deps.store, st.deps.cfg.store_timeout, append_atom_v, std::move(batch))
       .then([=](append_batch& done) { on_committed(self, done); },
@@ -504,6 +518,7 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
   st.epoch = snap.epoch;
   st.last_seq = snap.last_seq;
   st.first_seq = snap.first_seq;
+  st.term = snap.term;
   st.recent.clear();
   for (auto& m : snap.idem) {
     auto key = idem_key(m.from, m.idem_key);
@@ -518,10 +533,10 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
 
 // Answers every request with `unavailable` while the store cannot load the
 // room, then stops so that the next request tries again.
-caf::behavior failed_behavior(room_actor* self) {
+caf::behavior failed_behavior(room_actor* self, std::string why) {
   auto fail = [=](const conn_ref& c, const std::string& id) {
     auto to = reply_target(self, c, id);
-    answer_error(self, to, errc::unavailable, "room storage is unavailable");
+    answer_error(self, to, errc::unavailable, why);
   };
   return {
       [=](join_req& r) { fail(r.conn, r.req_id); },
@@ -536,6 +551,32 @@ caf::behavior failed_behavior(room_actor* self) {
       [=](typing_req&) {},
       [=](stop_room_atom) { self->quit(); },
   };
+}
+
+// Another node claimed the room (its term moved past ours): this node must not
+// sequence it any more. Nothing of ours is stored after the claim (the store
+// refuses our term), so every send still here is answered `unavailable` (a
+// client retries; its idempotency key makes the retry safe), what is already
+// in the mailbox is refused the same way, and the room stops: its members'
+// gateways see it go and join again where the room lives now.
+void step_down(room_actor* self, const std::string& owner, uint64_t term) {
+  auto& st = self->state;
+  spdlog::warn("event=room_fenced room={} term={} now_owner={} now_term={} refused={}", st.room,
+               st.term, owner.empty() ? "?" : owner, term, st.flying.size() + st.queued.size());
+  const std::string why = "the room moved to another node, try again";
+  auto refuse = [&](pending_send& p) {
+    answer_error(self, p.to, errc::unavailable, why);
+    if (!p.key.empty())
+      for (auto& to : st.idem.fail(p.key)) answer_error(self, to, errc::unavailable, why);
+  };
+  for (auto& p : st.flying) refuse(p);
+  for (auto& p : st.queued) refuse(p);
+  st.flying.clear();
+  st.queued.clear();
+  st.in_flight = false;
+  global_metrics().rooms_fenced.fetch_add(1, std::memory_order_relaxed);
+  self->become(failed_behavior(self, why));
+  self->send(self, stop_room_atom_v);  // after everything already in the mailbox
 }
 
 }  // namespace
@@ -564,21 +605,25 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   });
   // Nothing is served before the room knows its seq and epoch: await() keeps
   // every other message in the mailbox until the store answers.
-  self->request(st.deps.store, st.deps.cfg.store_timeout, load_atom_v, st.room)
-      .await(
-          [=](room_snapshot& snap) {
-            apply_snapshot(self, snap);
-            // A room created by a request that joins nobody (history, presence,
-            // typing, a refused join) must go away after its grace as well.
-            schedule_idle_check(self);
-          },
-          [=](caf::error& err) {
-            spdlog::error("event=room_load_failed room={} error=\"{}\"", self->state.room,
-                          self->system().render(err));
-            self->become(failed_behavior(self));
-            self->send(self->state.deps.directory, room_idle{self->state.room, 0});
-            self->delayed_send(self, std::chrono::seconds(5), stop_room_atom_v);
-          });
+  auto on_loaded = [=](room_snapshot& snap) {
+    apply_snapshot(self, snap);
+    // A room created by a request that joins nobody (history, presence,
+    // typing, a refused join) must go away after its grace as well.
+    schedule_idle_check(self);
+  };
+  auto on_load_failed = [=](caf::error& err) {
+    spdlog::error("event=room_load_failed room={} error=\"{}\"", self->state.room,
+                  self->system().render(err));
+    self->become(failed_behavior(self, "room storage is unavailable"));
+    self->send(self->state.deps.directory, room_idle{self->state.room, 0});
+    self->delayed_send(self, std::chrono::seconds(5), stop_room_atom_v);
+  };
+  if (!st.deps.claim_as.empty())
+    self->request(st.deps.store, st.deps.cfg.store_timeout, claim_atom_v, st.room, st.deps.claim_as)
+        .await(on_loaded, on_load_failed);
+  else
+    self->request(st.deps.store, st.deps.cfg.store_timeout, load_atom_v, st.room)
+        .await(on_loaded, on_load_failed);
   // Requests arrive from the directory (until a gateway knows the room's handle)
   // or straight from gateways. The directory sends what it forwards, except a
   // request(...) (server API, which only ever asks the directory): that it

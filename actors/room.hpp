@@ -48,6 +48,11 @@ struct room_deps {
   caf::actor registry;  // single node, and tests
   room_config cfg;
   std::shared_ptr<cluster_routes> routes;  // cluster: each user's registry is on its home node
+  // A store shared by several nodes (PostgreSQL): the room claims itself as
+  // this node when it starts and fences every append with the term it got, so
+  // that a node that lost the room (paused, cut off) can never store into it.
+  // Empty: no claims, appends unfenced (SQLite, memory: one node per store).
+  std::string claim_as;
 
   caf::actor registry_for(const std::string& user) const {
     if (routes)
@@ -96,6 +101,7 @@ struct room_state {
   uint64_t last_seq = 0;  // last committed
   uint64_t first_seq = 1;
   int64_t last_ts = 0;
+  uint64_t term = 0;  // the claim this node holds (0: unfenced)
   recent_window recent;
   idem_cache<reply_to> idem;
 

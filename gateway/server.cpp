@@ -66,8 +66,11 @@ bool server::start(std::string& err) {
   rcfg.idle_grace = std::chrono::milliseconds(static_cast<int64_t>(cfg.room_grace_s * 1000));
   rcfg.presence_batch_threshold = cfg.presence_batch_threshold;
   rcfg.presence_budget = cfg.presence_budget;
-  ctx_->directory =
-      sys_.spawn(directory_impl, room_deps{store_, nullptr, ctx_->users, rcfg, ctx_->routes});
+  room_deps deps{store_, nullptr, ctx_->users, rcfg, ctx_->routes, {}};
+  // A shared database may see this room sequenced by another node after a
+  // failover: claim it and fence every append (room.hpp `claim_as`).
+  if (cfg.store == "postgres") deps.claim_as = cfg.node;
+  ctx_->directory = sys_.spawn(directory_impl, std::move(deps));
   ctx_->routes->set_node(self_index, ctx_->directory, ctx_->users);
   if (!cluster_.nodes.empty()) {
     // Publish this node's entry point, then keep dialling the peers.
@@ -216,6 +219,11 @@ void server::shutdown(uint16_t code) {
   ctx_->draining = true;
   auto& m = global_metrics();
   spdlog::info("event=shutdown_begin connections={}", m.connections.load());
+  // Hand over first: the peers monitor this node's entry point, so its exit
+  // tells them at once (no heartbeat timeout) to place our rooms elsewhere;
+  // their members join the new home (which claims the room, fencing anything
+  // this node still appends) while our own clients are told to reconnect.
+  if (node_actor_) caf::anon_send_exit(node_actor_, caf::exit_reason::user_shutdown);
   // A start that failed half way has no I/O threads, but its actors must stop
   // too: the actor system waits for every actor as it is destroyed.
   if (!ctx_->shards.empty()) stop_io(code);

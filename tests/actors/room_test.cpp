@@ -658,6 +658,98 @@ TEST_F(RoomTest, IdempotencyKeysSurviveARoomRestart) {
   EXPECT_EQ(backend->stored("general").size(), 1u);
 }
 
+// --- fencing (a store shared by several nodes) -----------------------------------------
+
+struct FencingTest : RoomTest {
+  // A room as node `node` runs it: it claims itself when it starts.
+  actor claimed_room(const std::string& name, const std::string& node) {
+    auto d = deps(dir, test_room_config());
+    d.claim_as = node;
+    auto r = sys.spawn(room_impl, name, d);
+    spawned.push_back(r);
+    sched.run();
+    EXPECT_TRUE(state_of<room_state>(r).loaded);
+    return r;
+  }
+  // Another node claims the room in the store, as its room would on start.
+  uint64_t claim_elsewhere(const std::string& room, const std::string& node) {
+    uint64_t term = 0;
+    auto h = self->request(store, infinite, claim_atom_v, room, node);
+    sched.run();  // the store answers now; the reply waits in self's mailbox
+    h.receive([&](room_snapshot& snap) { term = snap.term; },
+              [&](error& e) { ADD_FAILURE() << sys.render(e); });
+    return term;
+  }
+};
+
+TEST_F(FencingTest, RoomClaimsItselfAndFencesItsAppends) {
+  auto r = claimed_room("general", "n1");
+  EXPECT_EQ(state_of<room_state>(r).term, 1u);
+  auto gw = gateway();
+  join(r, gw, 1, "alice");
+  say(r, gw, 1, "alice", "one", "1");
+  sched.run();
+  EXPECT_EQ(ack_seqs(gw), iota_seqs(1, 1));
+  // A restart of the room (idle, or the node came back) claims again: the term only grows.
+  anon_send_exit(r, exit_reason::kill);
+  sched.run();
+  auto again = claimed_room("general", "n1");
+  EXPECT_EQ(state_of<room_state>(again).term, 2u);
+  EXPECT_EQ(state_of<room_state>(again).last_seq, 1u);
+}
+
+TEST_F(FencingTest, ARoomWhoseClaimWasTakenStoresNothingAndStepsDown) {
+  auto old_home = claimed_room("general", "n1");
+  auto gw = gateway();
+  join(old_home, gw, 1, "alice");
+  say(old_home, gw, 1, "alice", "before", "1", "k-before");
+  sched.run();
+  ASSERT_EQ(ack_seqs(gw), iota_seqs(1, 1));
+
+  // n1 is paused; the cluster declares it down and n2 claims the room.
+  EXPECT_EQ(claim_elsewhere("general", "n2"), 2u);
+  sched.run();
+  auto new_home = claimed_room("general", "n2");  // term 3: n2's room claims on start
+  EXPECT_EQ(state_of<room_state>(new_home).last_seq, 1u);
+  auto gw2 = gateway();
+  join(new_home, gw2, 7, "bob");
+  say(new_home, gw2, 7, "bob", "on n2", "1");
+  sched.run();
+  ASSERT_EQ(ack_seqs(gw2, 7), iota_seqs(2, 2));
+
+  // n1 resumes with sends queued: the store refuses its term, nothing is
+  // stored, every sender hears `unavailable` and the room stops.
+  self->monitor(old_home);
+  say(old_home, gw, 1, "alice", "late 1", "2", "k-late");
+  say(old_home, gw, 1, "alice", "late 2", "3");
+  sched.run();
+  auto errors = conn_frames(gw, "error");
+  ASSERT_EQ(errors.size(), 2u);
+  for (auto& e : errors) EXPECT_EQ(e["code"], "unavailable") << e;
+  EXPECT_EQ(ack_seqs(gw), iota_seqs(1, 1)) << "no ack for a fenced send";
+  auto stored = backend->stored("general");
+  ASSERT_EQ(stored.size(), 2u) << "one seq, one message: no fork";
+  EXPECT_EQ(stored[0].text, "before");
+  EXPECT_EQ(stored[1].text, "on n2");
+  EXPECT_FALSE(state_of<room_state>(new_home).members.users.empty());
+  // The old room is gone (its members' gateways join again where it lives now).
+  bool down = false;
+  self->receive([&](down_msg& dm) { down = dm.source == old_home.address(); },
+                after(std::chrono::seconds(0)) >> [] {});
+  EXPECT_TRUE(down) << "the fenced room must stop";
+
+  // The retry of the refused keyed send, on the new home, is stored once.
+  join(new_home, gw, 1, "alice");
+  say(new_home, gw, 1, "alice", "late 1", "4", "k-late");
+  say(new_home, gw, 1, "alice", "late 1", "5", "k-late");
+  say(new_home, gw, 1, "alice", "before", "6", "k-before");  // still the first ack
+  sched.run();
+  std::map<int, uint64_t> seq_by_id;
+  for (auto& a : conn_frames(gw, "ack")) seq_by_id[a["id"].get<int>()] = a["seq"];
+  EXPECT_EQ(seq_by_id, (std::map<int, uint64_t>{{1, 1}, {4, 3}, {5, 3}, {6, 1}}));
+  EXPECT_EQ(backend->stored("general").size(), 3u);
+}
+
 // --- recovery -------------------------------------------------------------------------
 
 struct RecoveryTest : RoomTest {

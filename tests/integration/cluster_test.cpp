@@ -11,73 +11,14 @@
 #include "actors/cluster/routes.hpp"
 #include "messages/validate.hpp"
 #include "tests/integration/chatd_process.hpp"
+#include "tests/integration/cluster_fixture.hpp"
 #include "tests/integration/ws_client.hpp"
 
 using namespace chat_test;
 
 namespace {
 
-
-uint16_t free_port() {
-  boost::asio::io_context ioc;
-  boost::asio::ip::tcp::acceptor a(ioc, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-const std::vector<std::string> names{"n1", "n2", "n3"};
-
-std::string room_homed_on(size_t node, const std::string& prefix) {
-  for (int i = 0;; ++i) {
-    auto room = prefix + std::to_string(i);
-    if (chat::rendezvous_home(room, names) == node) return room;
-  }
-}
-
-// The first "<prefix>N" for which `pred` holds.
-std::string first_name(const std::string& prefix, const std::function<bool(const std::string&)>& pred) {
-  for (int i = 0;; ++i)
-    if (pred(prefix + std::to_string(i))) return prefix + std::to_string(i);
-}
-
-struct cluster_fixture {
-  temp_dir dir;
-  std::string cfg = dir.path() + "/cluster.json";
-  std::vector<uint16_t> http, remoting;
-  std::vector<std::unique_ptr<chatd_process>> nodes{3};
-
-  cluster_fixture() { write(cfg); }
-  // `differ`: n1's listen address is another (a cluster file that differs).
-  void write(const std::string& path, bool differ = false) {
-    std::ofstream out(path);
-    out << "{\"nodes\":[";
-    for (size_t i = 0; i < 3; ++i) {
-      if (http.size() < 3) {
-        http.push_back(free_port());
-        remoting.push_back(free_port());
-      }
-      auto listen = differ && i == 0 ? http[i] + 1 : http[i];
-      out << (i ? "," : "") << "{\"name\":\"" << names[i] << "\",\"listen\":\"127.0.0.1:" << listen
-          << "\",\"remoting\":\"127.0.0.1:" << remoting[i] << "\"}";
-    }
-    out << "]}";
-  }
-  void start(size_t i, const std::string& file = {}) {
-    nodes[i] = std::make_unique<chatd_process>(std::vector<std::string>{
-        "--cluster", file.empty() ? cfg : file, "--node", names[i], "--allow-anonymous", "--db",
-        dir.path() + "/" + names[i] + ".db", "--log-level", "warn", "--rate", "100000", "--burst",
-        "100000"});
-  }
-  // Polls /readyz?full until every peer is reached (bounded).
-  bool ready(size_t i, std::chrono::seconds timeout = 20s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string body;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (http_get(http[i], "/readyz?full", body) == 200) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-};
+const std::vector<std::string>& names = cluster_names();
 
 }  // namespace
 
@@ -191,20 +132,6 @@ TEST(Cluster, ThreeNodesOneServiceSurvivesANodeLoss) {
   EXPECT_EQ((*after)["seq"], lost_seq + 1);
 }
 
-namespace {
-
-// Receives until `pred`, failing on any error frame on the way.
-std::optional<json> recv_no_error(ws_client& c, const std::function<bool(const json&)>& pred,
-                                  std::chrono::milliseconds timeout, std::string& error) {
-  return c.recv_until(
-      [&](const json& x) {
-        if (is_type(x, "error")) error = x.dump();
-        return !error.empty() || pred(x);
-      },
-      timeout);
-}
-
-}  // namespace
 
 // Item: every request is answered. A join to a node that is alive on TCP but
 // answers nothing (SIGSTOP) gets `unavailable` within the 5 s bound (at once

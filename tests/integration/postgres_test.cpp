@@ -3,11 +3,13 @@
 // kill -9 and on another chatd process sharing the database; a database that
 // cannot be reached fails the start; /readyz follows the database.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <map>
 #include <thread>
 
 #include "tests/integration/chatd_process.hpp"
+#include "tests/integration/cluster_fixture.hpp"
 #include "tests/integration/ws_client.hpp"
 #include "tests/support/pg_instance.hpp"
 
@@ -157,4 +159,143 @@ TEST_F(postgres_chatd, readyz_follows_the_database) {
   auto ack = c.request({{"type", "send"}, {"room", "back"}, {"text", "hi"}}, 2);
   ASSERT_TRUE(ack);
   EXPECT_TRUE(is_type(*ack, "ack")) << ack->dump();
+}
+
+// --- failover: three nodes on one database -------------------------------------------------
+
+namespace {
+
+enum class disruption { kill9, sigstop, sigterm };
+
+// A writer on n1 and a reader on n2 in a room whose home is n3; n3 is killed,
+// paused or stopped. The room must take sends again within seconds on another
+// node, every acked message must be stored once at the seq its ack named, the
+// reader must see one gapless sequence, and after n3 comes back (or resumes)
+// seq goes on without a fork.
+void run_failover(const std::string& url, disruption how, const std::string& label) {
+  cluster_fixture cl;
+  cl.store_args = [&](size_t) {
+    return std::vector<std::string>{"--store", "postgres", "--pg-url", url, "--pg-pool", "2"};
+  };
+  for (size_t i = 0; i < 3; ++i) cl.start(i);
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cl.nodes[i]->ok() && cl.ready(i)) << cl.nodes[i]->log();
+  auto room = room_homed_on(2, "failover-");
+  ws_client w, rd;
+  ASSERT_TRUE(is_type(w.hello_name(cl.http[0], "writer"), "welcome"));
+  ASSERT_TRUE(is_type(rd.hello_name(cl.http[1], "reader"), "welcome"));
+  auto jw = w.request({{"type", "join"}, {"room", room}}, 1);
+  ASSERT_TRUE(jw && is_type(*jw, "joined")) << (jw ? jw->dump() : "timeout");
+  std::string epoch = (*jw)["epoch"];
+  auto jr = rd.request({{"type", "join"}, {"room", room}}, 1);
+  ASSERT_TRUE(jr && is_type(*jr, "joined"));
+
+  std::map<uint64_t, std::string> acked;  // seq -> text
+  std::vector<json> seen;                 // what the reader got
+  std::vector<std::string> reader_errors;
+  auto drain_reader = [&](std::chrono::milliseconds wait) {
+    while (auto m = rd.recv(wait)) {
+      if (is_type(*m, "message")) seen.push_back(*m);
+      if (is_type(*m, "error")) reader_errors.push_back(m->dump());
+      wait = std::chrono::milliseconds(0);
+    }
+  };
+  int next_id = 100;
+  // Sends one message until it is acked (same key on every try), bounded.
+  auto send_acked = [&](const std::string& text, std::chrono::seconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto r = w.request({{"type", "send"}, {"room", room}, {"text", text}, {"idempotency_key", text}},
+                         ++next_id, 1s);
+      drain_reader(0ms);
+      if (r && is_type(*r, "ack")) {
+        uint64_t seq = (*r)["seq"];
+        auto [it, fresh] = acked.emplace(seq, text);
+        EXPECT_TRUE(fresh || it->second == text) << "seq " << seq << " acked for two texts";
+        return true;
+      }
+      std::this_thread::sleep_for(100ms);  // the room is moving: retry shortly
+    }
+    return false;
+  };
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(send_acked("before-" + std::to_string(i), 10s));
+
+  auto t0 = std::chrono::steady_clock::now();
+  if (how == disruption::kill9) cl.nodes[2]->kill9();
+  if (how == disruption::sigstop) ::kill(cl.nodes[2]->pid(), SIGSTOP);
+  if (how == disruption::sigterm) ::kill(cl.nodes[2]->pid(), SIGTERM);
+  ASSERT_TRUE(send_acked("during-0", 20s)) << "the room never came back";
+  auto outage = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << "[ measure  ] " << label << ": the room took sends again " << outage
+            << " s after n3 went away\n";
+  EXPECT_LT(outage, 10.0);
+  for (int i = 1; i < 10; ++i) ASSERT_TRUE(send_acked("during-" + std::to_string(i), 10s));
+
+  // n3 comes back: resumed with its old claim (it must be fenced), or restarted.
+  if (how == disruption::sigstop) {
+    ::kill(cl.nodes[2]->pid(), SIGCONT);
+  } else {
+    if (how == disruption::sigterm) {
+      EXPECT_EQ(cl.nodes[2]->terminate(10s), 0);
+    }
+    cl.start(2);
+    ASSERT_TRUE(cl.nodes[2]->ok()) << cl.nodes[2]->log();
+  }
+  ASSERT_TRUE(cl.ready(2)) << cl.nodes[2]->log();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(send_acked("after-" + std::to_string(i), 20s));
+  uint64_t last = acked.rbegin()->first;
+
+  // Stored: 1..last, each once, and every ack's seq holds its text.
+  ws_client check;
+  ASSERT_TRUE(is_type(check.hello_name(cl.http[1], "check"), "welcome"));
+  check.send({{"type", "join"}, {"id", 5}, {"room", room}, {"since", 0}, {"epoch", epoch}});
+  std::map<uint64_t, std::string> stored;
+  uint64_t expect = 1;
+  for (;;) {
+    auto m = check.recv(10s);
+    ASSERT_TRUE(m) << "recovery did not finish";
+    if (is_type(*m, "message")) {
+      ASSERT_EQ((*m)["seq"], expect++) << "gap or duplicate in the store";
+      stored[(*m)["seq"]] = (*m)["text"];
+    }
+    if (is_type(*m, "joined")) {
+      EXPECT_EQ((*m)["epoch"], epoch) << "the room's history was reset";
+      EXPECT_EQ((*m)["recovered"], true) << m->dump();
+      break;
+    }
+    ASSERT_FALSE(is_type(*m, "error")) << *m;
+  }
+  EXPECT_EQ(expect, last + 1);
+  EXPECT_EQ(stored.size(), 30u) << "each of the 30 keys stored exactly once";
+  for (auto& [seq, text] : acked) EXPECT_EQ(stored[seq], text) << "seq " << seq;
+
+  // The reader saw one sequence: no gap, no duplicate (its gateway joined the
+  // room again with `since` wherever it moved).
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((seen.empty() || seen.back()["seq"] != last) && std::chrono::steady_clock::now() < deadline)
+    drain_reader(200ms);
+  ASSERT_FALSE(seen.empty());
+  for (size_t i = 0; i < seen.size(); ++i)
+    ASSERT_EQ(seen[i]["seq"], i + 1) << "reader: gap or duplicate at " << i << ": " << seen[i];
+  EXPECT_EQ(seen.back()["seq"], last);
+  for (auto& e : reader_errors) std::cout << "[ note     ] reader error frame: " << e << "\n";
+  if (how == disruption::sigstop) {
+    std::string body;
+    ASSERT_EQ(http_get(cl.http[2], "/metrics", body), 200);
+    std::cout << "[ note     ] n3 after SIGCONT: "
+              << body.substr(body.find("\nchat_rooms_fenced_total ") + 1, 27) << "\n";
+  }
+}
+
+}  // namespace
+
+TEST_F(postgres_chatd, killed_home_costs_its_room_seconds_and_loses_no_acked_message) {
+  run_failover(url, disruption::kill9, "kill -9");
+}
+
+TEST_F(postgres_chatd, paused_home_is_fenced_when_it_resumes) {
+  run_failover(url, disruption::sigstop, "SIGSTOP");
+}
+
+TEST_F(postgres_chatd, graceful_stop_hands_its_rooms_over) {
+  run_failover(url, disruption::sigterm, "SIGTERM");
 }
