@@ -1058,18 +1058,25 @@ class postgres_backend final : public store_backend {
             std::to_string(latest_schema) + "); refusing to open";
       return false;
     }
+    if (version == latest_schema) return true;
+    // Nodes that start together on a fresh database queue here. The lock is
+    // the session's, taken before the transaction: a transaction begun while
+    // waiting for a transaction-level lock could still see the catalog as it
+    // was before the first node's migration committed.
+    auto key = std::to_string(migration_lock_key);
+    if (!c.exec(("SELECT pg_advisory_lock(" + key + ")").c_str(), err)) return false;
+    bool ok = migrate_locked(c, version, err);
+    std::string unlock_err;
+    c.exec(("SELECT pg_advisory_unlock(" + key + ")").c_str(), unlock_err);
+    return ok;
+  }
+
+  static bool migrate_locked(pg_conn& c, int64_t version, std::string& err) {
+    // Re-read under the lock: another node may have migrated meanwhile.
+    if (!read_schema_version(c, version, err)) return false;
     for (auto& m : migrations) {
       if (m.version <= version) continue;
-      auto lock = "BEGIN; SELECT pg_advisory_xact_lock(" + std::to_string(migration_lock_key) + ")";
-      if (!c.exec(lock.c_str(), err)) return rollback(c);
-      // Re-read under the lock: another node may have migrated meanwhile.
-      int64_t now_version = 0;
-      if (!read_schema_version(c, now_version, err)) return rollback(c);
-      if (now_version >= m.version) {
-        if (!c.commit(err)) return rollback(c);
-        version = now_version;
-        continue;
-      }
+      if (!c.exec("BEGIN", err)) return rollback(c);
       auto set = "INSERT INTO meta(key, value) VALUES('schema_version', '" +
                  std::to_string(m.version) +
                  "') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
