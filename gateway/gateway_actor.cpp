@@ -1,5 +1,7 @@
 #include "gateway/gateway_actor.hpp"
 
+#include <type_traits>
+
 #include <boost/asio/post.hpp>
 
 #include "actors/metrics.hpp"
@@ -15,7 +17,12 @@ namespace {
 template <class Reply>
 void post_reply(io_shard* shard, Reply&& r) {
   net::post(shard->ioc, [shard, r = std::forward<Reply>(r)] {
-    if (auto* s = shard->registry.find(r.conn)) s->push(std::make_shared<const std::string>(encode(r)));
+    if (auto* s = shard->registry.find(r.conn)) {
+      using reply_type = std::decay_t<Reply>;
+      if constexpr (std::is_same_v<reply_type, ack_msg>) s->on_answered(r.room, r.req_id);
+      if constexpr (std::is_same_v<reply_type, error_msg>) s->on_answered({}, r.req_id);
+      s->push(std::make_shared<const std::string>(encode(r)));
+    }
   });
 }
 

@@ -682,7 +682,7 @@ void websocket_session::on_joined(joined_msg& msg) {
       }
     last = std::max(last, msg.info.seq);
     auto held = std::move(sub.held);
-    for (auto& s : held) caf::anon_send(sub.actor, std::move(s));
+    for (auto& s : held) hand_over(sub, std::move(s));
     arm_join_timer();
     return;
   }
@@ -702,7 +702,7 @@ void websocket_session::on_joined(joined_msg& msg) {
     last = std::max(last, msg.info.seq);
   }
   auto held = std::move(sub.held);
-  for (auto& s : held) caf::anon_send(sub.actor, std::move(s));
+  for (auto& s : held) hand_over(sub, std::move(s));
   arm_join_timer();
 }
 
@@ -757,7 +757,7 @@ void websocket_session::handle_send(client_req& req) {
     }
     sub.held.push_back(std::move(s));
   } else {
-    caf::anon_send(sub.actor, std::move(s));
+    hand_over(sub, std::move(s));
   }
 }
 
@@ -842,7 +842,48 @@ void websocket_session::on_deliver(const std::string& room, uint64_t seq, const 
   push(frame);
 }
 
-void websocket_session::on_room_lost(const std::string& room) { rejoin(room); }
+void websocket_session::on_room_lost(const std::string& room) {
+  auto it = rooms_.find(room);
+  if (it != rooms_.end()) {
+    // Answers that were due before the actor's end arrived before this (CAF
+    // keeps one sender's messages in order): what is left never will. Say so
+    // now rather than leave the client to its timeout; a retry with the same
+    // idempotency key gets the original ack if the message was stored.
+    auto ids = std::move(it->second.unanswered);
+    it->second.unanswered.clear();
+    for (auto& id : ids)
+      send_error(id, "unavailable",
+                 "the room's node was lost before answering; the message may be stored: retry "
+                 "with the same idempotency_key");
+  }
+  rejoin(room);
+}
+
+void websocket_session::hand_over(room_sub& sub, send_req s) {
+  if (!s.req_id.empty()) sub.unanswered.push_back(s.req_id);
+  caf::anon_send(sub.actor, std::move(s));
+}
+
+void websocket_session::on_answered(const std::string& room, const std::string& req_id) {
+  if (req_id.empty()) return;
+  auto forget = [&](room_sub& sub) {
+    // Answers come mostly in order: the id is usually the oldest.
+    auto& q = sub.unanswered;
+    for (auto i = q.begin(); i != q.end(); ++i)
+      if (*i == req_id) {
+        q.erase(i);
+        return true;
+      }
+    return false;
+  };
+  if (!room.empty()) {
+    auto it = rooms_.find(room);
+    if (it != rooms_.end()) forget(it->second);
+    return;
+  }
+  for (auto& [name, sub] : rooms_)  // an error names no room: rare, few rooms
+    if (!sub.unanswered.empty() && forget(sub)) return;
+}
 
 void websocket_session::on_room_gone(const std::string& room) {
   auto it = rooms_.find(room);

@@ -10,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -71,6 +72,8 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
                   const std::string& skip_user);
   // The room's actor died (its node was lost): re-join at its new home.
   void on_room_lost(const std::string& room);
+  // An ack (room set) or an error (room unknown) answered request `req_id`.
+  void on_answered(const std::string& room, const std::string& req_id);
   // The cluster's view changed (a node down or back): re-register with the
   // user's home registry, move joins and rooms whose home moved.
   void on_placement_change();
@@ -90,6 +93,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
     bool member = false;       // in the local fan-out list
     size_t index = 0;          // position in the registry's room vector
     std::vector<send_req> held;  // sends made while the join was pending
+    // Ids of sends handed to the room actor and not answered yet (oldest
+    // first): if the actor is lost, nobody else would ever answer them.
+    std::deque<std::string> unanswered;
     std::chrono::steady_clock::time_point last_typing{};
     // The join in flight: where it went, its id, since when (bounded by
     // kJoinBound), and whether it is a re-join the client did not ask for.
@@ -123,6 +129,8 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
 
   void send_frame(std::string frame);
   void send_error(const std::string& id, const char* code, const std::string& message);
+  // A send to the joined room's actor, remembered until it is answered.
+  void hand_over(room_sub& sub, send_req s);
   bool may_access(const std::string& room) const;
   void arm_expiry();
   void unsubscribe(const std::string& room, room_sub& sub);

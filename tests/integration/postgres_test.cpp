@@ -200,12 +200,16 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
     }
   };
   int next_id = 100;
+  int unanswered = 0;
   // Sends one message until it is acked (same key on every try), bounded.
+  // Every try must be answered (an ack, or `unavailable` when the room's node
+  // was lost with it in flight), never left to the client's timeout.
   auto send_acked = [&](const std::string& text, std::chrono::seconds limit) {
     auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
       auto r = w.request({{"type", "send"}, {"room", room}, {"text", text}, {"idempotency_key", text}},
-                         ++next_id, 1s);
+                         ++next_id, 4s);
+      if (!r) ++unanswered;
       drain_reader(0ms);
       if (r && is_type(*r, "ack")) {
         uint64_t seq = (*r)["seq"];
@@ -228,6 +232,7 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
   std::cout << "[ measure  ] " << label << ": the room took sends again " << outage
             << " s after n3 went away\n";
   EXPECT_LT(outage, 10.0);
+  EXPECT_EQ(unanswered, 0) << "a send was left without an answer";
   for (int i = 1; i < 10; ++i) ASSERT_TRUE(send_acked("during-" + std::to_string(i), 10s));
 
   // n3 comes back: resumed with its old claim (it must be fenced), or restarted.
