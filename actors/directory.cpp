@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "messages/codec.hpp"
 #include "messages/validate.hpp"
 
@@ -102,6 +104,44 @@ void forward_existing(directory_actor* self, Req& req) {
           });
 }
 
+// Once a second (shared store only): one read tells which of this node's
+// rooms another node has claimed since; those step down at once. Without it a
+// room that lost its claim while its node was paused or cut off would keep its
+// members (and serve their reads) until its next append is refused.
+constexpr auto claim_check_interval = std::chrono::seconds(1);
+
+void check_claims(directory_actor* self) {
+  auto& st = self->state;
+  claim_check chk;
+  chk.owner = st.deps.claim_as;
+  for (auto& [name, e] : st.rooms)
+    if (e.term > 0) {
+      chk.rooms.push_back(name);
+      chk.terms.push_back(e.term);
+    }
+  if (chk.rooms.empty()) {
+    self->delayed_send(self, claim_check_interval, claim_chk_atom_v);
+    return;
+  }
+  auto terms = std::make_shared<claim_check>(chk);
+  self->request(st.deps.store, std::chrono::seconds(5), claims_atom_v, std::move(chk))
+      .then(
+          [=](std::vector<std::string>& lost) {
+            auto& st = self->state;
+            for (auto& room : lost) {
+              auto it = st.rooms.find(room);
+              if (it == st.rooms.end()) continue;
+              auto i = std::find(terms->rooms.begin(), terms->rooms.end(), room) - terms->rooms.begin();
+              if (it->second.term == terms->terms[static_cast<size_t>(i)]) {
+                spdlog::warn("event=room_claim_lost room={} term={}", room, it->second.term);
+                self->send(it->second.room, lost_atom_v, it->second.term);
+              }
+            }
+            self->delayed_send(self, claim_check_interval, claim_chk_atom_v);
+          },
+          [=](caf::error&) { self->delayed_send(self, claim_check_interval, claim_chk_atom_v); });
+}
+
 }  // namespace
 
 caf::behavior directory_impl(directory_actor* self, room_deps deps) {
@@ -118,6 +158,8 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
                     self->system().render(dm.reason));
     st.by_addr.erase(it);
   });
+  if (!self->state.deps.claim_as.empty())
+    self->delayed_send(self, claim_check_interval, claim_chk_atom_v);
   return {
       [=](join_req& req) {
         // A dm room comes into being only by a dm between its two users.
@@ -147,6 +189,13 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
           self->send(req.conn.gateway, left_msg{req.conn.id, req.req_id, req.room});
         }
       },
+      [=](const room_claimed& c) {
+        auto& st = self->state;
+        auto it = st.rooms.find(c.room);
+        if (it != st.rooms.end() && it->second.room == caf::actor_cast<caf::actor>(self->current_sender()))
+          it->second.term = c.term;
+      },
+      [=](claim_chk_atom) { check_claims(self); },
       [=](const room_idle& idle) {
         auto& st = self->state;
         auto it = st.rooms.find(idle.room);

@@ -14,6 +14,7 @@ struct directory_state {
   struct entry {
     caf::actor room;
     uint64_t sent = 0;  // requests forwarded to it
+    uint64_t term = 0;  // the claim it holds (shared store), 0 until it says
   };
   std::unordered_map<std::string, entry> rooms;
   std::unordered_map<caf::actor_addr, std::string> by_addr;

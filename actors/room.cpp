@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <limits>
+
 #include "actors/metrics.hpp"
 #include "messages/clock.hpp"
 #include "messages/codec.hpp"
@@ -194,6 +196,7 @@ void on_committed(room_actor* self, append_batch& done) {
     publish(self, std::move(m), &p.to, p.t0_us);
   }
   st.in_flight = false;
+  st.confirmed = self->clock().now();  // the store took our term just now
   dispatch(self);
   schedule_idle_check(self);
 }
@@ -448,9 +451,8 @@ void answer_history(room_actor* self, reply_to& to, std::vector<stored_msg> msgs
          history_page{0, {}, st.room, std::move(msgs), more, st.first_seq, room_exists(self)});
 }
 
-void handle_history(room_actor* self, const history_req& req) {
+void handle_history(room_actor* self, const history_req& req, reply_to to) {
   auto& st = self->state;
-  auto to = reply_target(self, req.conn, req.req_id);
   uint64_t before = req.before == 0 ? st.last_seq + 1 : std::min(req.before, st.last_seq + 1);
   uint64_t lo = before > req.limit ? before - req.limit : 1;
   lo = std::max(lo, st.first_seq);
@@ -519,6 +521,7 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
   st.last_seq = snap.last_seq;
   st.first_seq = snap.first_seq;
   st.term = snap.term;
+  st.confirmed = self->clock().now();
   st.recent.clear();
   for (auto& m : snap.idem) {
     auto key = idem_key(m.from, m.idem_key);
@@ -549,6 +552,7 @@ caf::behavior failed_behavior(room_actor* self, std::string why) {
         answer(self, to, left_msg{0, {}, self->state.room});
       },
       [=](typing_req&) {},
+      [=](lost_atom, uint64_t) {},
       [=](stop_room_atom) { self->quit(); },
   };
 }
@@ -576,7 +580,40 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
   st.in_flight = false;
   global_metrics().rooms_fenced.fetch_add(1, std::memory_order_relaxed);
   self->become(failed_behavior(self, why));
+  // The directory forgets us now (whatever it forwarded), so that the next
+  // request it gets goes to a fresh room, which claims the room if it lives here.
+  self->send(st.deps.directory, room_idle{st.room, std::numeric_limits<uint64_t>::max()});
   self->send(self, stop_room_atom_v);  // after everything already in the mailbox
+}
+
+// Runs `serve` (a join or a history read) once the room knows it still owns
+// the room: at once within the claim's lease (or without claims), else after
+// asking the store. A room that lost its claim while it was paused or cut off
+// would otherwise answer from a memory that the new owner has moved past.
+template <class F, class Lost>
+void with_fresh_claim(room_actor* self, F serve, Lost lost) {
+  auto& st = self->state;
+  if (st.deps.claim_as.empty() || self->clock().now() - st.confirmed < st.deps.cfg.claim_lease) {
+    serve();
+    return;
+  }
+  self->request(st.deps.store, st.deps.cfg.store_timeout, load_atom_v, st.room)
+      .await(
+          [=](room_snapshot& snap) mutable {
+            auto& st = self->state;
+            if (snap.term != st.term || snap.owner != st.deps.claim_as) {
+              step_down(self, snap.owner, snap.term);
+              lost();
+              return;
+            }
+            st.confirmed = self->clock().now();
+            serve();
+          },
+          [=](caf::error&) mutable {
+            // The store cannot say: serve from memory, as without claims (a
+            // new owner would have needed the same store to claim the room).
+            serve();
+          });
 }
 
 }  // namespace
@@ -607,6 +644,8 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   // every other message in the mailbox until the store answers.
   auto on_loaded = [=](room_snapshot& snap) {
     apply_snapshot(self, snap);
+    if (!self->state.deps.claim_as.empty())
+      self->send(self->state.deps.directory, room_claimed{self->state.room, self->state.term});
     // A room created by a request that joins nobody (history, presence,
     // typing, a refused join) must go away after its grace as well.
     schedule_idle_check(self);
@@ -636,7 +675,10 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   return {
       [=](join_req& req) {
         from_directory();
-        handle_join(self, req);
+        with_fresh_claim(
+            self, [=] { handle_join(self, req); },
+            // Joined where the room lives now: the directory spawns a fresh room.
+            [=] { self->send(self->state.deps.directory, req); });
       },
       [=](leave_req& req) {
         from_directory();
@@ -648,7 +690,12 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       },
       [=](history_req& req) {
         from_directory();
-        handle_history(self, req);
+        auto to = reply_target(self, req.conn, req.req_id);
+        with_fresh_claim(
+            self, [=]() mutable { handle_history(self, req, to); },
+            [=]() mutable {
+              answer_error(self, to, errc::unavailable, "the room moved to another node, try again");
+            });
       },
       [=](presence_req& req) {
         from_directory();
@@ -674,6 +721,10 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
         self->delayed_send(self, st.deps.cfg.idle_grace, idle_chk_atom_v, ++st.idle_gen);
       },
       [=](stop_room_atom) { self->quit(); },
+      [=](lost_atom, uint64_t term) {
+        // The directory's check: another node claimed the room since.
+        if (term == self->state.term) step_down(self, {}, 0);
+      },
       [=](load_atom) { resync(self); },
       [=](caf::get_atom) -> std::tuple<uint64_t, std::string, uint64_t> {
         auto& st = self->state;

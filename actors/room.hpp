@@ -39,6 +39,11 @@ struct room_config {
   size_t presence_diff_listed = 100;       // joins (and leaves) named in one presence_diff
   uint32_t max_batch = 1000;               // messages per store append
   caf::timespan store_timeout = std::chrono::seconds(30);
+  // With claims (room_deps::claim_as): how long a confirmed claim lets the
+  // room serve joins and history from memory. Shorter than the time a peer
+  // needs to be declared down (2 s), so a room that was paused past it asks
+  // the store whether it still owns the room before it answers a read.
+  caf::timespan claim_lease = std::chrono::seconds(1);
 };
 
 // What every room needs; the directory hands it to the rooms it spawns.
@@ -102,6 +107,7 @@ struct room_state {
   uint64_t first_seq = 1;
   int64_t last_ts = 0;
   uint64_t term = 0;  // the claim this node holds (0: unfenced)
+  caf::actor_clock::time_point confirmed{};  // when the store last agreed we own it
   recent_window recent;
   idem_cache<reply_to> idem;
 

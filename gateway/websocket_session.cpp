@@ -849,18 +849,35 @@ void websocket_session::on_room_lost(const std::string& room) {
     // keeps one sender's messages in order): what is left never will. Say so
     // now rather than leave the client to its timeout; a retry with the same
     // idempotency key gets the original ack if the message was stored.
-    auto ids = std::move(it->second.unanswered);
-    it->second.unanswered.clear();
-    for (auto& id : ids)
-      send_error(id, "unavailable",
-                 "the room's node was lost before answering; the message may be stored: retry "
-                 "with the same idempotency_key");
+    auto& sub = it->second;
+    auto lost = std::move(sub.unanswered);
+    sub.unanswered.clear();
+    std::vector<send_req> again;
+    for (auto& u : lost) {
+      if (u.again)
+        again.push_back(std::move(*u.again));
+      else
+        send_error(u.id, "unavailable",
+                   "the room's node was lost before answering; the message may be stored: retry "
+                   "with the same idempotency_key");
+    }
+    // Keyed sends go again, first and in order, once the room is joined at
+    // its new home: the client sees its ack late (the first one, if the lost
+    // node had stored it), no error.
+    if (!again.empty()) {
+      for (auto& s : sub.held) again.push_back(std::move(s));
+      sub.held = std::move(again);
+    }
   }
   rejoin(room);
 }
 
 void websocket_session::hand_over(room_sub& sub, send_req s) {
-  if (!s.req_id.empty()) sub.unanswered.push_back(s.req_id);
+  if (!s.req_id.empty()) {
+    room_sub::unanswered_send u{s.req_id, std::nullopt};
+    if (!s.idem_key.empty()) u.again = s;  // a copy only while it is in flight
+    sub.unanswered.push_back(std::move(u));
+  }
   caf::anon_send(sub.actor, std::move(s));
 }
 
@@ -870,7 +887,7 @@ void websocket_session::on_answered(const std::string& room, const std::string& 
     // Answers come mostly in order: the id is usually the oldest.
     auto& q = sub.unanswered;
     for (auto i = q.begin(); i != q.end(); ++i)
-      if (*i == req_id) {
+      if (i->id == req_id) {
         q.erase(i);
         return true;
       }

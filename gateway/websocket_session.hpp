@@ -12,6 +12,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -93,9 +94,15 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
     bool member = false;       // in the local fan-out list
     size_t index = 0;          // position in the registry's room vector
     std::vector<send_req> held;  // sends made while the join was pending
-    // Ids of sends handed to the room actor and not answered yet (oldest
-    // first): if the actor is lost, nobody else would ever answer them.
-    std::deque<std::string> unanswered;
+    // Sends handed to the room actor and not answered yet (oldest first): if
+    // the actor is lost, nobody else would ever answer them. One with an
+    // idempotency key is kept whole, to be sent again to the room's new home
+    // (the key makes that safe); the others are answered `unavailable`.
+    struct unanswered_send {
+      std::string id;
+      std::optional<send_req> again;
+    };
+    std::deque<unanswered_send> unanswered;
     std::chrono::steady_clock::time_point last_typing{};
     // The join in flight: where it went, its id, since when (bounded by
     // kJoinBound), and whether it is a re-join the client did not ask for.

@@ -70,6 +70,8 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<user_deliver>("chat::user_deliver");
   cfg.add_message_type<kick_user>("chat::kick_user");
   cfg.add_message_type<room_idle>("chat::room_idle");
+  cfg.add_message_type<room_claimed>("chat::room_claimed");
+  cfg.add_message_type<claim_check>("chat::claim_check");
   cfg.add_message_type<append_batch>("chat::append_batch");
   cfg.add_message_type<std::vector<append_batch>>("std::vector<chat::append_batch>");
   cfg.add_message_type<range_query>("chat::range_query");

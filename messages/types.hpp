@@ -27,6 +27,9 @@ using claim_atom = caf::atom_constant<caf::atom("claim")>;
 using health_atom = caf::atom_constant<caf::atom("health")>;
 using commit_atom = caf::atom_constant<caf::atom("commit")>;
 using exists_atom = caf::atom_constant<caf::atom("exists")>;
+using claims_atom = caf::atom_constant<caf::atom("claims")>;
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+using claim_chk_atom = caf::atom_constant<caf::atom("claim_chk")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -53,6 +56,9 @@ constexpr auto store_error_category = caf::atom("store");
 // Found by ADL: `caf::error e = store_errc::fenced;` and `e == store_errc::fenced` work.
 caf::error make_error(store_errc x, std::string what = {});
 constexpr auto exists_atom_v = exists_atom::value;
+constexpr auto claims_atom_v = claims_atom::value;
+constexpr auto lost_atom_v = lost_atom::value;
+constexpr auto claim_chk_atom_v = claim_chk_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
@@ -316,6 +322,29 @@ typename Inspector::result_type inspect(Inspector& f, kick_user& x) {
 // A room that has been empty for its grace period asks to stop. `received` is
 // how many requests it got from the directory: the directory stops it only if
 // it forwarded no more than that (no join in flight).
+// A room tells its directory the term it claimed (shared store), so that the
+// directory can check all of its rooms' claims with one read a second.
+struct room_claimed {
+  std::string room;
+  uint64_t term = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_claimed& x) {
+  return f(caf::meta::type_name("room_claimed"), x.room, x.term);
+}
+
+// The claims one node holds: rooms[i] at terms[i]. The store answers with the
+// rooms whose claim another node has taken since.
+struct claim_check {
+  std::string owner;
+  std::vector<std::string> rooms;
+  std::vector<uint64_t> terms;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, claim_check& x) {
+  return f(caf::meta::type_name("claim_check"), x.owner, x.rooms, x.terms);
+}
+
 struct room_idle {
   std::string room;
   uint64_t received = 0;

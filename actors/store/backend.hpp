@@ -75,6 +75,13 @@ class store_backend {
   // PostgreSQL one on its own branch) must answer the same for the same history.
   virtual bool room_exists(const std::string& room, bool& out, std::string& err) = 0;
 
+  // Of the rooms `owner` claimed (room, term), those whose stored claim is no
+  // longer (owner, term): another node claimed them since. One cheap read for
+  // all of them (a node checks its rooms every second).
+  virtual bool lost_claims(const std::string& owner,
+                           const std::vector<std::pair<std::string, uint64_t>>& claims,
+                           std::vector<std::string>& lost, std::string& err) = 0;
+
   // Oldest stored seq of a room (last_seq + 1 when it holds none).
   virtual bool first_seq(const std::string& room, uint64_t& out, std::string& err) = 0;
 

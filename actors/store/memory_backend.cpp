@@ -156,6 +156,17 @@ class memory_backend final : public store_backend {
     return true;
   }
 
+  bool lost_claims(const std::string& owner,
+                   const std::vector<std::pair<std::string, uint64_t>>& claims,
+                   std::vector<std::string>& lost, std::string&) override {
+    for (auto& [room, term] : claims) {
+      auto it = rooms_.find(room);
+      if (it == rooms_.end() || it->second.term != term || it->second.owner != owner)
+        lost.push_back(room);
+    }
+    return true;
+  }
+
   bool first_seq(const std::string& room, uint64_t& out, std::string&) override {
     auto it = rooms_.find(room);
     out = it == rooms_.end() ? 1 : it->second.first_seq();

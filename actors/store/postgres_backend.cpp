@@ -25,6 +25,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/store/backend.hpp"
@@ -278,6 +279,8 @@ const std::vector<statement>& statements() {
        {text_array_oid, int8_array_oid}},
       {"chat_first_seq", "SELECT first_seq FROM rooms WHERE name = $1", {text_oid}},
       {"chat_room_exists", "SELECT 1 FROM rooms WHERE name = $1", {text_oid}},
+      {"chat_claims", "SELECT name, term, owner FROM rooms WHERE name = ANY($1)",
+       {text_array_oid}},
       // Where each room's kept history starts after retention ($1 max messages,
       // $2 max age in ms, $3 the age cutoff); only rooms that lose something.
       // A prefix only: with an age limit it keeps everything from the first
@@ -806,6 +809,29 @@ class postgres_backend final : public store_backend {
       auto r = c.run("chat_room_exists", params{}.text(room), err);
       if (!r.get()) return false;
       out = r.rows() == 1;
+      return true;
+    });
+  }
+
+  bool lost_claims(const std::string& owner,
+                   const std::vector<std::pair<std::string, uint64_t>>& claims,
+                   std::vector<std::string>& lost, std::string& err) override {
+    if (claims.empty()) return true;
+    return guarded(kind::read, err, [&](pg_conn& c) {
+      array_builder names{text_oid};
+      for (auto& cl : claims) names.add(cl.first);
+      params p;
+      p.array(names);
+      auto r = c.run("chat_claims", p, err);
+      if (!r.get()) return false;
+      std::unordered_map<std::string, std::pair<uint64_t, std::string>> now;
+      for (int i = 0; i < r.rows(); ++i)
+        now.emplace(r.str(i, 0), std::make_pair(static_cast<uint64_t>(r.i64(i, 1)), r.str(i, 2)));
+      for (auto& [room, term] : claims) {
+        auto it = now.find(room);
+        if (it == now.end() || it->second.first != term || it->second.second != owner)
+          lost.push_back(room);
+      }
       return true;
     });
   }

@@ -274,6 +274,23 @@ class sqlite_backend final : public store_backend {
     }
   }
 
+  bool lost_claims(const std::string& owner,
+                   const std::vector<std::pair<std::string, uint64_t>>& claims,
+                   std::vector<std::string>& lost, std::string& err) override {
+    try {
+      for (auto& [room, term] : claims) {
+        room_row row;
+        bool found = false;
+        if (!get_room(room, row, found, err)) return false;
+        if (!found || row.term != term || row.owner != owner) lost.push_back(room);
+      }
+      return true;
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
   bool first_seq(const std::string& room, uint64_t& out, std::string& err) override {
     try {
       room_row row;

@@ -343,6 +343,16 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
         if (!r) return r.error();
         return {std::move(r->first), r->second};
       },
+      [=](claims_atom, const claim_check& chk) -> caf::result<std::vector<std::string>> {
+        std::vector<std::pair<std::string, uint64_t>> claims;
+        claims.reserve(chk.rooms.size());
+        for (size_t i = 0; i < chk.rooms.size() && i < chk.terms.size(); ++i)
+          claims.emplace_back(chk.rooms[i], chk.terms[i]);
+        std::vector<std::string> lost;
+        std::string err;
+        if (!self->state.backend->lost_claims(chk.owner, claims, lost, err)) return store_error(err);
+        return lost;
+      },
       [=](exists_atom, const std::string& room) -> caf::result<bool> {
         // An append handed in before may create it: answer after it, as reads do.
         auto read = [=]() -> caf::expected<bool> {

@@ -40,6 +40,8 @@ using store_actor = caf::typed_actor<
     caf::replies_to<range_atom, range_query>::with<std::vector<stored_msg>, uint64_t>,
     // Whether a room has a row; never creates one (reads of unknown rooms).
     caf::replies_to<exists_atom, std::string>::with<bool>,
+    // Which of a node's claimed rooms another node has claimed since.
+    caf::replies_to<claims_atom, claim_check>::with<std::vector<std::string>>,
     caf::reacts_to<flush_now_atom>, caf::reacts_to<trim_atom>, caf::reacts_to<health_atom>>;
 
 struct store_config {

@@ -1375,3 +1375,36 @@ TEST_F(DirectoryTest, ReadOfAStoredRoomThatIsNotLiveSpawnsIt) {
   EXPECT_EQ(rec(gw).histories[0].msgs.size(), 1u);
   EXPECT_EQ(rec(gw).histories[0].req_id, "9");
 }
+
+// A directory on a shared store checks its rooms' claims once a second: a
+// room whose claim another node took while nobody sent into it (so no append
+// of its own was refused) steps down, and its members' gateways see it go.
+TEST_F(FencingTest, TheDirectoryStopsARoomWhoseClaimWasTakenWithoutAnAppend) {
+  auto cfg = test_room_config();
+  auto dd = deps(nullptr, cfg);
+  dd.claim_as = "n1";
+  auto d = sys.spawn(directory_impl, dd);
+  directories.push_back(d);
+  spawned.push_back(d);
+  sched.run();
+  auto gw = gateway();
+  self->send(d, make_join("quiet", conn_ref{as_gw(gw), 1}, member_info{"alice", "Alice"}, ""));
+  sched.run();
+  ASSERT_EQ(rec(gw).joins.size(), 1u);
+  auto r = rec(gw).joins[0].room_actor;
+  EXPECT_EQ(state_of<directory_state>(d).rooms.at("quiet").term, 1u);
+  self->send(gw, watch_atom_v, r);
+  sched.run();
+
+  // A check while the claim holds changes nothing.
+  sched.clock().advance_time(std::chrono::seconds(1));
+  sched.run();
+  EXPECT_TRUE(rec(gw).downs.empty());
+
+  EXPECT_EQ(claim_elsewhere("quiet", "n2"), 2u);
+  sched.clock().advance_time(std::chrono::seconds(1));
+  sched.run();
+  ASSERT_EQ(rec(gw).downs.size(), 1u) << "the room must stop within one check";
+  EXPECT_EQ(rec(gw).downs[0].source, r.address());
+  EXPECT_EQ(state_of<directory_state>(d).rooms.count("quiet"), 0u);
+}

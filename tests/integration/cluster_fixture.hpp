@@ -65,6 +65,8 @@ struct cluster_fixture {
     return std::vector<std::string>{"--db", dir.path() + "/" + cluster_names()[i] + ".db"};
   };
 
+  std::string log_level = "warn";
+
   cluster_fixture() { write(cfg); }
   // `differ`: n1's listen address is another (a cluster file that differs).
   void write(const std::string& path, bool differ = false) {
@@ -84,7 +86,7 @@ struct cluster_fixture {
   }
   void start(size_t i, const std::string& file = {}) {
     std::vector<std::string> args{"--cluster", file.empty() ? cfg : file, "--node",
-                                  cluster_names()[i], "--allow-anonymous", "--log-level", "warn",
+                                  cluster_names()[i], "--allow-anonymous", "--log-level", log_level,
                                   "--rate", "100000", "--burst", "100000"};
     for (auto& a : store_args(i)) args.push_back(a);
     nodes[i] = std::make_unique<chatd_process>(args);

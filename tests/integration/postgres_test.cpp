@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "tests/integration/chatd_process.hpp"
@@ -174,6 +175,7 @@ enum class disruption { kill9, sigstop, sigterm };
 // seq goes on without a fork.
 void run_failover(const std::string& url, disruption how, const std::string& label) {
   cluster_fixture cl;
+  cl.log_level = "info";  // the claims and fencing are logged at info: shown if the test fails
   cl.store_args = [&](size_t) {
     return std::vector<std::string>{"--store", "postgres", "--pg-url", url, "--pg-pool", "2"};
   };
@@ -201,6 +203,7 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
   };
   int next_id = 100;
   int unanswered = 0;
+  std::vector<std::string> writer_errors;
   // Sends one message until it is acked (same key on every try), bounded.
   // Every try must be answered (an ack, or `unavailable` when the room's node
   // was lost with it in flight), never left to the client's timeout.
@@ -210,6 +213,7 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
       auto r = w.request({{"type", "send"}, {"room", room}, {"text", text}, {"idempotency_key", text}},
                          ++next_id, 4s);
       if (!r) ++unanswered;
+      if (r && is_type(*r, "error")) writer_errors.push_back(r->dump());
       drain_reader(0ms);
       if (r && is_type(*r, "ack")) {
         uint64_t seq = (*r)["seq"];
@@ -233,6 +237,8 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
             << " s after n3 went away\n";
   EXPECT_LT(outage, 10.0);
   EXPECT_EQ(unanswered, 0) << "a send was left without an answer";
+  // Its sends carry keys: the writer's node sends them again to the new home.
+  EXPECT_TRUE(writer_errors.empty()) << writer_errors.front();
   for (int i = 1; i < 10; ++i) ASSERT_TRUE(send_acked("during-" + std::to_string(i), 10s));
 
   // n3 comes back: resumed with its old claim (it must be fenced), or restarted.
@@ -255,9 +261,16 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
   check.send({{"type", "join"}, {"id", 5}, {"room", room}, {"since", 0}, {"epoch", epoch}});
   std::map<uint64_t, std::string> stored;
   uint64_t expect = 1;
-  for (;;) {
-    auto m = check.recv(10s);
-    ASSERT_TRUE(m) << "recovery did not finish";
+  bool joined = false;
+  // Right after n3 resumes, a room may for up to a second have an actor on two
+  // nodes (writes are fenced: one of them commits); a join that reaches the
+  // stale one sees its older end until it is told (the directories check their
+  // claims every second) and the connection is joined again where the room
+  // lives: then the rest arrives, in order. Bounded.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!(joined && expect == last + 1) && std::chrono::steady_clock::now() < until) {
+    auto m = check.recv(1s);
+    if (!m) continue;
     if (is_type(*m, "message")) {
       ASSERT_EQ((*m)["seq"], expect++) << "gap or duplicate in the store";
       stored[(*m)["seq"]] = (*m)["text"];
@@ -265,12 +278,25 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
     if (is_type(*m, "joined")) {
       EXPECT_EQ((*m)["epoch"], epoch) << "the room's history was reset";
       EXPECT_EQ((*m)["recovered"], true) << m->dump();
-      break;
+      joined = true;
     }
     ASSERT_FALSE(is_type(*m, "error")) << *m;
   }
+  EXPECT_TRUE(joined);
   EXPECT_EQ(expect, last + 1);
   EXPECT_EQ(stored.size(), 30u) << "each of the 30 keys stored exactly once";
+  if (stored.size() != 30u)
+    for (size_t i = 0; i < 3; ++i) {
+      std::istringstream in(cl.nodes[i]->log());
+      std::string line;
+      std::cout << "--- n" << i + 1 << "\n";
+      while (std::getline(in, line))
+        if (line.find("claimed") != std::string::npos || line.find("fenced") != std::string::npos ||
+            line.find("peer_") != std::string::npos || line.find("rejoin") != std::string::npos ||
+            line.find("placement") != std::string::npos || line.find("claim_lost") != std::string::npos ||
+            line.find("error") != std::string::npos)
+          std::cout << line.substr(0, 200) << "\n";
+    }
   for (auto& [seq, text] : acked) EXPECT_EQ(stored[seq], text) << "seq " << seq;
 
   // The reader saw one sequence: no gap, no duplicate (its gateway joined the
@@ -282,7 +308,7 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
   for (size_t i = 0; i < seen.size(); ++i)
     ASSERT_EQ(seen[i]["seq"], i + 1) << "reader: gap or duplicate at " << i << ": " << seen[i];
   EXPECT_EQ(seen.back()["seq"], last);
-  for (auto& e : reader_errors) std::cout << "[ note     ] reader error frame: " << e << "\n";
+  EXPECT_TRUE(reader_errors.empty()) << reader_errors.front();
   if (how == disruption::sigstop) {
     std::string body;
     ASSERT_EQ(http_get(cl.http[2], "/metrics", body), 200);

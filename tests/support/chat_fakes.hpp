@@ -256,6 +256,11 @@ class counting_backend : public chat::store_backend {
   bool room_exists(const std::string& room, bool& out, std::string& err) override {
     return inner_->room_exists(room, out, err);
   }
+  bool lost_claims(const std::string& owner,
+                   const std::vector<std::pair<std::string, uint64_t>>& claims,
+                   std::vector<std::string>& lost, std::string& err) override {
+    return inner_->lost_claims(owner, claims, lost, err);
+  }
   bool first_seq(const std::string& room, uint64_t& out, std::string& err) override {
     return inner_->first_seq(room, out, err);
   }

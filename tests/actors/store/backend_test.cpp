@@ -672,6 +672,27 @@ TYPED_TEST(store_backend_test, terms_survive_a_reopen) {
   }
 }
 
+// One read answers which of a node's claims were taken since: a room claimed
+// by another node, a term that moved (the same node claimed again), a room
+// that is not stored at all; the claims that still hold are not listed.
+TYPED_TEST(store_backend_test, lost_claims_lists_exactly_the_claims_taken_since) {
+  auto a = this->claim("kept", "node-a");
+  auto b = this->claim("taken", "node-a");
+  this->claim("taken", "node-b");
+  auto c = this->claim("again", "node-a");
+  this->claim("again", "node-a");
+  std::vector<std::string> lost;
+  std::string err;
+  ASSERT_TRUE(this->b_->lost_claims(
+      "node-a", {{"kept", a.term}, {"taken", b.term}, {"again", c.term}, {"nowhere", 1}}, lost, err))
+      << err;
+  std::sort(lost.begin(), lost.end());
+  EXPECT_EQ(lost, (std::vector<std::string>{"again", "nowhere", "taken"}));
+  lost.clear();
+  ASSERT_TRUE(this->b_->lost_claims("node-a", {}, lost, err)) << err;
+  EXPECT_TRUE(lost.empty());
+}
+
 // Stores that several nodes share at the same time: PostgreSQL only (memory is
 // one process; on SQLite, whose busy handler sleeps, a writer in a tight loop
 // starves another connection's claim, and nodes never share a SQLite file).
