@@ -536,14 +536,31 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
 
 // Answers every request with `unavailable` while the store cannot load the
 // room, then stops so that the next request tries again.
-caf::behavior failed_behavior(room_actor* self, std::string why) {
+// `moved`: another node holds the room now (step_down): joins go back to the
+// directory, which has forgotten this actor and starts a fresh one (that
+// claims the room if it lives here), and refused sends name the room, so that
+// a gateway sends a keyed one again where the room lives.
+caf::behavior failed_behavior(room_actor* self, std::string why, bool moved = false) {
   auto fail = [=](const conn_ref& c, const std::string& id) {
     auto to = reply_target(self, c, id);
     answer_error(self, to, errc::unavailable, why);
   };
   return {
-      [=](join_req& r) { fail(r.conn, r.req_id); },
-      [=](send_req& r) { fail(r.conn, r.req_id); },
+      [=](join_req& r) {
+        if (moved && !self->current_message_id().is_request())
+          self->send(self->state.deps.directory, std::move(r));
+        else
+          fail(r.conn, r.req_id);
+      },
+      [=](send_req& r) {
+        if (moved && !self->current_message_id().is_request() && r.conn.gateway) {
+          count(errc::unavailable);
+          self->send(r.conn.gateway, error_msg{r.conn.id, r.req_id, errc::unavailable, why,
+                                               self->state.room});
+        } else {
+          fail(r.conn, r.req_id);
+        }
+      },
       [=](history_req& r) { fail(r.conn, r.req_id); },
       [=](presence_req& r) { fail(r.conn, r.req_id); },
       [=](leave_req& r) {
@@ -569,7 +586,13 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
                st.term, owner.empty() ? "?" : owner, term, st.flying.size() + st.queued.size());
   const std::string why = "the room moved to another node, try again";
   auto refuse = [&](pending_send& p) {
-    answer_error(self, p.to, errc::unavailable, why);
+    if (p.to.rp.async() && p.to.conn.gateway) {  // a gateway may send it again (keyed)
+      count(errc::unavailable);
+      self->send(p.to.conn.gateway,
+                 error_msg{p.to.conn.id, p.to.req_id, errc::unavailable, why, st.room});
+    } else {
+      answer_error(self, p.to, errc::unavailable, why);
+    }
     if (!p.key.empty())
       for (auto& to : st.idem.fail(p.key)) answer_error(self, to, errc::unavailable, why);
   };
@@ -579,7 +602,7 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
   st.queued.clear();
   st.in_flight = false;
   global_metrics().rooms_fenced.fetch_add(1, std::memory_order_relaxed);
-  self->become(failed_behavior(self, why));
+  self->become(failed_behavior(self, why, /*moved=*/true));
   // The directory forgets us now (whatever it forwarded), so that the next
   // request it gets goes to a fresh room, which claims the room if it lives here.
   self->send(st.deps.directory, room_idle{st.room, std::numeric_limits<uint64_t>::max()});

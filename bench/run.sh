@@ -7,11 +7,16 @@
 # --server-pid (so the server's RSS and CPU are sampled), stops the server
 # with SIGTERM and prints the figures. Everything is bounded in time.
 #
-#   NAME: smoke idle fanout fanout-max bigroom manyrooms storm durable cluster
+#   NAME: smoke idle fanout fanout-max bigroom manyrooms storm durable cluster failover
 #   cluster: starts a 3-node local cluster (deploy/local-cluster.sh) instead and
 #         runs the same load twice: every connection on the room's home node,
 #         then senders and receivers on the two other nodes; prints the extra
 #         delivery latency of the cross-node path (see bench/README.md).
+#   failover: 3 nodes on one PostgreSQL (a private one the test binary starts),
+#         12 rooms, writers and readers on two nodes; the third is killed with
+#         SIGKILL (then restarted), then, in a second run, paused for 5 s with
+#         SIGSTOP: prints per room the longest a send waited and the acked /
+#         stored / lost / duplicate counts (tests postgres_chatd.failover_under_load_*).
 #   env:  BUILD_DIR   build directory (default: <repo>/build)
 #         CHATD       server binary (default: $BUILD_DIR/bin/chatd)
 #         CHAT_BENCH  bench binary (default: $BUILD_DIR/bin/chat-bench)
@@ -21,11 +26,11 @@
 #         KEEP_TMP=1  keep the temp dir (server log, sqlite db)
 set -uo pipefail
 
-usage() { echo "usage: $0 {smoke|idle|fanout|fanout-max|bigroom|manyrooms|storm|durable|cluster} [chat-bench flags]" >&2; exit 2; }
+usage() { echo "usage: $0 {smoke|idle|fanout|fanout-max|bigroom|manyrooms|storm|durable|cluster|failover} [chat-bench flags]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 name=$1; shift
 case "$name" in
-  smoke|idle|fanout|fanout-max|bigroom|manyrooms|storm|durable|cluster) ;;
+  smoke|idle|fanout|fanout-max|bigroom|manyrooms|storm|durable|cluster|failover) ;;
   -h|--help) usage ;;
   *) echo "unknown scenario: $name" >&2; usage ;;
 esac
@@ -33,6 +38,19 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 BUILD_DIR=${BUILD_DIR:-$root/build}
+if [ "$name" = failover ]; then
+  tests=$BUILD_DIR/bin/chat_integration_tests
+  [ -x "$tests" ] || { echo "run.sh: $tests not found (build first)" >&2; exit 2; }
+  # Real chatd processes and a real PostgreSQL; the test asserts the counts
+  # (0 lost, 0 duplicates, one gapless order, every room back within 5 s).
+  timeout -k 10 "${BENCH_TIMEOUT:-300}" "$tests" --gtest_filter='postgres_chatd.failover_under_load_*' \
+    > "/tmp/chat-failover.$$.log" 2>&1
+  rc=$?
+  grep -E '^\[ measure  \]|^\[  (FAILED|PASSED) |Failure' "/tmp/chat-failover.$$.log" | sed 's/^\[ measure  \] //'
+  [ $rc -eq 0 ] || echo "run.sh: failover run failed (rc=$rc); full output in /tmp/chat-failover.$$.log" >&2
+  [ $rc -eq 0 ] && rm -f "/tmp/chat-failover.$$.log"
+  exit $rc
+fi
 CHATD=${CHATD:-$BUILD_DIR/bin/chatd}
 CHAT_BENCH=${CHAT_BENCH:-$BUILD_DIR/bin/chat-bench}
 if [ "$name" = cluster ]; then BENCH_TIMEOUT=${BENCH_TIMEOUT:-120}; else BENCH_TIMEOUT=${BENCH_TIMEOUT:-900}; fi

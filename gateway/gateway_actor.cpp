@@ -20,7 +20,12 @@ void post_reply(io_shard* shard, Reply&& r) {
     if (auto* s = shard->registry.find(r.conn)) {
       using reply_type = std::decay_t<Reply>;
       if constexpr (std::is_same_v<reply_type, ack_msg>) s->on_answered(r.room, r.req_id);
-      if constexpr (std::is_same_v<reply_type, error_msg>) s->on_answered({}, r.req_id);
+      if constexpr (std::is_same_v<reply_type, error_msg>) {
+        // A room that moved to another node refused a send: a keyed one goes
+        // again where the room lives, once the room is joined there.
+        if (!r.room.empty() && s->keep_for_resend(r.room, r.req_id)) return;
+        s->on_answered({}, r.req_id);
+      }
       s->push(std::make_shared<const std::string>(encode(r)));
     }
   });

@@ -881,6 +881,14 @@ void websocket_session::hand_over(room_sub& sub, send_req s) {
   caf::anon_send(sub.actor, std::move(s));
 }
 
+bool websocket_session::keep_for_resend(const std::string& room, const std::string& req_id) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end() || req_id.empty()) return false;
+  for (auto& u : it->second.unanswered)
+    if (u.id == req_id) return u.again.has_value();  // on_room_lost sends it again
+  return false;
+}
+
 void websocket_session::on_answered(const std::string& room, const std::string& req_id) {
   if (req_id.empty()) return;
   auto forget = [&](room_sub& sub) {

@@ -73,6 +73,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
                   const std::string& skip_user);
   // The room's actor died (its node was lost): re-join at its new home.
   void on_room_lost(const std::string& room);
+  // A moved room refused send `req_id`: true if it has an idempotency key and
+  // is kept, to go again when the room is joined at its new home.
+  bool keep_for_resend(const std::string& room, const std::string& req_id);
   // An ack (room set) or an error (room unknown) answered request `req_id`.
   void on_answered(const std::string& room, const std::string& req_id);
   // The cluster's view changed (a node down or back): re-register with the

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -168,6 +169,59 @@ namespace {
 
 enum class disruption { kill9, sigstop, sigterm };
 
+// What the nodes logged about claims, fencing, peers and re-joins: printed
+// when a failover test fails, to tell which node held which room when.
+void print_failover_logs(cluster_fixture& cl) {
+  for (size_t i = 0; i < 3; ++i) {
+    if (!cl.nodes[i]) continue;
+    std::istringstream in(cl.nodes[i]->log());
+    std::string line;
+    std::cout << "--- n" << i + 1 << "\n";
+    while (std::getline(in, line))
+      for (const char* what : {"claimed", "fenced", "peer_", "rejoin", "claim_lost", "error"})
+        if (line.find(what) != std::string::npos) {
+          std::cout << line.substr(0, 220) << "\n";
+          break;
+        }
+  }
+}
+
+// Everything a connection gets for `room` joined from seq 0 in `epoch`, until
+// it has 1..last (bounded). Right after a paused node resumes, a room may for
+// up to a second have an actor on two nodes (writes are fenced: only one of
+// them commits); a join that reaches the stale one sees its older end until
+// it is told (each directory checks its rooms' claims every second) and the
+// connection is joined again where the room lives: then the rest arrives.
+struct recovered_room {
+  std::map<uint64_t, std::string> stored;  // seq -> text
+  uint64_t next = 1;                       // the seq expected next
+  size_t out_of_order = 0;
+  bool joined = false;
+  std::vector<std::string> errors;
+};
+recovered_room recover_room(ws_client& c, const std::string& room, const std::string& epoch,
+                            uint64_t last) {
+  recovered_room out;
+  c.send({{"type", "join"}, {"id", 5}, {"room", room}, {"since", 0}, {"epoch", epoch}});
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (!(out.joined && out.next == last + 1) && std::chrono::steady_clock::now() < until) {
+    auto m = c.recv(1s);
+    if (!m || m->value("room", "") != room) continue;
+    if (is_type(*m, "message")) {
+      if ((*m)["seq"] != out.next) ++out.out_of_order;
+      out.next = (*m)["seq"].get<uint64_t>() + 1;
+      out.stored[(*m)["seq"]] = (*m)["text"];
+    }
+    if (is_type(*m, "joined")) {
+      EXPECT_EQ((*m)["epoch"], epoch) << room << ": the room's history was reset";
+      EXPECT_EQ((*m)["recovered"], true) << m->dump();
+      out.joined = true;
+    }
+    if (is_type(*m, "error")) out.errors.push_back(m->dump());
+  }
+  return out;
+}
+
 // A writer on n1 and a reader on n2 in a room whose home is n3; n3 is killed,
 // paused or stopped. The room must take sends again within seconds on another
 // node, every acked message must be stored once at the seq its ack named, the
@@ -258,45 +312,15 @@ void run_failover(const std::string& url, disruption how, const std::string& lab
   // Stored: 1..last, each once, and every ack's seq holds its text.
   ws_client check;
   ASSERT_TRUE(is_type(check.hello_name(cl.http[1], "check"), "welcome"));
-  check.send({{"type", "join"}, {"id", 5}, {"room", room}, {"since", 0}, {"epoch", epoch}});
-  std::map<uint64_t, std::string> stored;
-  uint64_t expect = 1;
-  bool joined = false;
-  // Right after n3 resumes, a room may for up to a second have an actor on two
-  // nodes (writes are fenced: one of them commits); a join that reaches the
-  // stale one sees its older end until it is told (the directories check their
-  // claims every second) and the connection is joined again where the room
-  // lives: then the rest arrives, in order. Bounded.
-  auto until = std::chrono::steady_clock::now() + 10s;
-  while (!(joined && expect == last + 1) && std::chrono::steady_clock::now() < until) {
-    auto m = check.recv(1s);
-    if (!m) continue;
-    if (is_type(*m, "message")) {
-      ASSERT_EQ((*m)["seq"], expect++) << "gap or duplicate in the store";
-      stored[(*m)["seq"]] = (*m)["text"];
-    }
-    if (is_type(*m, "joined")) {
-      EXPECT_EQ((*m)["epoch"], epoch) << "the room's history was reset";
-      EXPECT_EQ((*m)["recovered"], true) << m->dump();
-      joined = true;
-    }
-    ASSERT_FALSE(is_type(*m, "error")) << *m;
-  }
-  EXPECT_TRUE(joined);
+  auto got = recover_room(check, room, epoch, last);
+  EXPECT_TRUE(got.joined);
+  EXPECT_EQ(got.out_of_order, 0u) << "gap or duplicate in the store";
+  EXPECT_TRUE(got.errors.empty()) << got.errors.front();
+  auto& stored = got.stored;
+  uint64_t expect = got.next;
   EXPECT_EQ(expect, last + 1);
   EXPECT_EQ(stored.size(), 30u) << "each of the 30 keys stored exactly once";
-  if (stored.size() != 30u)
-    for (size_t i = 0; i < 3; ++i) {
-      std::istringstream in(cl.nodes[i]->log());
-      std::string line;
-      std::cout << "--- n" << i + 1 << "\n";
-      while (std::getline(in, line))
-        if (line.find("claimed") != std::string::npos || line.find("fenced") != std::string::npos ||
-            line.find("peer_") != std::string::npos || line.find("rejoin") != std::string::npos ||
-            line.find("placement") != std::string::npos || line.find("claim_lost") != std::string::npos ||
-            line.find("error") != std::string::npos)
-          std::cout << line.substr(0, 200) << "\n";
-    }
+  if (stored.size() != 30u) print_failover_logs(cl);
   for (auto& [seq, text] : acked) EXPECT_EQ(stored[seq], text) << "seq " << seq;
 
   // The reader saw one sequence: no gap, no duplicate (its gateway joined the
@@ -329,4 +353,178 @@ TEST_F(postgres_chatd, paused_home_is_fenced_when_it_resumes) {
 
 TEST_F(postgres_chatd, graceful_stop_hands_its_rooms_over) {
   run_failover(url, disruption::sigterm, "SIGTERM");
+}
+
+// --- failover under load: a dozen rooms, clients on every surviving node ---------------------
+
+namespace {
+
+struct room_tally {
+  std::map<uint64_t, std::string> acked;  // seq -> text
+  std::set<std::string> keys;             // every key sent
+  double longest_wait_ms = 0;             // a send's first try to its ack (retries included)
+  size_t home = 0;
+};
+
+// Writers on n1 and n2 send round-robin into 12 rooms (each send with its
+// own key, retried with it until acked), readers on n1 and n2 are in every
+// room; n3 is killed (then restarted), or paused for 5 s (then resumed). Per
+// room: the longest any send waited, what was acked and what is stored.
+void run_failover_rooms(const std::string& url, disruption how, const std::string& label) {
+  cluster_fixture cl;
+  cl.log_level = "info";  // claims, fencing and re-joins: printed if the test fails
+  cl.store_args = [&](size_t) {
+    return std::vector<std::string>{"--store", "postgres", "--pg-url", url, "--pg-pool", "3"};
+  };
+  for (size_t i = 0; i < 3; ++i) cl.start(i);
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(cl.nodes[i]->ok() && cl.ready(i)) << cl.nodes[i]->log();
+  constexpr int nrooms = 12;
+  std::vector<std::string> rooms;
+  std::map<std::string, room_tally> tally;
+  std::map<std::string, std::string> epochs;
+  for (int i = 0; i < nrooms; ++i) {
+    rooms.push_back("load-" + std::to_string(i));
+    tally[rooms.back()].home = chat::rendezvous_home(rooms.back(), cluster_names());
+  }
+  ws_client writer[2], reader[2];
+  std::map<std::string, std::vector<uint64_t>> seen[2];
+  std::vector<std::string> errors;
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(is_type(writer[k].hello_name(cl.http[k], "w" + std::to_string(k)), "welcome"));
+    ASSERT_TRUE(is_type(reader[k].hello_name(cl.http[k], "r" + std::to_string(k)), "welcome"));
+    for (auto& room : rooms) {
+      auto j = writer[k].request({{"type", "join"}, {"room", room}}, 1);
+      ASSERT_TRUE(j && is_type(*j, "joined")) << (j ? j->dump() : "timeout");
+      epochs[room] = (*j)["epoch"];
+      ASSERT_TRUE(reader[k].request({{"type", "join"}, {"room", room}}, 1));
+    }
+  }
+  auto drain = [&](int k, std::chrono::milliseconds wait) {
+    while (auto m = reader[k].recv(wait)) {
+      if (is_type(*m, "message")) seen[k][(*m)["room"]].push_back((*m)["seq"]);
+      if (is_type(*m, "error")) errors.push_back("reader: " + m->dump());
+      wait = std::chrono::milliseconds(0);
+    }
+  };
+  int next_id = 100;
+  auto send_acked = [&](int k, const std::string& room, const std::string& text) {
+    auto& t = tally[room];
+    t.keys.insert(text);
+    auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < 20s) {
+      auto r = writer[k].request(
+          {{"type", "send"}, {"room", room}, {"text", text}, {"idempotency_key", text}}, ++next_id, 4s);
+      drain(0, 0ms);
+      drain(1, 0ms);
+      if (!r) errors.push_back("writer: no answer in room " + room);
+      if (r && is_type(*r, "error")) errors.push_back("writer: " + r->dump());
+      if (r && is_type(*r, "ack")) {
+        auto [it, fresh] = t.acked.emplace((*r)["seq"].get<uint64_t>(), text);
+        EXPECT_TRUE(fresh || it->second == text) << room << " seq " << it->first << " acked twice";
+        t.longest_wait_ms = std::max(
+            t.longest_wait_ms,
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+        return true;
+      }
+      std::this_thread::sleep_for(100ms);  // retry shortly
+    }
+    return false;
+  };
+  auto phase = [&](const std::string& prefix, int per_room) {
+    for (int i = 0; i < per_room; ++i)
+      for (int r = 0; r < nrooms; ++r)
+        if (!send_acked((i + r) % 2, rooms[r], prefix + rooms[r] + "-" + std::to_string(i)))
+          return false;
+    return true;
+  };
+  ASSERT_TRUE(phase("before-", 3));
+  for (auto& [room, t] : tally) t.longest_wait_ms = 0;  // measure the disruption only
+  auto t0 = std::chrono::steady_clock::now();
+  if (how == disruption::kill9) cl.nodes[2]->kill9();
+  if (how == disruption::sigstop) ::kill(cl.nodes[2]->pid(), SIGSTOP);
+  if (!phase("during-", 3)) {
+    print_failover_logs(cl);
+    for (auto& e : errors) std::cout << "[ note     ] " << e << "\n";
+    FAIL() << "a room took no sends while n3 was away";
+  }
+  if (how == disruption::sigstop) {
+    while (std::chrono::steady_clock::now() - t0 < 5s) {  // paused for 5 s in all
+      drain(0, 100ms);
+      drain(1, 100ms);
+    }
+    ::kill(cl.nodes[2]->pid(), SIGCONT);
+  } else {
+    cl.start(2);
+    ASSERT_TRUE(cl.nodes[2]->ok()) << cl.nodes[2]->log();
+  }
+  ASSERT_TRUE(cl.ready(2)) << cl.nodes[2]->log();
+  std::map<std::string, double> disruption_wait;
+  for (auto& [room, t] : tally) disruption_wait[room] = t.longest_wait_ms;
+  if (!phase("after-", 3)) {
+    print_failover_logs(cl);
+    for (auto& e : errors) std::cout << "[ note     ] " << e << "\n";
+    FAIL() << "a room took no sends after n3 came back";
+  }
+
+  // Per room: stored once each, at the acked seqs, gapless; the readers on
+  // the surviving nodes saw every seq once, in order.
+  ws_client check;
+  ASSERT_TRUE(is_type(check.hello_name(cl.http[1], "check"), "welcome"));
+  size_t total_acked = 0, total_stored = 0, lost = 0, dups = 0, reader_gaps = 0;
+  double worst = 0;
+  for (auto& room : rooms) {
+    auto& t = tally[room];
+    uint64_t last = t.acked.rbegin()->first;
+    auto got = recover_room(check, room, epochs[room], last);
+    auto& stored = got.stored;
+    dups += got.out_of_order;
+    for (auto& e : got.errors) errors.push_back("check: " + e);
+    EXPECT_TRUE(got.joined) << room;
+    EXPECT_EQ(got.next, last + 1) << room;
+    std::set<std::string> texts;
+    for (auto& [seq, text] : stored) texts.insert(text);
+    EXPECT_EQ(texts, t.keys) << room << ": every key stored, nothing else";
+    EXPECT_EQ(stored.size(), t.keys.size()) << room << ": each key exactly once";
+    if (stored.size() > t.keys.size()) dups += stored.size() - t.keys.size();
+    for (auto& [seq, text] : t.acked)
+      if (stored[seq] != text) ++lost;
+    total_acked += t.acked.size();
+    total_stored += stored.size();
+    for (int k = 0; k < 2; ++k) {
+      auto until_seen = std::chrono::steady_clock::now() + 10s;
+      while ((seen[k][room].empty() || seen[k][room].back() < last) &&
+             std::chrono::steady_clock::now() < until_seen)
+        drain(k, 200ms);
+      auto& s = seen[k][room];
+      for (size_t i = 0; i < s.size(); ++i)
+        if (s[i] != i + 1) {
+          ++reader_gaps;
+          ADD_FAILURE() << "reader on n" << k + 1 << ", " << room << ": seq " << s[i] << " at " << i;
+          break;
+        }
+      EXPECT_FALSE(s.empty() || s.back() != last) << "reader on n" << k + 1 << ", " << room;
+    }
+    worst = std::max(worst, disruption_wait[room]);
+    std::cout << "[ measure  ] " << label << ": " << room << " (home n" << t.home + 1
+              << "): longest send wait " << static_cast<int>(disruption_wait[room])
+              << " ms; acked " << t.acked.size() << ", stored " << stored.size() << "\n";
+  }
+  std::cout << "[ measure  ] " << label << ": " << nrooms << " rooms, " << total_acked
+            << " acked, " << total_stored << " stored, lost " << lost << ", duplicates " << dups
+            << ", reader gaps " << reader_gaps << ", errors seen " << errors.size()
+            << "; worst room outage " << static_cast<int>(worst) << " ms\n";
+  EXPECT_EQ(lost, 0u);
+  EXPECT_EQ(dups, 0u);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_LT(worst, 5000.0) << "every room takes sends again within 5 s";
+}
+
+}  // namespace
+
+TEST_F(postgres_chatd, failover_under_load_kill9) {
+  run_failover_rooms(url, disruption::kill9, "failover kill -9");
+}
+
+TEST_F(postgres_chatd, failover_under_load_sigstop_5s) {
+  run_failover_rooms(url, disruption::sigstop, "failover SIGSTOP 5 s");
 }
