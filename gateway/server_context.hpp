@@ -67,10 +67,13 @@ struct server_context : std::enable_shared_from_this<server_context> {
   caf::actor users;      // this node's
   caf::actor api;        // the server API's actor (gateway/api_actor.hpp)
   std::shared_ptr<cluster_routes> routes;  // home node of each room and user
-  std::vector<std::unique_ptr<io_shard>> shards;
   std::atomic<bool> draining{false};
   session_count sessions;
   std::shared_ptr<edge_guard> edge;  // per-address limits, proxies, origins (set by server::start)
+  // Last, so destroyed first: an io_context's destructor destroys the handlers
+  // still queued on it, and the sessions they hold release their address
+  // leases into `edge`, count down `sessions` and read the rest of this.
+  std::vector<std::unique_ptr<io_shard>> shards;
 
   server_context(server_config c, auth_config a) : cfg(std::move(c)), auth(std::move(a)) {}
 };

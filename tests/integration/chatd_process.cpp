@@ -121,7 +121,7 @@ int chatd_process::terminate(std::chrono::milliseconds timeout) {
 
 void chatd_process::dump_log_tail(const std::string& why) const {
   auto text = log();
-  constexpr size_t tail = 4000;
+  constexpr size_t tail = 16000;
   if (text.size() > tail) text.erase(0, text.size() - tail);
   std::fprintf(stderr, "--- chatd %s; last lines of its log:\n%s\n--- end of chatd log\n",
                why.c_str(), text.c_str());
