@@ -689,7 +689,11 @@ void websocket_session::on_joined(joined_msg& msg) {
   sub.actor = msg.room_actor;
   sub.pending = false;
   sub.join_dir = nullptr;
-  sub.last_seq = std::max(sub.last_seq, msg.info.seq);
+  // Deliveries at or below last_seq are dropped as already seen. Only a join
+  // that recovered continues what this connection saw; any other (no since,
+  // another epoch after a reset, a trimmed gap) starts from the room's seq now:
+  // a history reset must not hide the new epoch's first messages.
+  sub.last_seq = msg.info.recovered == 1 ? std::max(sub.last_seq, msg.info.seq) : msg.info.seq;
   sub.epoch = msg.info.epoch;
   if (msg.member && !sub.member) {
     sub.index = shard_.registry.subscribe(msg.room, this);
