@@ -536,6 +536,19 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
 
 // Answers every request with `unavailable` while the store cannot load the
 // room, then stops so that the next request tries again.
+// A send refused because another node holds the room now. A gateway's error
+// names the room, so that the gateway sends a keyed one again where the room
+// lives (gateway_actor.cpp); the server API gets the plain error.
+void refuse_moved_send(room_actor* self, reply_to& to, const std::string& why) {
+  if (to.rp.async() && to.conn.gateway) {
+    count(errc::unavailable);
+    self->send(to.conn.gateway, error_msg{to.conn.id, to.req_id, errc::unavailable, why,
+                                          self->state.room});
+  } else {
+    answer_error(self, to, errc::unavailable, why);
+  }
+}
+
 // `moved`: another node holds the room now (step_down): joins go back to the
 // directory, which has forgotten this actor and starts a fresh one (that
 // claims the room if it lives here), and refused sends name the room, so that
@@ -553,10 +566,9 @@ caf::behavior failed_behavior(room_actor* self, std::string why, bool moved = fa
           fail(r.conn, r.req_id);
       },
       [=](send_req& r) {
-        if (moved && !self->current_message_id().is_request() && r.conn.gateway) {
-          count(errc::unavailable);
-          self->send(r.conn.gateway, error_msg{r.conn.id, r.req_id, errc::unavailable, why,
-                                               self->state.room});
+        if (moved) {
+          auto to = reply_target(self, r.conn, r.req_id);
+          refuse_moved_send(self, to, why);
         } else {
           fail(r.conn, r.req_id);
         }
@@ -586,13 +598,7 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
                st.term, owner.empty() ? "?" : owner, term, st.flying.size() + st.queued.size());
   const std::string why = "the room moved to another node, try again";
   auto refuse = [&](pending_send& p) {
-    if (p.to.rp.async() && p.to.conn.gateway) {  // a gateway may send it again (keyed)
-      count(errc::unavailable);
-      self->send(p.to.conn.gateway,
-                 error_msg{p.to.conn.id, p.to.req_id, errc::unavailable, why, st.room});
-    } else {
-      answer_error(self, p.to, errc::unavailable, why);
-    }
+    refuse_moved_send(self, p.to, why);
     if (!p.key.empty())
       for (auto& to : st.idem.fail(p.key)) answer_error(self, to, errc::unavailable, why);
   };
