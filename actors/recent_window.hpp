@@ -56,6 +56,12 @@ class recent_window {
   // Appends m (its seq above every seq held), then drops the oldest while
   // over either cap.
   void push(stored_msg&& m);
+  // The held event `seq`, or nullptr.
+  const stored_msg* find(uint64_t seq) const;
+  // A committed change event: applies it to its target if held (and, for a
+  // delete, to the target's held edits), re-accounting bytes. True when the
+  // target is held.
+  bool apply(const stored_msg& change);
   // Drops every message with seq < first (the store's retention trimmed them).
   void trim_below(uint64_t first);
   void clear();

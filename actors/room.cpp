@@ -82,8 +82,8 @@ std::vector<member_info> list_members(room_actor* self, size_t max) {
 
 bool busy(room_actor* self) {
   auto& st = self->state;
-  return st.members.conn_count > 0 || st.in_flight || !st.queued.empty() ||
-         !st.pending_joins.empty();
+  return st.members.conn_count > 0 || st.in_flight || !st.queued.empty() || !st.held.empty() ||
+         st.looking_up || !st.pending_joins.empty();
 }
 
 void schedule_idle_check(room_actor* self) {
@@ -155,7 +155,21 @@ void learn_first_seq(room_actor* self, uint64_t first) {
   st.recent.trim_below(st.first_seq);
 }
 
-// A committed message: ack the sender, broadcast, then keep it in the window.
+// Every connection of each mentioned user (but the author) hears of it,
+// joined or not: one user_deliver per home registry.
+void notify_mentions(room_actor* self, const stored_msg& msg) {
+  auto& st = self->state;
+  std::map<caf::actor, std::vector<std::string>> by_registry;
+  for (auto& u : msg.mentions)
+    if (u != msg.from)
+      if (auto reg = st.deps.registry_for(u)) by_registry[reg].push_back(u);
+  if (by_registry.empty()) return;
+  auto frame = encode_mention(st.room, msg.seq, msg.from);
+  for (auto& [reg, users] : by_registry)
+    self->send(reg, user_deliver{std::move(users), st.room, 0, frame});
+}
+
+// A committed event: ack the sender, broadcast, then keep it in the window.
 void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us) {
   auto& st = self->state;
   st.last_seq = msg.seq;
@@ -179,6 +193,15 @@ void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us
     broadcast(self, msg.seq, frame);
   }
   global_metrics().messages_stored.fetch_add(1, std::memory_order_relaxed);
+  if (msg.kind == event_kind::message && !msg.mentions.empty() && !st.dm)
+    notify_mentions(self, msg);
+  if (msg.kind != event_kind::message && msg.kind != event_kind::moderation) {
+    // The target's current state follows, wherever the room holds it.
+    if (!st.recent.apply(msg)) {
+      auto it = st.looked_up.find(msg.target);
+      if (it != st.looked_up.end()) apply_change(it->second, msg);
+    }
+  }
   st.recent.push(std::move(msg));
 }
 
@@ -197,6 +220,9 @@ void on_committed(room_actor* self, append_batch& done) {
   }
   st.in_flight = false;
   st.confirmed = self->clock().now();  // the store took our term just now
+  // Old targets read from the store: forget them once many, while nothing
+  // waits on them (they are read again when needed).
+  if (st.looked_up.size() > 1000 && st.held.empty() && st.queued.empty()) st.looked_up.clear();
   dispatch(self);
   schedule_idle_check(self);
 }
@@ -222,6 +248,7 @@ void resync(room_actor* self) {
                             snap.epoch);
               st.epoch = snap.epoch;
             }
+            st.looked_up.clear();  // may have missed changes: read them again when needed
             for (auto& m : snap.recent)
               if (m.seq > st.last_seq) {
                 // Stored although the append reported a failure (a lost or late
@@ -263,8 +290,84 @@ void on_failed(room_actor* self, const caf::error& err) {
   resync(self);
 }
 
+// The seq a request needs to know about before it can be sequenced: the
+// message a change targets or a send replies to (0: none).
+uint64_t needed_seq(const send_req& r) {
+  return r.kind == event_kind::message ? r.reply_to : r.target;
+}
+
+// The committed state of event `seq`, if the room holds it.
+const stored_msg* known_event(room_actor* self, uint64_t seq) {
+  auto& st = self->state;
+  if (auto m = st.recent.find(seq)) return m;
+  auto it = st.looked_up.find(seq);
+  return it == st.looked_up.end() ? nullptr : &it->second;
+}
+
+// What the rules say about one request, against the state its target has
+// after every event sequenced before it.
+struct verdict {
+  enum { ok, noop, refused } what = ok;
+  errc code = errc::internal;
+  std::string why;
+};
+
+verdict refuse(errc code, std::string why) { return {verdict::refused, code, std::move(why)}; }
+
+verdict check_request(const send_req& r, const stored_msg* t) {
+  bool message = t && t->kind == event_kind::message;
+  switch (r.kind) {
+    case event_kind::message:
+      if (r.reply_to && !message) return refuse(errc::not_found, "reply_to is not a message of this room");
+      return {};
+    case event_kind::edited:
+      if (!message || t->deleted) return refuse(errc::not_found, "no such message");
+      if (t->from != r.who.user) return refuse(errc::forbidden, "only its author may edit a message");
+      return {};
+    case event_kind::deleted:
+      if (!message || t->deleted) return refuse(errc::not_found, "no such message");
+      if (t->from != r.who.user && !r.admin && !r.trusted)
+        return refuse(errc::forbidden, "only its author, the room's moderators or an admin may delete a message");
+      return {};
+    case event_kind::reaction: {
+      if (!message || t->deleted) return refuse(errc::not_found, "no such message");
+      bool there = has_reaction(*t, r.emoji, r.who.user);
+      if (r.on == there) return {verdict::noop, errc::internal, {}};
+      if (r.on && t->reactions.size() >= 20) {
+        bool known = false;
+        for (auto& x : t->reactions) known = known || x.emoji == r.emoji;
+        if (!known) return refuse(errc::bad_request, "a message has at most 20 distinct emoji");
+      }
+      return {};
+    }
+    case event_kind::moderation:
+      break;
+  }
+  return refuse(errc::bad_request, "not a request a room sequences");
+}
+
+// Answers a request that takes no seq (refused, or a react that changes
+// nothing), and every duplicate of its key that waited for it.
+void answer_unsequenced(room_actor* self, pending_send& p, const verdict& v) {
+  auto& st = self->state;
+  std::vector<reply_to> waiters;
+  if (!p.key.empty()) waiters = st.idem.fail(p.key);
+  waiters.insert(waiters.begin(), std::move(p.to));
+  for (auto& to : waiters) {
+    if (v.what == verdict::noop) {
+      ack_msg a{0, {}, st.room, 0, 0, true};
+      answer(self, to, std::move(a));
+    } else {
+      answer_error(self, to, v.code, v.why);
+    }
+  }
+}
+
 // Sequences what queued while the last append was in flight and hands it to
 // the store as one batch. seq is assigned here, so a failed batch leaves no gap.
+// Changes are checked here, in seq order, against their target as the events
+// of this batch before them leave it (`overlay`), so that two deletes of one
+// message in one batch store one.
 void dispatch(room_actor* self) {
   auto& st = self->state;
   if (st.in_flight || st.queued.empty()) return;
@@ -275,6 +378,7 @@ void dispatch(room_actor* self) {
   int64_t now = now_ms();
   int64_t ts = std::max(now, st.last_ts);  // ts never goes backwards within a room
   uint64_t seq = st.last_seq;
+  std::unordered_map<uint64_t, stored_msg> overlay;
   for (size_t taken = 0; taken < n && !st.queued.empty();) {
     auto p = std::move(st.queued.front());
     st.queued.pop_front();
@@ -287,6 +391,21 @@ void dispatch(room_actor* self) {
         continue;
       }
     }
+    stored_msg* target = nullptr;
+    if (auto need = needed_seq(p.req)) {
+      auto o = overlay.find(need);
+      if (o != overlay.end()) {
+        target = &o->second;
+      } else if (auto k = known_event(self, need)) {
+        if (p.req.kind != event_kind::message) target = &overlay.emplace(need, *k).first->second;
+        else target = const_cast<stored_msg*>(k);  // a reply only reads it
+      }
+    }
+    auto v = check_request(p.req, target);
+    if (v.what != verdict::ok) {
+      answer_unsequenced(self, p, v);
+      continue;
+    }
     stored_msg m;
     m.room = st.room;
     m.seq = ++seq;
@@ -296,6 +415,13 @@ void dispatch(room_actor* self) {
     m.text = std::move(p.req.text);
     m.data = std::move(p.req.data);
     m.idem_key = std::move(p.req.idem_key);
+    m.kind = p.req.kind;
+    m.target = p.req.target;
+    m.reply_to = p.req.reply_to;
+    m.mentions = std::move(p.req.mentions);
+    m.emoji = std::move(p.req.emoji);
+    m.on = p.req.on;
+    if (target && m.kind != event_kind::message) apply_change(*target, m);
     batch.msgs.push_back(std::move(m));
     st.flying.push_back(std::move(p));
     ++taken;
@@ -307,6 +433,50 @@ void dispatch(room_actor* self) {
   self->request(st.deps.store, st.deps.cfg.store_timeout, append_atom_v, std::move(batch))
       .then([=](append_batch& done) { on_committed(self, done); },
             [=](caf::error& err) { on_failed(self, err); });
+}
+
+// Moves held requests to the queue in order until one needs a target the
+// room does not hold: that one asks the store, and the rest wait behind it.
+void drain_held(room_actor* self) {
+  auto& st = self->state;
+  while (!st.looking_up && !st.held.empty()) {
+    auto& p = st.held.front();
+    uint64_t need = needed_seq(p.req);
+    if (need != 0 && need >= st.first_seq && need <= st.last_seq && !known_event(self, need)) {
+      st.looking_up = true;
+      self->request(st.deps.store, st.deps.cfg.store_timeout, event_atom_v, st.room, need)
+          .then(
+              [=](stored_msg& m, bool found) {
+                auto& st = self->state;
+                st.looking_up = false;
+                if (st.held.empty()) return;  // refused meanwhile (the room stepped down)
+                // Nothing targeting it was sequenced meanwhile (it waited
+                // here), so the store's state is the committed one.
+                if (found && !known_event(self, need)) st.looked_up.emplace(need, std::move(m));
+                if (!found) {
+                  // Gone (trimmed): the check at dispatch answers not_found.
+                  st.queued.push_back(std::move(st.held.front()));
+                  st.held.pop_front();
+                }
+                drain_held(self);
+                schedule_idle_check(self);
+              },
+              [=](caf::error&) {
+                auto& st = self->state;
+                st.looking_up = false;
+                if (st.held.empty()) return;
+                auto p = std::move(st.held.front());
+                st.held.pop_front();
+                answer_unsequenced(self, p, refuse(errc::unavailable, "the message could not be read, try again"));
+                drain_held(self);
+                schedule_idle_check(self);
+              });
+      return;
+    }
+    st.queued.push_back(std::move(p));
+    st.held.pop_front();
+  }
+  dispatch(self);
 }
 
 // --- requests --------------------------------------------------------------------------------
@@ -336,8 +506,14 @@ void handle_send(room_actor* self, send_req& req) {
   p.to = std::move(to);
   p.key = std::move(key);
   p.t0_us = steady_us();
-  st.queued.push_back(std::move(p));
-  dispatch(self);
+  bool plain = p.req.kind == event_kind::message && p.req.reply_to == 0;
+  if (st.held.empty() && !st.looking_up && plain) {
+    st.queued.push_back(std::move(p));
+    dispatch(self);
+    return;
+  }
+  st.held.push_back(std::move(p));
+  drain_held(self);
 }
 
 void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> recovered,
@@ -523,6 +699,7 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
   st.term = snap.term;
   st.confirmed = self->clock().now();
   st.recent.clear();
+  st.looked_up.clear();
   for (auto& m : snap.idem) {
     auto key = idem_key(m.from, m.idem_key);
     if (!key.empty()) st.idem.remember(key, m.seq, m.ts);
@@ -604,8 +781,10 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
   };
   for (auto& p : st.flying) refuse(p);
   for (auto& p : st.queued) refuse(p);
+  for (auto& p : st.held) refuse(p);
   st.flying.clear();
   st.queued.clear();
+  st.held.clear();
   st.in_flight = false;
   global_metrics().rooms_fenced.fetch_add(1, std::memory_order_relaxed);
   self->become(failed_behavior(self, why, /*moved=*/true));

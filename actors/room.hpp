@@ -115,6 +115,15 @@ struct room_state {
   std::set<std::pair<gateway_actor, uint64_t>> pending_joins;  // waiting for a store read
 
   // Send pipeline: one append in flight; the rest queue and go as the next batch.
+  // A change (edit, delete, react) or reply to a message older than the
+  // window waits in `held` for the store to read its target (`looking_up`),
+  // and every request after it waits behind it, so that a connection's
+  // requests are sequenced in the order they came.
+  std::deque<pending_send> held;
+  bool looking_up = false;
+  // Committed state of messages outside the window that a change targets
+  // (read from the store once, kept current as changes commit).
+  std::unordered_map<uint64_t, stored_msg> looked_up;
   std::deque<pending_send> queued;
   std::vector<pending_send> flying;
   bool in_flight = false;

@@ -209,14 +209,13 @@ void set_trusted_send(api_call& call, api_op op, const std::string& room, member
                       client_req& req, std::string dm_to) {
   call.op = op;
   call.room = room;
-  call.send = send_req{room,
-                       {},
-                       std::move(who),
-                       {},
-                       std::move(req.text),
-                       std::move(req.data),
-                       std::move(req.idem_key),
-                       std::move(dm_to)};
+  call.send = send_req{};
+  call.send.room = room;
+  call.send.who = std::move(who);
+  call.send.text = std::move(req.text);
+  call.send.data = std::move(req.data);
+  call.send.idem_key = std::move(req.idem_key);
+  call.send.dm_to = std::move(dm_to);
   call.send.trusted = true;
 }
 

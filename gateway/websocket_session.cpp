@@ -410,6 +410,11 @@ void websocket_session::handle(std::string_view text) {
     case req_type::dm:
       handle_dm(req);
       break;
+    case req_type::edit:
+    case req_type::del:
+    case req_type::react:
+      handle_change(req);
+      break;
     case req_type::history:
     case req_type::presence:
       handle_room_query(req);
@@ -751,8 +756,7 @@ void websocket_session::handle_send(client_req& req) {
     return;
   }
   global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
-  send_req s{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
-             std::move(req.text), std::move(req.data), std::move(req.idem_key), {}};
+  auto s = make_send(req, event_kind::message);
   auto& sub = it->second;
   if (sub.pending) {
     if (sub.held.size() >= 64) {
@@ -778,10 +782,69 @@ void websocket_session::handle_dm(client_req& req) {
   auto dir = directory_for(room, req.id);
   if (!dir) return;
   global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
-  caf::anon_send(dir,
-                 send_req{room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
-                          std::move(req.text), std::move(req.data), std::move(req.idem_key),
-                          req.to});
+  req.room = room;
+  auto s = make_send(req, event_kind::message);
+  s.dm_to = req.to;
+  caf::anon_send(dir, std::move(s));
+}
+
+send_req websocket_session::make_send(client_req& req, event_kind kind) {
+  send_req s;
+  s.room = req.room;
+  s.conn = self_ref();
+  s.who = member_info{ident_.user, ident_.name};
+  s.req_id = req.id;
+  s.text = std::move(req.text);
+  s.data = std::move(req.data);
+  s.idem_key = std::move(req.idem_key);
+  s.kind = kind;
+  s.target = req.seq;
+  s.reply_to = req.reply_to;
+  s.mentions = std::move(req.mentions);
+  s.emoji = std::move(req.emoji);
+  s.on = req.on;
+  s.admin = ident_.has_role("admin");
+  return s;
+}
+
+void websocket_session::handle_change(client_req& req) {
+  if (!msg_bucket_.take(clock_type::now())) {
+    send_error(req.id, "rate_limited", "too many messages, slow down");
+    return;
+  }
+  auto kind = req.type == req_type::edit  ? event_kind::edited
+              : req.type == req_type::del ? event_kind::deleted
+                                          : event_kind::reaction;
+  if (is_dm_room(req.room)) {
+    // A conversation is not joined: its room checks that this user is in it.
+    std::string a, b;
+    if (!may_access(req.room) || !parse_dm_room(req.room, a, b)) {
+      send_error(req.id, "forbidden", "not a participant of this conversation");
+      return;
+    }
+    auto dir = directory_for(req.room, req.id);
+    if (!dir) return;
+    auto s = make_send(req, kind);
+    s.dm_to = a == ident_.user ? b : a;
+    caf::anon_send(dir, std::move(s));
+    return;
+  }
+  auto it = rooms_.find(req.room);
+  if (it == rooms_.end()) {
+    send_error(req.id, "not_member", "join the room first");
+    return;
+  }
+  auto s = make_send(req, kind);
+  auto& sub = it->second;
+  if (sub.pending) {
+    if (sub.held.size() >= 64) {
+      send_error(req.id, "rate_limited", "wait for joined before sending more");
+      return;
+    }
+    sub.held.push_back(std::move(s));
+  } else {
+    hand_over(sub, std::move(s));
+  }
 }
 
 void websocket_session::handle_room_query(client_req& req) {

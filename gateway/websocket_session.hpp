@@ -134,6 +134,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void handle_leave(client_req& req);
   void handle_send(client_req& req);
   void handle_dm(client_req& req);
+  // edit, delete, react (protocol v2): through the room like a send.
+  void handle_change(client_req& req);
+  send_req make_send(client_req& req, event_kind kind);
   void handle_room_query(client_req& req);
   void handle_typing(client_req& req);
 

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "messages/validate.hpp"
 
 namespace chat {
@@ -10,8 +12,9 @@ using json = nlohmann::json;
 
 namespace {
 
-const char* type_names[] = {"hello",    "refresh", "join", "leave", "send", "history",
-                            "presence", "typing",  "dm",   "rooms", "ping"};
+const char* type_names[] = {"hello",    "refresh", "join", "leave", "send",  "history",
+                            "presence", "typing",  "dm",   "rooms", "ping",  "edit",
+                            "delete",   "react"};
 
 // At most `n` bytes of valid UTF-8 `s`, never cutting a character in half (the
 // result goes into an error message, which must stay valid UTF-8).
@@ -90,6 +93,50 @@ bool text_fields(const json& j, const limits& lim, client_req& out, decode_error
   return true;
 }
 
+// `seq` of edit, delete and react: the message they change.
+bool target_field(const json& j, client_req& out, decode_error& err) {
+  bool present = false;
+  if (!opt_uint(j, "seq", present, out.seq, err)) return false;
+  if (!present || out.seq == 0)
+    return fail(err, errc::bad_request, "'seq' (the message's seq, at least 1) is required");
+  return true;
+}
+
+bool idem_field(const json& j, const limits& lim, client_req& out, decode_error& err) {
+  if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
+  if (out.idem_key.size() > lim.max_idem_key)
+    return fail(err, errc::too_large,
+                "idempotency_key is longer than " + std::to_string(lim.max_idem_key) + " bytes");
+  return true;
+}
+
+// send's reply_to and mentions (protocol v2).
+bool send_extras(const json& j, client_req& out, decode_error& err) {
+  bool present = false;
+  if (!opt_uint(j, "reply_to", present, out.reply_to, err)) return false;
+  if (present && out.reply_to == 0)
+    return fail(err, errc::bad_request, "'reply_to' must be a message's seq (at least 1)");
+  auto m = j.find("mentions");
+  if (m == j.end() || m->is_null()) return true;
+  if (!m->is_array()) return fail(err, errc::bad_request, "'mentions' must be an array of user ids");
+  if (m->size() > max_mentions)
+    return fail(err, errc::bad_request,
+                "at most " + std::to_string(max_mentions) + " users may be mentioned");
+  for (auto& u : *m) {
+    if (!u.is_string()) return fail(err, errc::bad_request, "'mentions' must hold user ids");
+    auto& id = u.get_ref<const std::string&>();
+    size_t n = 0;
+    bool ok = !id.empty() && id.size() <= 256 && for_each_code_point(id, [&n](uint32_t cp) {
+      ++n;
+      return cp >= 0x20 && !(cp >= 0x7F && cp <= 0x9F);
+    });
+    if (!ok) return fail(err, errc::bad_request, "'mentions' holds an invalid user id");
+    if (std::find(out.mentions.begin(), out.mentions.end(), id) == out.mentions.end())
+      out.mentions.push_back(id);
+  }
+  return true;
+}
+
 }  // namespace
 
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err) {
@@ -143,7 +190,28 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
     case req_type::typing:
       return room_field(j, out.room, err);
     case req_type::send:
-      return room_field(j, out.room, err) && text_fields(j, lim, out, err);
+      return room_field(j, out.room, err) && text_fields(j, lim, out, err) &&
+             send_extras(j, out, err);
+    case req_type::edit:
+      return room_field(j, out.room, err) && target_field(j, out, err) &&
+             text_fields(j, lim, out, err);
+    case req_type::del:
+      return room_field(j, out.room, err) && target_field(j, out, err) &&
+             idem_field(j, lim, out, err);
+    case req_type::react: {
+      if (!room_field(j, out.room, err) || !target_field(j, out, err) ||
+          !req_string(j, "emoji", out.emoji, err) || !idem_field(j, lim, out, err))
+        return false;
+      if (!valid_emoji(out.emoji))
+        return fail(err, errc::bad_request,
+                    "'emoji' must be 1-32 bytes of UTF-8 without spaces or control characters");
+      auto on = j.find("on");
+      if (on != j.end() && !on->is_null()) {
+        if (!on->is_boolean()) return fail(err, errc::bad_request, "'on' must be true or false");
+        out.on = on->get<bool>();
+      }
+      return true;
+    }
     case req_type::history:
       if (!room_field(j, out.room, err) || !opt_uint(j, "before", present, out.before, err))
         return false;
@@ -163,7 +231,7 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       if (!req_string(j, "to", out.to, err)) return false;
       if (out.to.empty() || out.to.size() > 256)
         return fail(err, errc::bad_request, "'to' must name a user");
-      return text_fields(j, lim, out, err);
+      return text_fields(j, lim, out, err) && send_extras(j, out, err);
     case req_type::rooms:
     case req_type::ping:
       return true;
@@ -204,15 +272,83 @@ void put_members(std::string& out, const char* key, const std::vector<member_inf
   out.push_back(']');
 }
 
-void append_message(std::string& out, const stored_msg& m) {
-  out.append("{\"type\":\"message\"");
+void put_data(std::string& out, const std::string& data) {
+  if (!data.empty()) out.append(",\"data\":").append(data);  // our own dump(): valid JSON
+}
+
+void put_reactions(std::string& out, const std::vector<reaction_set>& rs) {
+  out.append(",\"reactions\":[");
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (i) out.push_back(',');
+    out.append("{\"emoji\":").append(json_quote(rs[i].emoji));
+    put_num(out, "count", rs[i].users.size());
+    out.append(",\"users\":[");
+    for (size_t k = 0; k < rs[i].users.size() && k < max_reaction_users; ++k) {
+      if (k) out.push_back(',');
+      out.append(json_quote(rs[i].users[k]));
+    }
+    out.append("]}");
+  }
+  out.push_back(']');
+}
+
+void put_head(std::string& out, const char* type, const stored_msg& m) {
+  out.append("{\"type\":\"").append(type).push_back('"');
   put_str(out, "room", m.room);
   put_num(out, "seq", m.seq);
   out.append(",\"ts\":").append(std::to_string(m.ts));
-  put_str(out, "from", m.from);
-  put_str(out, "name", m.name);
-  put_str(out, "text", m.text);
-  if (!m.data.empty()) out.append(",\"data\":").append(m.data);  // our own dump(): valid JSON
+}
+
+void append_message(std::string& out, const stored_msg& m) {
+  switch (m.kind) {
+    case event_kind::message:
+      put_head(out, "message", m);
+      put_str(out, "from", m.from);
+      put_str(out, "name", m.name);
+      if (m.deleted) {
+        out.append(",\"deleted\":true");
+      } else {
+        put_str(out, "text", m.text);
+        put_data(out, m.data);
+      }
+      if (m.reply_to) put_num(out, "reply_to", m.reply_to);
+      if (!m.mentions.empty()) {
+        out.append(",\"mentions\":[");
+        for (size_t i = 0; i < m.mentions.size(); ++i) {
+          if (i) out.push_back(',');
+          out.append(json_quote(m.mentions[i]));
+        }
+        out.push_back(']');
+      }
+      if (m.edited_ts) out.append(",\"edited_ts\":").append(std::to_string(m.edited_ts));
+      if (!m.reactions.empty()) put_reactions(out, m.reactions);
+      break;
+    case event_kind::edited:
+      put_head(out, "message_edited", m);
+      put_num(out, "target", m.target);
+      put_str(out, "from", m.from);
+      // An edit of a message deleted since has lost its text with the message.
+      put_str(out, "text", m.text);
+      put_data(out, m.data);
+      if (m.deleted) out.append(",\"deleted\":true");
+      break;
+    case event_kind::deleted:
+      put_head(out, "message_deleted", m);
+      put_num(out, "target", m.target);
+      put_str(out, "by", m.from);
+      break;
+    case event_kind::reaction:
+      put_head(out, "reaction", m);
+      put_num(out, "target", m.target);
+      put_str(out, "user", m.from);
+      put_str(out, "emoji", m.emoji);
+      out.append(m.on ? ",\"on\":true" : ",\"on\":false");
+      break;
+    case event_kind::moderation:
+      put_head(out, "moderation", m);
+      put_str(out, "by", m.from);
+      break;
+  }
   out.push_back('}');
 }
 
@@ -227,7 +363,7 @@ std::string encode_welcome(const std::string& id, const std::string& user, const
   put_str(out, "session", session);
   put_str(out, "node", node);
   put_num(out, "heartbeat", static_cast<uint64_t>(heartbeat));
-  out.push_back('}');
+  out.append(",\"protocol\":2}");
   return out;
 }
 
@@ -275,6 +411,23 @@ std::string encode_ack(const std::string& id, const std::string& room, uint64_t 
   put_str(out, "room", room);
   put_num(out, "seq", seq);
   out.append(",\"ts\":").append(std::to_string(ts));
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_noop_ack(const std::string& id, const std::string& room) {
+  std::string out = "{\"type\":\"ack\"";
+  put_id(out, id);
+  put_str(out, "room", room);
+  out.append(",\"noop\":true}");
+  return out;
+}
+
+std::string encode_mention(const std::string& room, uint64_t seq, const std::string& from) {
+  std::string out = "{\"type\":\"mention\"";
+  put_str(out, "room", room);
+  put_num(out, "seq", seq);
+  put_str(out, "from", from);
   out.push_back('}');
   return out;
 }
@@ -371,7 +524,9 @@ std::string encode_presence_diff(const std::string& room, const std::vector<memb
 
 // --- replies ---------------------------------------------------------------------
 
-std::string encode(const ack_msg& m) { return encode_ack(m.req_id, m.room, m.seq, m.ts); }
+std::string encode(const ack_msg& m) {
+  return m.noop ? encode_noop_ack(m.req_id, m.room) : encode_ack(m.req_id, m.room, m.seq, m.ts);
+}
 
 std::string encode(const error_msg& m) {
   std::string out = "{\"type\":\"error\"";

@@ -22,7 +22,14 @@ struct limits {
   uint32_t max_history = 100;
 };
 
-enum class req_type { hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping };
+// Protocol v2 adds edit, del ("delete") and react.
+enum class req_type {
+  hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping,
+  edit, del, react,
+};
+
+// At most this many user ids in a send's `mentions`.
+inline constexpr size_t max_mentions = 50;
 
 struct client_req {
   req_type type = req_type::ping;
@@ -39,6 +46,11 @@ struct client_req {
   uint64_t before = 0;  // 0 = none
   uint32_t limit = 50;
   std::string to;
+  uint64_t seq = 0;                   // edit, delete, react: the target message
+  uint64_t reply_to = 0;              // send: 0 = none
+  std::vector<std::string> mentions;  // send: distinct user ids, in the order given
+  std::string emoji;                  // react
+  bool on = true;                     // react: false removes
 };
 
 struct decode_error {
@@ -90,6 +102,12 @@ std::string encode_joined(const std::string& id, const std::string& room, uint64
                           uint64_t first_seq);
 std::string encode_left(const std::string& id, const std::string& room);
 std::string encode_ack(const std::string& id, const std::string& room, uint64_t seq, int64_t ts);
+// A react that changed nothing: {"type":"ack","id":…,"room":…,"noop":true}.
+std::string encode_noop_ack(const std::string& id, const std::string& room);
+// Every stored event kind: message (with its current state when it has one:
+// edited_ts, deleted, reactions), message_edited, message_deleted, reaction.
+// Reactions list at most `max_reaction_users` users each (count is exact).
+inline constexpr size_t max_reaction_users = 20;
 std::string encode_message(const stored_msg& m);
 std::string encode_history(const std::string& id, const std::string& room,
                            const std::vector<stored_msg>& msgs, bool more, uint64_t first_seq);
@@ -99,6 +117,8 @@ std::string encode_typing(const std::string& room, const std::string& user,
                           const std::string& name);
 std::string encode_rooms(const std::string& id, const std::vector<std::string>& rooms);
 std::string encode_pong(const std::string& id);
+// To every connection of a user named in a message's `mentions`.
+std::string encode_mention(const std::string& room, uint64_t seq, const std::string& from);
 // type: "member_joined" or "member_left"
 std::string encode_member_event(std::string_view type, const std::string& room,
                                 const member_info& who);

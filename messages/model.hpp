@@ -17,7 +17,31 @@ inline bool operator==(const member_info& a, const member_info& b) {
   return a.user == b.user && a.name == b.name;
 }
 
-// A message as stored: `data` is JSON text ("" when absent).
+// What a stored event is. A room's seq numbers events: a `message` and every
+// change to one (protocol v2) take the next seq of the room.
+enum class event_kind : uint8_t {
+  message = 0,     // send, dm
+  edited = 1,      // edit: text/data replace the target's
+  deleted = 2,     // delete: the target's text and data are removed
+  reaction = 3,    // react: `emoji` added (on) or removed by `from` on the target
+  moderation = 4,  // part 2 (room settings, kicks, bans)
+};
+
+// The users who reacted with one emoji, in the order they did (all of them;
+// encoders list at most 20).
+struct reaction_set {
+  std::string emoji;
+  std::vector<std::string> users;
+};
+inline bool operator==(const reaction_set& a, const reaction_set& b) {
+  return a.emoji == b.emoji && a.users == b.users;
+}
+
+// An event as stored: `data` is JSON text ("" when absent). For a change
+// event `from` is who made it (the editor, the deleter: `by`, the reacting
+// user). A `message` read back from the store, or held in a room's window,
+// carries its current state: edits applied (`edited_ts`), `deleted` with text
+// and data gone, and its reactions.
 struct stored_msg {
   std::string room;
   uint64_t seq = 0;
@@ -27,11 +51,34 @@ struct stored_msg {
   std::string text;
   std::string data;
   std::string idem_key;
+  event_kind kind = event_kind::message;
+  uint64_t target = 0;                // edited, deleted, reaction: the message's seq
+  uint64_t reply_to = 0;              // message: the seq it answers (0: none)
+  // `{}`: tests and callers aggregate-initialise the first fields only.
+  std::vector<std::string> mentions{};  // message: mentioned user ids
+  std::string emoji{};                  // reaction
+  bool on = false;                    // reaction: true added, false removed
+  // Current state (message; an edited event of a deleted message is deleted too).
+  int64_t edited_ts = 0;  // ts of the last edit, 0 = never edited
+  bool deleted = false;
+  std::vector<reaction_set> reactions{};  // in the order each emoji first appeared
 };
 inline bool operator==(const stored_msg& a, const stored_msg& b) {
   return a.room == b.room && a.seq == b.seq && a.ts == b.ts && a.from == b.from &&
-         a.name == b.name && a.text == b.text && a.data == b.data && a.idem_key == b.idem_key;
+         a.name == b.name && a.text == b.text && a.data == b.data && a.idem_key == b.idem_key &&
+         a.kind == b.kind && a.target == b.target && a.reply_to == b.reply_to &&
+         a.mentions == b.mentions && a.emoji == b.emoji && a.on == b.on &&
+         a.edited_ts == b.edited_ts && a.deleted == b.deleted && a.reactions == b.reactions;
 }
+
+// Applies a committed change event to the message it targets (the current
+// state every store and every room window keeps). Pure, shared by all
+// backends so that they cannot disagree. Returns false when `change` does
+// not change `msg` (a reaction already there, or not there to remove).
+bool apply_change(stored_msg& msg, const stored_msg& change);
+
+// The reactions of a message made by one user with one emoji.
+bool has_reaction(const stored_msg& msg, const std::string& emoji, const std::string& user);
 
 // --- replies to one connection's request -----------------------------------------
 // Rooms, the directory and registries answer with these structs; the gateway
@@ -45,6 +92,7 @@ struct ack_msg {
   std::string room;
   uint64_t seq = 0;
   int64_t ts = 0;
+  bool noop = false;  // react that changed nothing: no seq, no ts
 };
 
 struct error_msg {

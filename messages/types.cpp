@@ -46,6 +46,7 @@ void register_message_types(caf::actor_system_config& cfg) {
       });
   cfg.add_message_type<conn_ref>("chat::conn_ref");
   cfg.add_message_type<member_info>("chat::member_info");
+  cfg.add_message_type<reaction_set>("chat::reaction_set");
   cfg.add_message_type<stored_msg>("chat::stored_msg");
   cfg.add_message_type<std::vector<stored_msg>>("std::vector<chat::stored_msg>");
   cfg.add_message_type<room_snapshot>("chat::room_snapshot");

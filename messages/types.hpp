@@ -30,6 +30,7 @@ using exists_atom = caf::atom_constant<caf::atom("exists")>;
 using claims_atom = caf::atom_constant<caf::atom("claims")>;
 using lost_atom = caf::atom_constant<caf::atom("lost")>;
 using claim_chk_atom = caf::atom_constant<caf::atom("claim_chk")>;
+using event_atom = caf::atom_constant<caf::atom("event")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -59,6 +60,7 @@ constexpr auto exists_atom_v = exists_atom::value;
 constexpr auto claims_atom_v = claims_atom::value;
 constexpr auto lost_atom_v = lost_atom::value;
 constexpr auto claim_chk_atom_v = claim_chk_atom::value;
+constexpr auto event_atom_v = event_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
@@ -68,9 +70,14 @@ typename Inspector::result_type inspect(Inspector& f, member_info& x) {
   return f(caf::meta::type_name("member_info"), x.user, x.name);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, reaction_set& x) {
+  return f(caf::meta::type_name("reaction_set"), x.emoji, x.users);
+}
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, stored_msg& x) {
   return f(caf::meta::type_name("stored_msg"), x.room, x.seq, x.ts, x.from, x.name, x.text,
-           x.data, x.idem_key);
+           x.data, x.idem_key, x.kind, x.target, x.reply_to, x.mentions, x.emoji, x.on,
+           x.edited_ts, x.deleted, x.reactions);
 }
 // What a room needs from the store when it starts.
 struct room_snapshot {
@@ -94,7 +101,7 @@ typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ack_msg& x) {
-  return f(caf::meta::type_name("ack_msg"), x.conn, x.req_id, x.room, x.seq, x.ts);
+  return f(caf::meta::type_name("ack_msg"), x.conn, x.req_id, x.room, x.seq, x.ts, x.noop);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, error_msg& x) {
@@ -223,6 +230,9 @@ typename Inspector::result_type inspect(Inspector& f, leave_req& x) {
   return f(caf::meta::type_name("leave_req"), x.room, x.conn, x.req_id, x.reply);
 }
 
+// A send, and (protocol v2) every change to a message: `kind` says which.
+// All of them take the room's next seq through the same pipeline, so order,
+// durability, idempotency keys and failover hold for each.
 struct send_req {
   std::string room;
   conn_ref conn;
@@ -233,11 +243,19 @@ struct send_req {
   std::string idem_key;
   std::string dm_to;  // set for a direct message: the other user
   bool trusted = false;  // from the server API: no membership needed
+  event_kind kind = event_kind::message;
+  uint64_t target = 0;                // edited, deleted, reaction: the message's seq
+  uint64_t reply_to = 0;              // message
+  std::vector<std::string> mentions{};  // message
+  std::string emoji{};                  // reaction
+  bool on = false;                    // reaction
+  bool admin = false;                 // a server admin (token role): may delete anything
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, send_req& x) {
   return f(caf::meta::type_name("send_req"), x.room, x.conn, x.who, x.req_id, x.text, x.data,
-           x.idem_key, x.dm_to, x.trusted);
+           x.idem_key, x.dm_to, x.trusted, x.kind, x.target, x.reply_to, x.mentions, x.emoji,
+           x.on, x.admin);
 }
 
 struct history_req {

@@ -72,4 +72,14 @@ size_t json_nesting_depth(std::string_view text) {
   return max_depth;
 }
 
+bool valid_emoji(std::string_view emoji) {
+  if (emoji.empty() || emoji.size() > 32) return false;
+  return for_each_code_point(emoji, [](uint32_t cp) {
+    bool control = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);
+    bool space = cp == ' ' || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
+                 cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+    return !control && !space;
+  });
+}
+
 }  // namespace chat

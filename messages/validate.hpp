@@ -65,6 +65,9 @@ bool parse_dm_room(std::string_view room, std::string& a, std::string& b);
 
 inline bool is_dm_room(std::string_view room) { return room.substr(0, 3) == "dm:"; }
 
+// A reaction: 1..32 bytes of valid UTF-8 without whitespace or control characters.
+bool valid_emoji(std::string_view emoji);
+
 // Deepest nesting of arrays/objects in JSON text (strings skipped), to refuse
 // documents that would recurse too deeply before parsing them.
 size_t json_nesting_depth(std::string_view text);

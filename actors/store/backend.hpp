@@ -65,6 +65,27 @@ class store_backend {
     return true;
   }
 
+  // Events (protocol v2): a batch holds any event kinds. Storing a change
+  // event also applies it, in the same transaction, to the stored state of
+  // its target message, exactly as apply_change (messages/model.hpp) does:
+  //   edited:   the target's text and data become the edit's, edited_ts its ts;
+  //   deleted:  the target's text and data are erased (not hidden: gone from
+  //             the file), its reactions dropped, and every `edited` event of
+  //             it loses its text and data too (deleted = true);
+  //   reaction: `from` is added to (on) or removed from the target's set for
+  //             `emoji`; an emoji with no user left disappears.
+  // The room checks the rules (author, not deleted, noop) before it assigns
+  // a seq; the store applies what it is given to a target of kind message.
+  // Every read (load_room's recent and idem, range, get_event) returns rows
+  // with their kind, target, reply_to, mentions, emoji, on, and a message's
+  // current state (edited_ts, deleted, reactions with every user, in the
+  // order each emoji first appeared and each user reacted).
+
+  // The event `seq` of `room` with its current state; found = false when the
+  // room has no such seq (never stored, or trimmed).
+  virtual bool get_event(const std::string& room, uint64_t seq, stored_msg& out, bool& found,
+                         std::string& err) = 0;
+
   // Messages of `q.room` with q.after < seq < q.before (before 0 = no bound),
   // at most q.limit, oldest first; q.newest picks the newest ones in the range.
   virtual bool range(const range_query& q, std::vector<stored_msg>& out, std::string& err) = 0;

@@ -113,7 +113,11 @@ class memory_backend final : public store_backend {
         for (auto& m : staged.back().second) m.room = b.room;
       }
       for (auto& [r, msgs] : staged) {
-        for (auto& m : msgs) r->msgs.push_back(std::move(m));
+        for (auto& m : msgs) {
+          r->msgs.push_back(std::move(m));
+          r->last_seq = r->msgs.back().seq;  // first_seq() counts on it
+          apply_to_target(*r, r->msgs.back());
+        }
         r->last_seq = r->msgs.back().seq;
         if (max_per_room_ > 0)
           while (r->msgs.size() > max_per_room_) r->msgs.pop_front();
@@ -146,6 +150,23 @@ class memory_backend final : public store_backend {
       return true;
     } catch (const std::exception& e) {
       out.clear();
+      err = std::string{"memory store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool get_event(const std::string& room, uint64_t seq, stored_msg& out, bool& found,
+                 std::string& err) override {
+    found = false;
+    try {
+      auto it = rooms_.find(room);
+      if (it == rooms_.end()) return true;
+      auto& r = it->second;
+      if (seq < r.first_seq() || seq > r.last_seq) return true;
+      out = r.msgs[seq - r.first_seq()];
+      found = true;
+      return true;
+    } catch (const std::exception& e) {
       err = std::string{"memory store: "} + e.what();
       return false;
     }
@@ -210,6 +231,16 @@ class memory_backend final : public store_backend {
     out.recent.assign(r.msgs.end() - static_cast<std::ptrdiff_t>(n), r.msgs.end());
     for (auto& m : r.msgs)
       if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
+  }
+
+  // A change event just stored: its target's current state follows it.
+  static void apply_to_target(mem_room& r, const stored_msg& change) {
+    if (change.kind == event_kind::message || change.kind == event_kind::moderation) return;
+    if (change.target < r.first_seq() || change.target >= change.seq) return;  // trimmed
+    apply_change(r.msgs[change.target - r.first_seq()], change);
+    if (change.kind == event_kind::deleted)
+      for (auto& m : r.msgs)
+        if (m.kind == event_kind::edited && m.target == change.target) apply_change(m, change);
   }
 
   mem_room& get_or_create(const std::string& room) {

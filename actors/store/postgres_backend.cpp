@@ -25,6 +25,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -78,9 +79,47 @@ const migration migrations[] = {
     {2,
      "ALTER TABLE rooms ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE rooms ADD COLUMN term BIGINT NOT NULL DEFAULT 0;"},
+    // Protocol v2, as SQLite's version 3: every row an event (kind 0 =
+    // message, as every row stored before), a message's current state in its
+    // row, reactions in their own table. Existing rows keep their seq.
+    {3,
+     "ALTER TABLE messages ADD COLUMN kind BIGINT NOT NULL DEFAULT 0,"
+     " ADD COLUMN target BIGINT NOT NULL DEFAULT 0,"
+     " ADD COLUMN reply_to BIGINT NOT NULL DEFAULT 0,"
+     " ADD COLUMN mentions BYTEA NOT NULL DEFAULT '',"
+     " ADD COLUMN emoji BYTEA NOT NULL DEFAULT '',"
+     " ADD COLUMN on_flag BIGINT NOT NULL DEFAULT 0,"
+     " ADD COLUMN edited_ts BIGINT NOT NULL DEFAULT 0,"
+     " ADD COLUMN deleted BIGINT NOT NULL DEFAULT 0;"
+     "CREATE INDEX messages_target ON messages(room, target) WHERE target <> 0;"
+     "CREATE TABLE reactions(room TEXT NOT NULL, seq BIGINT NOT NULL, emoji BYTEA NOT NULL,"
+     " user_id BYTEA NOT NULL, pos BIGINT NOT NULL, PRIMARY KEY(room, seq, emoji, user_id));"},
 };
 
-constexpr int latest_schema = 2;
+constexpr int latest_schema = 3;
+
+// Mentions are user ids, which never hold a control character: one column,
+// joined by newlines (as in SQLite).
+std::string join_lines(const std::vector<std::string>& v) {
+  std::string out;
+  for (auto& x : v) {
+    if (!out.empty()) out.push_back('\n');
+    out += x;
+  }
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    auto nl = s.find('\n', start);
+    if (nl == std::string::npos) nl = s.size();
+    out.push_back(s.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
 
 int64_t clamp_i64(uint64_t v) {
   return v > static_cast<uint64_t>(max_i64) ? max_i64 : static_cast<int64_t>(v);
@@ -232,7 +271,16 @@ struct statement {
   std::vector<Oid> types;
 };
 
-constexpr const char* msg_cols = "seq, ts, from_user, name, text, data, idem_key";
+constexpr const char* msg_cols =
+    "seq, ts, from_user, name, text, data, idem_key, kind, target, reply_to, mentions, emoji,"
+    " on_flag, edited_ts, deleted";
+
+// The reactions of the messages a select picks (`rest` as in msg_select).
+std::string reactions_of(const char* rest) {
+  return std::string{"SELECT seq, emoji, user_id FROM reactions WHERE room = $1 AND seq IN"
+                     " (SELECT seq FROM messages WHERE "} +
+         rest + ") ORDER BY seq, pos";
+}
 
 std::string msg_select(const char* rest) {
   return std::string{"SELECT "} + msg_cols + " FROM messages WHERE " + rest;
@@ -246,7 +294,48 @@ const std::vector<statement>& statements() {
       msg_select("room = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4");
   static const std::string desc =
       msg_select("room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4");
+  static const std::string recent_r = reactions_of("room = $1 ORDER BY seq DESC LIMIT $2");
+  static const std::string asc_r =
+      reactions_of("room = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4");
+  static const std::string desc_r =
+      reactions_of("room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4");
+  static const std::string one = msg_select("room = $1 AND seq = $2");
   static const std::vector<statement> all = {
+      {"chat_recent_reactions", recent_r.c_str(), {text_oid, int8_oid}},
+      {"chat_range_asc_reactions", asc_r.c_str(), {text_oid, int8_oid, int8_oid, int8_oid}},
+      {"chat_range_desc_reactions", desc_r.c_str(), {text_oid, int8_oid, int8_oid, int8_oid}},
+      {"chat_event", one.c_str(), {text_oid, int8_oid}},
+      {"chat_event_reactions",
+       "SELECT seq, emoji, user_id FROM reactions WHERE room = $1 AND seq = $2 ORDER BY pos",
+       {text_oid, int8_oid}},
+      // A commit's changes, applied to their targets (see append_impl).
+      {"chat_apply_edits",
+       "UPDATE messages m SET text = v.text, data = v.data, edited_ts = v.ts"
+       " FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[])"
+       " AS v(room, target, text, data, ts)"
+       " WHERE m.room = v.room AND m.seq = v.target AND m.kind = 0 AND m.deleted = 0",
+       {text_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid}},
+      {"chat_remove_reactions",
+       "DELETE FROM reactions r USING unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[])"
+       " AS v(room, seq, emoji, user_id) WHERE r.room = v.room AND r.seq = v.seq"
+       " AND r.emoji = v.emoji AND r.user_id = v.user_id",
+       {text_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid}},
+      {"chat_add_reactions",
+       "INSERT INTO reactions(room, seq, emoji, user_id, pos)"
+       " SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[])"
+       " ON CONFLICT (room, seq, emoji, user_id) DO UPDATE SET pos = EXCLUDED.pos",
+       {text_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid}},
+      {"chat_apply_deletes",
+       "UPDATE messages m SET text = '', data = '', deleted = 1"
+       " FROM unnest($1::text[], $2::int8[]) AS v(room, target)"
+       " WHERE m.room = v.room AND (m.seq = v.target OR (m.target = v.target AND m.kind = 1))",
+       {text_array_oid, int8_array_oid}},
+      {"chat_drop_reactions",
+       "DELETE FROM reactions r USING unnest($1::text[], $2::int8[]) AS v(room, target)"
+       " WHERE r.room = v.room AND r.seq = v.target",
+       {text_array_oid, int8_array_oid}},
+      {"chat_trim_reactions", "DELETE FROM reactions WHERE room = $1 AND seq < $2",
+       {text_oid, int8_oid}},
       {"chat_get_room",
        "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name = $1",
        {text_oid}},
@@ -268,11 +357,14 @@ const std::vector<statement>& statements() {
        " FOR UPDATE",
        {text_array_oid}},
       {"chat_insert_msgs",
-       "INSERT INTO messages(room, seq, ts, from_user, name, text, data, idem_key)"
+       "INSERT INTO messages(room, seq, ts, from_user, name, text, data, idem_key, kind, target,"
+       " reply_to, mentions, emoji, on_flag)"
        " SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[],"
-       " $6::bytea[], $7::bytea[], $8::bytea[])",
+       " $6::bytea[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[],"
+       " $12::bytea[], $13::bytea[], $14::int8[])",
        {text_array_oid, int8_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid,
-        bytea_array_oid, bytea_array_oid, bytea_array_oid}},
+        bytea_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid, int8_array_oid,
+        int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid}},
       {"chat_set_last_seq",
        "UPDATE rooms SET last_seq = v.last FROM unnest($1::text[], $2::int8[]) AS v(name, last)"
        " WHERE rooms.name = v.name",
@@ -635,7 +727,7 @@ void read_row(const result& r, int row, room_row& out) {
   out.owner = r.str(row, 4);
 }
 
-// Columns: seq, ts, from_user, name, text, data, idem_key.
+// Columns: msg_cols.
 void read_msgs(const result& r, const std::string& room, std::vector<stored_msg>& out) {
   out.reserve(out.size() + static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
@@ -648,7 +740,34 @@ void read_msgs(const result& r, const std::string& room, std::vector<stored_msg>
     m.text = r.str(i, 4);
     m.data = r.str(i, 5);
     m.idem_key = r.str(i, 6);
+    auto kind = r.i64(i, 7);
+    m.kind = kind >= 0 && kind <= 4 ? static_cast<event_kind>(kind) : event_kind::message;
+    m.target = static_cast<uint64_t>(r.i64(i, 8));
+    m.reply_to = static_cast<uint64_t>(r.i64(i, 9));
+    m.mentions = split_lines(r.str(i, 10));
+    m.emoji = r.str(i, 11);
+    m.on = r.i64(i, 12) != 0;
+    m.edited_ts = r.i64(i, 13);
+    m.deleted = r.i64(i, 14) != 0;
     out.push_back(std::move(m));
+  }
+}
+
+// Rows (seq, emoji, user_id) ordered by seq and reaction order: into the
+// reactions of the messages read.
+void add_reactions(const result& r, std::vector<stored_msg>& msgs) {
+  if (r.rows() == 0) return;
+  std::unordered_map<uint64_t, stored_msg*> by_seq;
+  for (auto& m : msgs) by_seq[m.seq] = &m;
+  for (int i = 0; i < r.rows(); ++i) {
+    auto it = by_seq.find(static_cast<uint64_t>(r.i64(i, 0)));
+    if (it == by_seq.end() || it->second->kind != event_kind::message) continue;
+    auto& rs = it->second->reactions;
+    auto emoji = r.str(i, 1);
+    auto set = std::find_if(rs.begin(), rs.end(),
+                            [&](const reaction_set& x) { return x.emoji == emoji; });
+    if (set == rs.end()) set = rs.insert(rs.end(), reaction_set{std::move(emoji), {}});
+    set->users.push_back(r.str(i, 2));
   }
 }
 
@@ -686,6 +805,7 @@ class postgres_backend final : public store_backend {
           pg_conn::prepared("chat_get_room", get),
           pg_conn::prepared("chat_recent", recent),
           pg_conn::prepared("chat_idem", idem),
+          pg_conn::prepared("chat_recent_reactions", recent),
           pg_conn::plain("COMMIT")};
       std::vector<result> rs;
       std::string failed;
@@ -701,6 +821,7 @@ class postgres_backend final : public store_backend {
       room_row row;
       read_row(rs[3], 0, row);
       fill_snapshot(room, row, recent_limit > 0 ? &rs[4] : nullptr, rs[5], out);
+      add_reactions(rs[6], out.recent);
       return true;
     });
     if (!ok) out = room_snapshot{};
@@ -731,11 +852,12 @@ class postgres_backend final : public store_backend {
           pg_conn::prepared("chat_claim", bump),
           pg_conn::prepared("chat_recent", recent),
           pg_conn::prepared("chat_idem", idem),
+          pg_conn::prepared("chat_recent_reactions", recent),
           pg_conn::plain("COMMIT")};
       std::vector<result> rs;
       std::string failed;
       if (!c.pipeline(steps, rs, failed, err)) return false;
-      if (!failed.empty() || !committed(rs[5])) {
+      if (!failed.empty() || !committed(rs[6])) {
         err = "claim room '" + room + "': " + (failed.empty() ? "rolled back" : failed);
         return rollback(c);
       }
@@ -746,6 +868,7 @@ class postgres_backend final : public store_backend {
       room_row row;
       read_row(rs[2], 0, row);
       fill_snapshot(room, row, recent_limit > 0 ? &rs[3] : nullptr, rs[4], out);
+      add_reactions(rs[5], out.recent);
       return true;
     });
     if (!ok) out = room_snapshot{};
@@ -787,15 +910,26 @@ class postgres_backend final : public store_backend {
     out.clear();
     if (q.limit == 0 || q.after >= static_cast<uint64_t>(max_i64)) return true;
     bool ok = guarded(kind::read, err, [&](pg_conn& c) {
-      auto r = c.run(q.newest ? "chat_range_desc" : "chat_range_asc",
-                     params{}
-                         .text(q.room)
-                         .i64(static_cast<int64_t>(q.after))
-                         .i64(q.before == 0 ? max_i64 : clamp_i64(q.before))
-                         .i64(static_cast<int64_t>(q.limit)),
-                     err);
-      if (!r.get()) return false;
-      read_msgs(r, q.room, out);
+      params p;
+      p.text(q.room)
+          .i64(static_cast<int64_t>(q.after))
+          .i64(q.before == 0 ? max_i64 : clamp_i64(q.before))
+          .i64(static_cast<int64_t>(q.limit));
+      // One snapshot for the messages and their reactions, one round trip.
+      std::vector<pg_conn::step> steps = {
+          pg_conn::plain("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+          pg_conn::prepared(q.newest ? "chat_range_desc" : "chat_range_asc", p),
+          pg_conn::prepared(q.newest ? "chat_range_desc_reactions" : "chat_range_asc_reactions", p),
+          pg_conn::plain("COMMIT")};
+      std::vector<result> rs;
+      std::string failed;
+      if (!c.pipeline(steps, rs, failed, err)) return false;
+      if (!failed.empty()) {
+        err = "read range of '" + q.room + "': " + failed;
+        return false;
+      }
+      read_msgs(rs[1], q.room, out);
+      add_reactions(rs[2], out);
       if (q.newest) std::reverse(out.begin(), out.end());
       return true;
     });
@@ -804,6 +938,34 @@ class postgres_backend final : public store_backend {
   }
 
   // A read: never creates the row (reads of unknown rooms write nothing).
+  bool get_event(const std::string& room, uint64_t seq, stored_msg& out, bool& found,
+                 std::string& err) override {
+    found = false;
+    if (seq == 0 || seq > static_cast<uint64_t>(max_i64)) return true;
+    return guarded(kind::read, err, [&](pg_conn& c) {
+      params p;
+      p.text(room).i64(static_cast<int64_t>(seq));
+      std::vector<pg_conn::step> steps = {
+          pg_conn::plain("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+          pg_conn::prepared("chat_event", p), pg_conn::prepared("chat_event_reactions", p),
+          pg_conn::plain("COMMIT")};
+      std::vector<result> rs;
+      std::string failed;
+      if (!c.pipeline(steps, rs, failed, err)) return false;
+      if (!failed.empty()) {
+        err = "read event of '" + room + "': " + failed;
+        return false;
+      }
+      std::vector<stored_msg> got;
+      read_msgs(rs[1], room, got);
+      add_reactions(rs[2], got);
+      if (got.empty()) return true;
+      out = std::move(got.front());
+      found = true;
+      return true;
+    });
+  }
+
   bool room_exists(const std::string& room, bool& out, std::string& err) override {
     return guarded(kind::read, err, [&](pg_conn& c) {
       auto r = c.run("chat_room_exists", params{}.text(room), err);
@@ -863,6 +1025,8 @@ class postgres_backend final : public store_backend {
         if (!c.exec("BEGIN", err)) return false;
         auto d = c.run("chat_delete_before", p2, err, PGRES_COMMAND_OK);
         if (!d.get()) return rollback(c);
+        auto dr = c.run("chat_trim_reactions", p2, err, PGRES_COMMAND_OK);
+        if (!dr.get()) return rollback(c);
         auto u = c.run("chat_set_first_seq", p2, err, PGRES_COMMAND_OK);
         if (!u.get() || !c.commit(err)) return rollback(c);
         removed += d.affected();
@@ -987,7 +1151,14 @@ class postgres_backend final : public store_backend {
                    locked_room{static_cast<uint64_t>(locked.i64(i, 1)),
                                static_cast<uint64_t>(locked.i64(i, 2)), locked.str(i, 3)});
     array_builder room{text_oid}, seq{int8_oid}, ts{int8_oid}, from{bytea_oid}, name{bytea_oid},
-        text{bytea_oid}, data{bytea_oid}, idem{bytea_oid};
+        text{bytea_oid}, data{bytea_oid}, idem{bytea_oid}, kinds{int8_oid}, target{int8_oid},
+        reply_to{int8_oid}, mentions{bytea_oid}, emoji{bytea_oid}, on{int8_oid};
+    // The changes to apply to their targets. One statement may touch a row
+    // only once: the last edit of a message wins, and a (message, emoji,
+    // user) ends up as the last reaction event on it says.
+    std::map<std::pair<std::string, uint64_t>, const stored_msg*> edits;
+    std::map<std::tuple<std::string, uint64_t, std::string, std::string>, const stored_msg*> reacts;
+    std::vector<std::pair<std::string, uint64_t>> deletes;
     for (size_t i = 0; i < batches.size(); ++i) {
       auto& b = batches[i];
       if (b.msgs.empty()) continue;
@@ -1016,15 +1187,74 @@ class postgres_backend final : public store_backend {
         text.add(m.text);
         data.add(m.data);
         idem.add(m.idem_key);
+        kinds.add(static_cast<int64_t>(m.kind));
+        target.add(clamp_i64(m.target));
+        reply_to.add(clamp_i64(m.reply_to));
+        mentions.add(join_lines(m.mentions));
+        emoji.add(m.emoji);
+        on.add(static_cast<int64_t>(m.on ? 1 : 0));
+        if (m.kind == event_kind::edited) edits[{b.room, m.target}] = &m;
+        if (m.kind == event_kind::reaction) reacts[{b.room, m.target, m.emoji, m.from}] = &m;
+        if (m.kind == event_kind::deleted) deletes.emplace_back(b.room, m.target);
       }
       row.last_seq = b.msgs.back().seq;
       row.moved = true;
     }
-    params insert, set_last;
+    params insert, set_last, edit_p, add_p, remove_p, delete_p;
     std::vector<pg_conn::step> second;
     if (room.size() > 0) {
       insert.array(room).array(seq).array(ts).array(from).array(name).array(text).array(data).array(
-          idem);
+          idem).array(kinds).array(target).array(reply_to).array(mentions).array(emoji).array(on);
+      second.push_back(pg_conn::prepared("chat_insert_msgs", insert, PGRES_COMMAND_OK));
+      if (!edits.empty()) {
+        array_builder r{text_oid}, t{int8_oid}, x{bytea_oid}, d{bytea_oid}, when{int8_oid};
+        for (auto& [key, m] : edits) {
+          r.add(key.first);
+          t.add(clamp_i64(key.second));
+          x.add(m->text);
+          d.add(m->data);
+          when.add(m->ts);
+        }
+        edit_p.array(r).array(t).array(x).array(d).array(when);
+        second.push_back(pg_conn::prepared("chat_apply_edits", edit_p, PGRES_COMMAND_OK));
+      }
+      if (!reacts.empty()) {
+        array_builder ar{text_oid}, as{int8_oid}, ae{bytea_oid}, au{bytea_oid}, ap{int8_oid};
+        array_builder rr{text_oid}, rs2{int8_oid}, re{bytea_oid}, ru{bytea_oid};
+        for (auto& [key, m] : reacts) {
+          auto& [r, t, e, u] = key;
+          if (m->on) {
+            ar.add(r);
+            as.add(clamp_i64(t));
+            ae.add(e);
+            au.add(u);
+            ap.add(static_cast<int64_t>(m->seq));  // a user's place: their last reaction's seq
+          } else {
+            rr.add(r);
+            rs2.add(clamp_i64(t));
+            re.add(e);
+            ru.add(u);
+          }
+        }
+        if (rr.size() > 0) {
+          remove_p.array(rr).array(rs2).array(re).array(ru);
+          second.push_back(pg_conn::prepared("chat_remove_reactions", remove_p, PGRES_COMMAND_OK));
+        }
+        if (ar.size() > 0) {
+          add_p.array(ar).array(as).array(ae).array(au).array(ap);
+          second.push_back(pg_conn::prepared("chat_add_reactions", add_p, PGRES_COMMAND_OK));
+        }
+      }
+      if (!deletes.empty()) {
+        array_builder r{text_oid}, t{int8_oid};
+        for (auto& [n, tg] : deletes) {
+          r.add(n);
+          t.add(clamp_i64(tg));
+        }
+        delete_p.array(r).array(t);
+        second.push_back(pg_conn::prepared("chat_apply_deletes", delete_p, PGRES_COMMAND_OK));
+        second.push_back(pg_conn::prepared("chat_drop_reactions", delete_p, PGRES_COMMAND_OK));
+      }
       array_builder set_name{text_oid}, set_seq{int8_oid};
       for (auto& [n, row] : rows)
         if (row.moved) {
@@ -1032,7 +1262,6 @@ class postgres_backend final : public store_backend {
           set_seq.add(static_cast<int64_t>(row.last_seq));
         }
       set_last.array(set_name).array(set_seq);
-      second.push_back(pg_conn::prepared("chat_insert_msgs", insert, PGRES_COMMAND_OK));
       second.push_back(pg_conn::prepared("chat_set_last_seq", set_last, PGRES_COMMAND_OK));
     }
     second.push_back(pg_conn::plain("COMMIT"));

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/store/backend.hpp"
@@ -47,9 +48,51 @@ const migration migrations[] = {
     {2,
      "ALTER TABLE rooms ADD COLUMN owner TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE rooms ADD COLUMN term INTEGER NOT NULL DEFAULT 0;"},
+    // Protocol v2: every row is an event (kind 0 = message, as every row
+    // stored before); a message's current state (edits, deletion) lives in
+    // its row, its reactions in their own table. Existing rows keep their seq.
+    {3,
+     "ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE messages ADD COLUMN target INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE messages ADD COLUMN reply_to INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE messages ADD COLUMN mentions TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE messages ADD COLUMN emoji TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE messages ADD COLUMN on_flag INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE messages ADD COLUMN edited_ts INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;"
+     // A delete scrubs the message's edits too: find them without a scan.
+     "CREATE INDEX messages_target ON messages(room, target) WHERE target != 0;"
+     // pos: the seq of the reaction event, so users (and emoji, by their
+     // first user) come back in the order they reacted.
+     "CREATE TABLE reactions(room TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL,"
+     " user_id TEXT NOT NULL, pos INTEGER NOT NULL, PRIMARY KEY(room, seq, emoji, user_id))"
+     " WITHOUT ROWID;"},
 };
 
-constexpr int latest_schema = 2;
+constexpr int latest_schema = 3;
+
+// Mentions are user ids, which never hold a control character: one column,
+// joined by newlines.
+std::string join_lines(const std::vector<std::string>& v) {
+  std::string out;
+  for (auto& x : v) {
+    if (!out.empty()) out.push_back('\n');
+    out += x;
+  }
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    auto nl = s.find('\n', start);
+    if (nl == std::string::npos) nl = s.size();
+    out.push_back(s.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
 
 int64_t clamp_i64(uint64_t v) {
   return v > static_cast<uint64_t>(max_i64) ? max_i64 : static_cast<int64_t>(v);
@@ -175,7 +218,10 @@ class sqlite_backend final : public store_backend {
     // batch 200: FULL 74k msgs/s vs NORMAL 74k. Group commit amortises the
     // fsync, so FULL stays.
     // journal_size_limit: keep the WAL file from staying huge after a burst.
-    if (!exec("PRAGMA synchronous=FULL", err) || !exec("PRAGMA journal_size_limit=67108864", err))
+    // secure_delete: a deleted message's text is overwritten in the file, not
+    // only unlinked (protocol v2: "removed from the store, not only hidden").
+    if (!exec("PRAGMA synchronous=FULL", err) || !exec("PRAGMA journal_size_limit=67108864", err) ||
+        !exec("PRAGMA secure_delete=ON", err))
       return false;
     if (!migrate(err)) {
       err = "'" + path + "': " + err;
@@ -259,6 +305,28 @@ class sqlite_backend final : public store_backend {
       return true;
     } catch (const std::exception& e) {
       out.clear();
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool get_event(const std::string& room, uint64_t seq, stored_msg& out, bool& found,
+                 std::string& err) override {
+    found = false;
+    try {
+      if (seq == 0 || seq > static_cast<uint64_t>(max_i64)) return true;
+      std::vector<stored_msg> got;
+      {
+        use u{*get_event_};
+        u.bind(1, room);
+        u.bind(2, static_cast<int64_t>(seq));
+        if (!read_msgs(u, room, got, err, "read event")) return false;
+      }
+      if (got.empty()) return true;
+      out = std::move(got.front());
+      found = true;
+      return true;
+    } catch (const std::exception& e) {
       err = std::string{"sqlite store: "} + e.what();
       return false;
     }
@@ -412,17 +480,27 @@ class sqlite_backend final : public store_backend {
         return false;
       }
       for (auto& m : b.msgs) {
-        use u{*insert_msg_};
-        u.bind(1, b.room);
-        u.bind(2, static_cast<int64_t>(m.seq));
-        u.bind(3, m.ts);
-        u.bind(4, m.from);
-        u.bind(5, m.name);
-        u.bind(6, m.text);
-        u.bind(7, m.data);
-        u.bind(8, m.idem_key);
-        if (u.step() != SQLITE_DONE)
-          return abort_write(db_error(db_, "insert message into '" + b.room + "'"), err);
+        {
+          auto mentions = join_lines(m.mentions);
+          use u{*insert_msg_};
+          u.bind(1, b.room);
+          u.bind(2, static_cast<int64_t>(m.seq));
+          u.bind(3, m.ts);
+          u.bind(4, m.from);
+          u.bind(5, m.name);
+          u.bind(6, m.text);
+          u.bind(7, m.data);
+          u.bind(8, m.idem_key);
+          u.bind(9, static_cast<int64_t>(m.kind));
+          u.bind(10, clamp_i64(m.target));
+          u.bind(11, clamp_i64(m.reply_to));
+          u.bind(12, mentions);
+          u.bind(13, m.emoji);
+          u.bind(14, static_cast<int64_t>(m.on ? 1 : 0));
+          if (u.step() != SQLITE_DONE)
+            return abort_write(db_error(db_, "insert message into '" + b.room + "'"), err);
+        }
+        if (!apply_to_target(b.room, m, err)) return abort_write(err);
       }
       use u{*set_last_seq_};
       u.bind(1, b.room);
@@ -432,6 +510,87 @@ class sqlite_backend final : public store_backend {
     if (!step_done(*commit_, "commit", err)) return abort_write(err);
     write_error_.clear();
     return true;
+  }
+
+  // A change event just inserted: its target's stored state follows it (as
+  // apply_change does in memory), in the same transaction.
+  bool apply_to_target(const std::string& room, const stored_msg& m, std::string& err) {
+    auto target = clamp_i64(m.target);
+    int rc = SQLITE_DONE;
+    switch (m.kind) {
+      case event_kind::edited: {
+        use u{*apply_edit_};
+        u.bind(1, room);
+        u.bind(2, target);
+        u.bind(3, m.text);
+        u.bind(4, m.data);
+        u.bind(5, m.ts);
+        rc = u.step();
+        break;
+      }
+      case event_kind::deleted: {
+        {
+          use u{*apply_delete_};
+          u.bind(1, room);
+          u.bind(2, target);
+          rc = u.step();
+        }
+        if (rc == SQLITE_DONE) {
+          use u{*drop_reactions_};
+          u.bind(1, room);
+          u.bind(2, target);
+          rc = u.step();
+        }
+        break;
+      }
+      case event_kind::reaction: {
+        use u{m.on ? *add_reaction_ : *remove_reaction_};
+        u.bind(1, room);
+        u.bind(2, target);
+        u.bind(3, m.emoji);
+        u.bind(4, m.from);
+        if (m.on) u.bind(5, static_cast<int64_t>(m.seq));
+        rc = u.step();
+        break;
+      }
+      case event_kind::message:
+      case event_kind::moderation:
+        break;
+    }
+    if (rc == SQLITE_DONE) return true;
+    err = db_error(db_, "apply event " + std::to_string(m.seq) + " to its target in '" + room + "'");
+    return false;
+  }
+
+  // Fills in the reactions of the messages read (seqs ascending or not).
+  bool read_reactions(const std::string& room, std::vector<stored_msg>& msgs, std::string& err) {
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (auto& m : msgs)
+      if (m.kind == event_kind::message && !m.deleted) {
+        lo = std::min(lo, m.seq);
+        hi = std::max(hi, m.seq);
+      }
+    if (hi == 0) return true;
+    std::unordered_map<uint64_t, stored_msg*> by_seq;
+    for (auto& m : msgs) by_seq[m.seq] = &m;
+    use u{*reactions_in_};
+    u.bind(1, room);
+    u.bind(2, clamp_i64(lo));
+    u.bind(3, clamp_i64(hi));
+    int rc;
+    while ((rc = u.step()) == SQLITE_ROW) {
+      auto it = by_seq.find(static_cast<uint64_t>(u.i64(0)));
+      if (it == by_seq.end()) continue;
+      auto& rs = it->second->reactions;
+      auto emoji = u.text(1);
+      auto set = std::find_if(rs.begin(), rs.end(),
+                              [&](const reaction_set& r) { return r.emoji == emoji; });
+      if (set == rs.end()) set = rs.insert(rs.end(), reaction_set{std::move(emoji), {}});
+      set->users.push_back(u.text(2));
+    }
+    if (rc == SQLITE_DONE) return true;
+    err = db_error(db_, "read reactions");
+    return false;
   }
 
   bool trim_impl(const retention_policy& p, int64_t now, uint64_t& removed, std::string& err) {
@@ -478,6 +637,12 @@ class sqlite_backend final : public store_backend {
         u.bind(2, static_cast<int64_t>(keep_from));
         if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "delete messages"), err);
         removed += static_cast<uint64_t>(sqlite3_changes(db_));
+      }
+      {
+        use u{*trim_reactions_};
+        u.bind(1, r.name);
+        u.bind(2, static_cast<int64_t>(keep_from));
+        if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "delete reactions"), err);
       }
       use u{*set_first_seq_};
       u.bind(1, r.name);
@@ -553,9 +718,10 @@ class sqlite_backend final : public store_backend {
     return read_msgs(u, room, out.idem, err, "read idempotency keys");
   }
 
-  // Columns: seq, ts, from_user, name, text, data, idem_key.
+  // Columns: see prepare_all's `cols`. Then the reactions of what was read.
   bool read_msgs(use& u, const std::string& room, std::vector<stored_msg>& out, std::string& err,
                  const char* what) {
+    size_t start = out.size();
     int rc;
     while ((rc = u.step()) == SQLITE_ROW) {
       stored_msg m;
@@ -567,12 +733,29 @@ class sqlite_backend final : public store_backend {
       m.text = u.text(4);
       m.data = u.text(5);
       m.idem_key = u.text(6);
+      auto kind = u.i64(7);
+      m.kind = kind >= 0 && kind <= 4 ? static_cast<event_kind>(kind) : event_kind::message;
+      m.target = static_cast<uint64_t>(u.i64(8));
+      m.reply_to = static_cast<uint64_t>(u.i64(9));
+      m.mentions = split_lines(u.text(10));
+      m.emoji = u.text(11);
+      m.on = u.i64(12) != 0;
+      m.edited_ts = u.i64(13);
+      m.deleted = u.i64(14) != 0;
       out.push_back(std::move(m));
     }
-    if (rc == SQLITE_DONE) return true;
-    out.clear();
-    err = db_error(db_, what);
-    return false;
+    if (rc != SQLITE_DONE) {
+      out.clear();
+      err = db_error(db_, what);
+      return false;
+    }
+    if (start == 0) return read_reactions(room, out, err);
+    std::vector<stored_msg> tail(std::make_move_iterator(out.begin() + static_cast<std::ptrdiff_t>(start)),
+                                 std::make_move_iterator(out.end()));
+    out.resize(start);
+    if (!read_reactions(room, tail, err)) return false;
+    for (auto& m : tail) out.push_back(std::move(m));
+    return true;
   }
 
   bool step_done(stmt& s, const char* what, std::string& err) {
@@ -701,7 +884,9 @@ class sqlite_backend final : public store_backend {
       stmts_.push_back(&s);
       return true;
     };
-    constexpr const char* cols = "seq, ts, from_user, name, text, data, idem_key";
+    constexpr const char* cols =
+        "seq, ts, from_user, name, text, data, idem_key, kind, target, reply_to, mentions, emoji,"
+        " on_flag, edited_ts, deleted";
     auto sel = [&](const char* rest) {
       return std::string{"SELECT "} + cols + " FROM messages WHERE " + rest;
     };
@@ -713,6 +898,7 @@ class sqlite_backend final : public store_backend {
                 " WHERE room=?1 AND idem_key != '' AND ts >= ?2 ORDER BY seq";
     auto desc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq DESC LIMIT ?4");
     auto asc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq LIMIT ?4");
+    auto one = sel("room=?1 AND seq=?2");
     return add(begin_, "BEGIN IMMEDIATE") && add(commit_, "COMMIT") &&
            add(get_room_,
                "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name=?1") &&
@@ -723,8 +909,26 @@ class sqlite_backend final : public store_backend {
            add(recent_, recent.c_str()) && add(idem_, idem.c_str()) &&
            add(range_desc_, desc.c_str()) && add(range_asc_, asc.c_str()) &&
            add(insert_msg_,
-               "INSERT INTO messages(room, seq, ts, from_user, name, text, data, idem_key)"
-               " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)") &&
+               "INSERT INTO messages(room, seq, ts, from_user, name, text, data, idem_key, kind,"
+               " target, reply_to, mentions, emoji, on_flag)"
+               " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)") &&
+           add(get_event_, one.c_str()) &&
+           add(apply_edit_,
+               "UPDATE messages SET text=?3, data=?4, edited_ts=?5"
+               " WHERE room=?1 AND seq=?2 AND kind=0 AND deleted=0") &&
+           add(apply_delete_,
+               "UPDATE messages SET text='', data='', deleted=1"
+               " WHERE room=?1 AND (seq=?2 OR (target=?2 AND kind=1))") &&
+           add(drop_reactions_, "DELETE FROM reactions WHERE room=?1 AND seq=?2") &&
+           add(add_reaction_,
+               "INSERT OR IGNORE INTO reactions(room, seq, emoji, user_id, pos)"
+               " VALUES(?1, ?2, ?3, ?4, ?5)") &&
+           add(remove_reaction_,
+               "DELETE FROM reactions WHERE room=?1 AND seq=?2 AND emoji=?3 AND user_id=?4") &&
+           add(reactions_in_,
+               "SELECT seq, emoji, user_id FROM reactions WHERE room=?1 AND seq>=?2 AND seq<=?3"
+               " ORDER BY seq, pos") &&
+           add(trim_reactions_, "DELETE FROM reactions WHERE room=?1 AND seq<?2") &&
            add(set_last_seq_, "UPDATE rooms SET last_seq=?2 WHERE name=?1") &&
            add(set_first_seq_, "UPDATE rooms SET first_seq=?2 WHERE name=?1") &&
            add(all_rooms_, "SELECT name, last_seq, first_seq FROM rooms") &&
@@ -741,7 +945,8 @@ class sqlite_backend final : public store_backend {
   std::vector<std::unique_ptr<stmt>*> stmts_;
   std::unique_ptr<stmt> begin_, commit_, get_room_, claim_, insert_room_, recent_, idem_,
       range_desc_, range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
-      delete_before_, schema_version_, health_probe_;
+      delete_before_, schema_version_, health_probe_, get_event_, apply_edit_, apply_delete_,
+      drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_;
 };
 
 }  // namespace

@@ -343,6 +343,32 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
         if (!r) return r.error();
         return {std::move(r->first), r->second};
       },
+      [=](event_atom, const std::string& room,
+          uint64_t seq) -> caf::result<stored_msg, bool> {
+        // After the room's appends handed in before it, as range: a change
+        // committed a moment ago is in the state read here.
+        auto read = [=]() -> caf::expected<std::pair<stored_msg, bool>> {
+          std::pair<stored_msg, bool> out;
+          std::string err;
+          if (!self->state.backend->get_event(room, seq, out.first, out.second, err))
+            return store_error(err);
+          return out;
+        };
+        if (must_wait(self, room)) {
+          auto rp = self->make_response_promise<stored_msg, bool>();
+          defer(self, room, [rp, read]() mutable {
+            auto r = read();
+            if (r)
+              rp.deliver(std::move(r->first), r->second);
+            else
+              rp.deliver(r.error());
+          });
+          return rp;
+        }
+        auto r = read();
+        if (!r) return r.error();
+        return {std::move(r->first), r->second};
+      },
       [=](claims_atom, const claim_check& chk) -> caf::result<std::vector<std::string>> {
         std::vector<std::pair<std::string, uint64_t>> claims;
         claims.reserve(chk.rooms.size());

@@ -38,6 +38,9 @@ using store_actor = caf::typed_actor<
     caf::replies_to<append_atom, append_batch>::with<append_batch>,
     // The messages and the room's oldest stored seq (it moves when retention trims).
     caf::replies_to<range_atom, range_query>::with<std::vector<stored_msg>, uint64_t>,
+    // One event with its current state (room, seq) and whether it exists;
+    // answered after the appends of the room handed in before it.
+    caf::replies_to<event_atom, std::string, uint64_t>::with<stored_msg, bool>,
     // Whether a room has a row; never creates one (reads of unknown rooms).
     caf::replies_to<exists_atom, std::string>::with<bool>,
     // Which of a node's claimed rooms another node has claimed since.

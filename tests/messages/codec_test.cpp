@@ -836,8 +836,10 @@ const std::string kNasty = std::string("a\nb\rc") + kLineSep + kParaSep + "\t\"\
 TEST(Encode, Welcome) {
   auto j = parse_frame(encode_welcome("1", "alice", "Alice", "s-1", "node-a", 25));
   EXPECT_EQ(keys_of(j),
-            (std::set<std::string>{"type", "id", "user", "name", "session", "node", "heartbeat"}));
+            (std::set<std::string>{"type", "id", "user", "name", "session", "node", "heartbeat",
+                                   "protocol"}));
   EXPECT_EQ(j["type"], "welcome");
+  EXPECT_EQ(j["protocol"], 2);
   EXPECT_EQ(j["id"], 1);
   EXPECT_EQ(j["user"], "alice");
   EXPECT_EQ(j["name"], "Alice");
@@ -1080,11 +1082,23 @@ std::string check_decoded(const client_req& r, const limits& lim) {
     if (!valid_utf8(*s)) return "invalid UTF-8 in a field";
   const bool has_room = r.type == req_type::join || r.type == req_type::leave ||
                         r.type == req_type::send || r.type == req_type::history ||
-                        r.type == req_type::presence || r.type == req_type::typing;
+                        r.type == req_type::presence || r.type == req_type::typing ||
+                        r.type == req_type::edit || r.type == req_type::del ||
+                        r.type == req_type::react;
   if (has_room != !r.room.empty()) return "room set for the wrong type";
+  const bool has_target =
+      r.type == req_type::edit || r.type == req_type::del || r.type == req_type::react;
+  if (has_target != (r.seq != 0)) return "seq set for the wrong type";
+  if ((r.type == req_type::react) != !r.emoji.empty()) return "emoji set for the wrong type";
+  if (r.type == req_type::react && !valid_emoji(r.emoji)) return "bad emoji";
+  if (r.mentions.size() > max_mentions) return "too many mentions";
   if (has_room && !is_room(r.room)) return "bad room " + r.room;
-  const bool has_text = r.type == req_type::send || r.type == req_type::dm;
-  if (has_text) {
+  const bool has_text =
+      r.type == req_type::send || r.type == req_type::dm || r.type == req_type::edit;
+  if (r.type == req_type::del || r.type == req_type::react) {
+    if (!r.text.empty() || !r.data.empty()) return "text set for the wrong type";
+    if (r.idem_key.size() > lim.max_idem_key) return "long idempotency_key";
+  } else if (has_text) {
     size_t n = 0;
     if (!utf8_code_points(r.text, n) || n == 0 || n > lim.max_text_chars) return "bad text";
     if (r.idem_key.size() > lim.max_idem_key) return "long idempotency_key";
@@ -1142,6 +1156,20 @@ std::string check_decoded(const client_req& r, const limits& lim) {
       break;
     case req_type::ping:
       frames.push_back(encode_pong(r.id));
+      break;
+    case req_type::edit:
+      m.kind = event_kind::edited;
+      m.target = r.seq;
+      frames.push_back(encode_ack(r.id, r.room, 2, 1));
+      frames.push_back(encode_message(m));
+      break;
+    case req_type::del:
+    case req_type::react:
+      m.kind = r.type == req_type::del ? event_kind::deleted : event_kind::reaction;
+      m.target = r.seq;
+      m.emoji = r.emoji;
+      frames.push_back(encode_noop_ack(r.id, r.room));
+      frames.push_back(encode_message(m));
       break;
   }
   for (const auto& f : frames)

@@ -51,7 +51,16 @@ void check_one(std::string_view text, const chat::limits& lim) {
     return;
   }
   require(one_object(chat::encode_pong(r.id)));  // the id splices into any reply
-  chat::stored_msg m{r.room, 1, 1, "alice", "Alice", r.text, r.data, r.idem_key};
+  chat::stored_msg m;
+  m.room = r.room;
+  m.seq = m.ts = 1;
+  m.from = "alice";
+  m.name = "Alice";
+  m.text = r.text;
+  m.data = r.data;
+  m.idem_key = r.idem_key;
+  m.reply_to = r.reply_to;
+  m.mentions = r.mentions;
   switch (r.type) {
     case chat::req_type::join:
     case chat::req_type::leave:
@@ -84,6 +93,20 @@ void check_one(std::string_view text, const chat::limits& lim) {
     case chat::req_type::refresh:
       require(one_object(chat::encode_welcome(r.id, r.token, r.name, "s", "n", 25)));
       break;
+    case chat::req_type::edit:
+    case chat::req_type::del:
+    case chat::req_type::react: {
+      require(valid_room(r.room) && r.seq >= 1);
+      m.kind = r.type == chat::req_type::edit  ? chat::event_kind::edited
+               : r.type == chat::req_type::del ? chat::event_kind::deleted
+                                               : chat::event_kind::reaction;
+      m.target = r.seq;
+      m.emoji = r.emoji;
+      m.on = r.on;
+      if (r.type == chat::req_type::react) require(chat::valid_emoji(r.emoji));
+      require(one_object(chat::encode_message(m)));
+      break;
+    }
     case chat::req_type::rooms:
     case chat::req_type::ping:
       break;

@@ -253,6 +253,10 @@ class counting_backend : public chat::store_backend {
              std::string& err) override {
     return inner_->range(q, out, err);
   }
+  bool get_event(const std::string& room, uint64_t seq, chat::stored_msg& out, bool& found,
+                 std::string& err) override {
+    return inner_->get_event(room, seq, out, found, err);
+  }
   bool room_exists(const std::string& room, bool& out, std::string& err) override {
     return inner_->room_exists(room, out, err);
   }

@@ -1,0 +1,300 @@
+// Protocol v2 events (edit, delete, react, reply_to, mentions) against a real
+// chatd on its default store, a SQLite file: every row of the tables in
+// PROTOCOL-v2.md, history with the current state, recovery in seq order, a
+// restart keeping tombstones and reactions.
+#include <gtest/gtest.h>
+
+#include "tests/integration/chatd_process.hpp"
+#include "tests/integration/ws_client.hpp"
+
+using namespace chat_test;
+
+namespace {
+
+std::vector<std::string> args(const temp_dir& dir, std::vector<std::string> more = {}) {
+  std::vector<std::string> a = {"--allow-anonymous", "--db", dir.path() + "/chat.db",
+                                "--log-level",       "warn", "--rate",
+                                "100000",            "--burst", "100000"};
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+struct Events : ::testing::Test {
+  temp_dir dir;
+  std::optional<chatd_process> server;
+  int next_id = 100;
+
+  void start(std::vector<std::string> more = {}) {
+    server.emplace(args(dir, more));
+    ASSERT_TRUE(server->ok()) << server->log();
+  }
+  void SetUp() override { start(); }
+
+  void hello(ws_client& c, const std::string& name) {
+    auto w = c.hello_name(server->port(), name);
+    ASSERT_TRUE(is_type(w, "welcome")) << w;
+  }
+  json join(ws_client& c, const std::string& room, json extra = json::object()) {
+    json req{{"type", "join"}, {"room", room}};
+    req.update(extra);
+    auto j = c.request(req, next_id++);
+    return j ? *j : json();
+  }
+  json ask(ws_client& c, json req) {
+    auto r = c.request(std::move(req), next_id++);
+    return r ? *r : json();
+  }
+  json send(ws_client& c, const std::string& room, const std::string& text,
+            json extra = json::object()) {
+    json req{{"type", "send"}, {"room", room}, {"text", text}};
+    req.update(extra);
+    return ask(c, req);
+  }
+  // The next event of `type` in `room` on c.
+  json event(ws_client& c, const std::string& type) {
+    auto e = c.recv_until([&](const json& x) { return is_type(x, type.c_str()); });
+    return e ? *e : json();
+  }
+  json history(ws_client& c, const std::string& room) {
+    return ask(c, {{"type", "history"}, {"room", room}, {"limit", 100}});
+  }
+};
+
+std::string code_of(const json& j) { return is_type(j, "error") ? j.value("code", "") : ""; }
+
+}  // namespace
+
+TEST_F(Events, WelcomeSaysProtocol2) {
+  ws_client a;
+  auto w = a.hello_name(server->port(), "alice");
+  EXPECT_EQ(w["protocol"], 2) << w;
+}
+
+TEST_F(Events, EditDeleteReactFollowTheRules) {
+  ws_client a, b;
+  hello(a, "alice");
+  hello(b, "bob");
+  join(a, "r");
+  join(b, "r");
+  auto m = send(a, "r", "helo wrold", {{"data", {{"v", 1}}}});
+  ASSERT_EQ(m["seq"], 1) << m;
+
+  // edit: the author only, a new seq, both members see it.
+  EXPECT_EQ(code_of(ask(b, {{"type", "edit"}, {"room", "r"}, {"seq", 1}, {"text", "mine"}})),
+            "forbidden");
+  auto e = ask(a, {{"type", "edit"}, {"room", "r"}, {"seq", 1}, {"text", "hello world"}});
+  ASSERT_TRUE(is_type(e, "ack")) << e;
+  EXPECT_EQ(e["seq"], 2);
+  for (auto* c : {&a, &b}) {
+    auto ev = event(*c, "message_edited");
+    EXPECT_EQ(ev["seq"], 2) << ev;
+    EXPECT_EQ(ev["target"], 1);
+    EXPECT_EQ(ev["from"], "alice");
+    EXPECT_EQ(ev["text"], "hello world");
+    EXPECT_FALSE(ev.contains("data"));  // the edit replaced the data with none
+  }
+  EXPECT_EQ(code_of(ask(a, {{"type", "edit"}, {"room", "r"}, {"seq", 9}, {"text", "x"}})),
+            "not_found");
+  EXPECT_EQ(code_of(ask(a, {{"type", "edit"}, {"room", "r"}, {"seq", 2}, {"text", "x"}})),
+            "not_found");  // seq 2 is an edit, not a message
+
+  // react: a new seq; the same again is a noop; removing it another seq.
+  auto r1 = ask(b, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "👍"}, {"on", true}});
+  ASSERT_TRUE(is_type(r1, "ack")) << r1;
+  EXPECT_EQ(r1["seq"], 3);
+  auto ev = event(a, "reaction");
+  EXPECT_EQ(ev["user"], "bob");
+  EXPECT_EQ(ev["emoji"], "👍");
+  EXPECT_EQ(ev["on"], true);
+  EXPECT_EQ(ev["target"], 1);
+  auto again = ask(b, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "👍"}, {"on", true}});
+  EXPECT_EQ(again, json::parse(R"({"type":"ack","id":)" + std::to_string(next_id - 1) +
+                               R"(,"room":"r","noop":true})"));
+  auto off_none = ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "🎉"}, {"on", false}});
+  EXPECT_EQ(off_none["noop"], true) << off_none;
+  ASSERT_TRUE(is_type(ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "🎉"}}), "ack"));
+  EXPECT_EQ(code_of(ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "two words"}})),
+            "bad_request");
+  EXPECT_EQ(code_of(ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 3}, {"emoji", "👍"}})),
+            "not_found");  // a reaction event is not a message
+
+  // history: the message as it is now.
+  auto h = history(b, "r");
+  ASSERT_TRUE(is_type(h, "history")) << h;
+  ASSERT_EQ(h["messages"].size(), 4u);
+  json cur = h["messages"][0];
+  EXPECT_EQ(cur["text"], "hello world");
+  EXPECT_TRUE(cur["edited_ts"].is_number_integer());
+  EXPECT_EQ(cur["reactions"], json::parse(R"([{"emoji":"👍","count":1,"users":["bob"]},
+                                               {"emoji":"🎉","count":1,"users":["alice"]}])"));
+  EXPECT_EQ(h["messages"][1]["type"], "message_edited");
+  EXPECT_EQ(h["messages"][2]["type"], "reaction");
+
+  // delete: the author (not bob); afterwards nothing more on it.
+  EXPECT_EQ(code_of(ask(b, {{"type", "delete"}, {"room", "r"}, {"seq", 1}})), "forbidden");
+  auto d = ask(a, {{"type", "delete"}, {"room", "r"}, {"seq", 1}});
+  ASSERT_TRUE(is_type(d, "ack")) << d;
+  EXPECT_EQ(d["seq"], 5);
+  auto dv = event(b, "message_deleted");
+  EXPECT_EQ(dv["target"], 1);
+  EXPECT_EQ(dv["by"], "alice");
+  EXPECT_EQ(code_of(ask(a, {{"type", "delete"}, {"room", "r"}, {"seq", 1}})), "not_found");
+  EXPECT_EQ(code_of(ask(a, {{"type", "edit"}, {"room", "r"}, {"seq", 1}, {"text", "x"}})),
+            "not_found");
+  EXPECT_EQ(code_of(ask(b, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "👀"}})),
+            "not_found");
+  h = history(b, "r");
+  cur = h["messages"][0];
+  EXPECT_EQ(cur["deleted"], true) << cur;
+  EXPECT_FALSE(cur.contains("text"));
+  EXPECT_FALSE(cur.contains("data"));
+  EXPECT_FALSE(cur.contains("reactions"));
+  EXPECT_EQ(h["messages"][1]["text"], "");  // the edit lost its text with the message
+  // Not joined: not_member, as for send.
+  ws_client c;
+  hello(c, "carol");
+  EXPECT_EQ(code_of(ask(c, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "👍"}})),
+            "not_member");
+}
+
+TEST_F(Events, AtMostTwentyDistinctEmojiPerMessage) {
+  ws_client a;
+  hello(a, "alice");
+  join(a, "r");
+  ASSERT_EQ(send(a, "r", "pick")["seq"], 1);
+  for (int i = 0; i < 20; ++i) {
+    auto r = ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "e" + std::to_string(i)}});
+    ASSERT_TRUE(is_type(r, "ack")) << r;
+  }
+  EXPECT_EQ(code_of(ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "e20"}})),
+            "bad_request");
+  // A known emoji still counts another user.
+  ws_client b;
+  hello(b, "bob");
+  join(b, "r");
+  EXPECT_TRUE(is_type(ask(b, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "e3"}}), "ack"));
+}
+
+TEST_F(Events, RepliesAndMentions) {
+  ws_client a, b, carol;
+  hello(a, "alice");
+  hello(b, "bob");
+  hello(carol, "carol");  // connected, in no room
+  join(a, "r");
+  join(b, "r");
+  ASSERT_EQ(send(a, "r", "question?")["seq"], 1);
+  ASSERT_TRUE(is_type(ask(a, {{"type", "react"}, {"room", "r"}, {"seq", 1}, {"emoji", "❓"}}), "ack"));
+  EXPECT_EQ(code_of(send(b, "r", "x", {{"reply_to", 99}})), "not_found");
+  EXPECT_EQ(code_of(send(b, "r", "x", {{"reply_to", 2}})), "not_found");  // a reaction
+  json many = json::array();
+  for (int i = 0; i < 51; ++i) many.push_back("u" + std::to_string(i));
+  EXPECT_EQ(code_of(send(b, "r", "x", {{"mentions", many}})), "bad_request");
+  auto ack = send(b, "r", "answer, @carol", {{"reply_to", 1}, {"mentions", {"carol", "alice", "bob"}}});
+  ASSERT_TRUE(is_type(ack, "ack")) << ack;
+  auto m = event(a, "message");
+  while (m.value("seq", 0) != ack["seq"] && !m.is_null()) m = event(a, "message");
+  EXPECT_EQ(m["reply_to"], 1);
+  EXPECT_EQ(m["mentions"], json::parse(R"(["carol","alice","bob"])"));
+  auto n = event(carol, "mention");
+  EXPECT_EQ(n, json::parse(R"({"type":"mention","room":"r","seq":)" + ack["seq"].dump() +
+                           R"(,"from":"bob"})"));
+  EXPECT_TRUE(event(a, "mention").is_object());
+  // The author is not told of mentioning themself.
+  EXPECT_FALSE(b.recv_until([](const json& x) { return is_type(x, "mention"); },
+                            std::chrono::milliseconds(300)));
+}
+
+TEST_F(Events, ChangesToMessagesOlderThanTheWindowReadTheStore) {
+  server.reset();
+  start({"--history-window", "2"});
+  ws_client a;
+  hello(a, "alice");
+  join(a, "old");
+  for (int i = 1; i <= 6; ++i) ASSERT_EQ(send(a, "old", "m" + std::to_string(i))["seq"], i);
+  // seq 1 left the window long ago: its author and state come from the store.
+  EXPECT_TRUE(is_type(ask(a, {{"type", "edit"}, {"room", "old"}, {"seq", 1}, {"text", "m1!"}}), "ack"));
+  EXPECT_TRUE(is_type(ask(a, {{"type", "react"}, {"room", "old"}, {"seq", 2}, {"emoji", "👍"}}), "ack"));
+  EXPECT_EQ(ask(a, {{"type", "react"}, {"room", "old"}, {"seq", 2}, {"emoji", "👍"}})["noop"], true);
+  EXPECT_TRUE(is_type(ask(a, {{"type", "delete"}, {"room", "old"}, {"seq", 3}}), "ack"));
+  EXPECT_EQ(code_of(ask(a, {{"type", "delete"}, {"room", "old"}, {"seq", 3}})), "not_found");
+  // Pipelined: a reply to an old message, then a plain send: sequenced in order.
+  a.send({{"type", "send"}, {"id", 1}, {"room", "old"}, {"text", "re"}, {"reply_to", 4}});
+  a.send({{"type", "send"}, {"id", 2}, {"room", "old"}, {"text", "after"}});
+  auto r1 = a.reply(1), r2 = a.reply(2);
+  ASSERT_TRUE(r1 && r2);
+  EXPECT_LT((*r1)["seq"].get<uint64_t>(), (*r2)["seq"].get<uint64_t>());
+  auto h = history(a, "old");
+  EXPECT_EQ(h["messages"][0]["text"], "m1!");
+  EXPECT_EQ(h["messages"][1]["reactions"][0]["count"], 1);
+  EXPECT_EQ(h["messages"][2]["deleted"], true);
+}
+
+TEST_F(Events, RestartKeepsStateAndRecoveryReplaysEventsInOrder) {
+  std::string epoch;
+  {
+    ws_client a, b;
+    hello(a, "alice");
+    hello(b, "bob");
+    epoch = join(a, "keep")["epoch"];
+    join(b, "keep");
+    ASSERT_EQ(send(a, "keep", "one")["seq"], 1);
+    ASSERT_EQ(send(a, "keep", "two")["seq"], 2);
+    ASSERT_EQ(ask(a, {{"type", "edit"}, {"room", "keep"}, {"seq", 1}, {"text", "one'"}})["seq"], 3);
+    ASSERT_EQ(ask(b, {{"type", "react"}, {"room", "keep"}, {"seq", 1}, {"emoji", "🔥"}})["seq"], 4);
+    ASSERT_EQ(ask(a, {{"type", "delete"}, {"room", "keep"}, {"seq", 2}})["seq"], 5);
+  }
+  ASSERT_EQ(server->terminate(), 0);
+  server.reset();
+  start();
+  ws_client c;
+  hello(c, "carol");
+  // Recovery from seq 0: every event, in seq order, as stored (the message
+  // with its current state, then the changes that lead there).
+  // The replayed events come before `joined`.
+  c.send({{"type", "join"}, {"id", 7}, {"room", "keep"}, {"since", 0}, {"epoch", epoch}});
+  std::vector<json> got;
+  for (int i = 0; i < 20; ++i) {
+    auto e = c.recv();
+    ASSERT_TRUE(e) << "after " << got.size() << " events";
+    if (is_type(*e, "joined")) {
+      EXPECT_EQ((*e)["recovered"], true) << *e;
+      break;
+    }
+    got.push_back(*e);
+  }
+  std::vector<std::string> types;
+  for (auto& e : got) types.push_back(e["type"]);
+  EXPECT_EQ(types, (std::vector<std::string>{"message", "message", "message_edited", "reaction",
+                                             "message_deleted"}));
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i]["seq"], i + 1);
+  EXPECT_FALSE(got[1].contains("text"));  // deleted: the text is gone for good
+  auto h = history(c, "keep");
+  ASSERT_EQ(h["messages"].size(), 5u) << h;
+  EXPECT_EQ(h["messages"][0]["text"], "one'");
+  EXPECT_EQ(h["messages"][0]["reactions"][0]["users"], json::parse(R"(["bob"])"));
+  EXPECT_EQ(h["messages"][1]["deleted"], true);
+  // And a change after the restart continues the seq.
+  ASSERT_TRUE(is_type(ask(c, {{"type", "react"}, {"room", "keep"}, {"seq", 1}, {"emoji", "🔥"}}), "ack"));
+  EXPECT_EQ(history(c, "keep")["messages"][0]["reactions"][0]["count"], 2);
+}
+
+TEST_F(Events, DeletedTextIsGoneFromTheFile) {
+  ws_client a;
+  hello(a, "alice");
+  join(a, "r");
+  ASSERT_EQ(send(a, "r", "zq-very-secret-token-zq")["seq"], 1);
+  ASSERT_TRUE(is_type(ask(a, {{"type", "delete"}, {"room", "r"}, {"seq", 1}}), "ack"));
+  ASSERT_EQ(server->terminate(), 0);  // checkpoints the WAL into the file
+  server.reset();
+  std::string all;
+  for (auto name : {"/chat.db", "/chat.db-wal"}) {
+    FILE* f = std::fopen((dir.path() + name).c_str(), "rb");
+    if (!f) continue;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) all.append(buf, n);
+    std::fclose(f);
+  }
+  ASSERT_FALSE(all.empty());
+  EXPECT_EQ(all.find("zq-very-secret-token-zq"), std::string::npos);
+}
