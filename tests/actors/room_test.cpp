@@ -1408,3 +1408,142 @@ TEST_F(FencingTest, TheDirectoryStopsARoomWhoseClaimWasTakenWithoutAnAppend) {
   EXPECT_EQ(rec(gw).downs[0].source, r.address());
   EXPECT_EQ(state_of<directory_state>(d).rooms.count("quiet"), 0u);
 }
+
+// --- protocol v2: changes to messages ----------------------------------------------
+
+namespace {
+
+send_req change_req(const std::string& room, conn_ref c, const std::string& user, event_kind kind,
+                    uint64_t target, const std::string& id) {
+  auto r = make_send(room, std::move(c), member_info{user, display(user)}, id, "");
+  r.kind = kind;
+  r.target = target;
+  if (kind == event_kind::edited) r.text = "edited by " + user;
+  return r;
+}
+
+}  // namespace
+
+struct RoomEventsTest : RoomTest {
+  actor r, gw;
+  void SetUp() override {
+    r = room("general");
+    gw = gateway();
+    join(r, gw, 1, "alice");
+    join(r, gw, 2, "bob");
+    sched.run();
+  }
+  conn_ref conn(uint64_t id) { return conn_ref{as_gw(gw), id}; }
+  void change(uint64_t c, const std::string& user, event_kind kind, uint64_t target,
+              const std::string& id, bool admin = false) {
+    auto req = change_req("general", conn(c), user, kind, target, id);
+    req.admin = admin;
+    self->send(r, std::move(req));
+  }
+  void react(uint64_t c, const std::string& user, uint64_t target, const std::string& emoji,
+             bool on, const std::string& id) {
+    auto req = change_req("general", conn(c), user, event_kind::reaction, target, id);
+    req.emoji = emoji;
+    req.on = on;
+    self->send(r, std::move(req));
+  }
+  // The reply to request `id` as the client sees it.
+  json reply(const std::string& id) {
+    for (auto& f : rec(gw).to_conns) {
+      auto j = parse(f.frame);
+      if (j.contains("id") && j["id"].dump() == id) return j;
+    }
+    return json();
+  }
+};
+
+TEST_F(RoomEventsTest, ChangesInOneBatchAreCheckedInSeqOrder) {
+  say(r, gw, 1, "alice", "m1", "1");
+  sched.run();
+  // m2's append is in flight while the rest queue: they go as one batch,
+  // checked one after the other against the state the ones before leave.
+  say(r, gw, 1, "alice", "m2", "2");
+  change(1, "alice", event_kind::deleted, 1, "3");
+  change(1, "alice", event_kind::deleted, 1, "4");
+  change(1, "alice", event_kind::edited, 1, "5");
+  react(2, "bob", 1, "👍", true, "6");
+  react(2, "bob", 2, "👍", true, "7");
+  react(2, "bob", 2, "👍", true, "8");
+  auto calls = backend->append_calls;
+  sched.run();
+  EXPECT_EQ(backend->append_calls, calls + 2);  // m2, then everything else at once
+  EXPECT_EQ(reply("3")["seq"], 3);
+  EXPECT_EQ(reply("4")["code"], "not_found");
+  EXPECT_EQ(reply("5")["code"], "not_found");
+  EXPECT_EQ(reply("6")["code"], "not_found");  // deleted before it
+  EXPECT_EQ(reply("7")["seq"], 4);
+  EXPECT_EQ(reply("8")["noop"], true);
+  EXPECT_FALSE(reply("8").contains("seq"));
+  EXPECT_EQ(state_of<room_state>(r).last_seq, 4u);
+  // Every member saw the two events, in order, after the messages.
+  std::vector<uint64_t> seqs;
+  for (auto& d : rec(gw).delivers)
+    if (d.seq > 0) seqs.push_back(d.seq);
+  EXPECT_EQ(seqs, iota_seqs(1, 4));
+  auto del = delivered(gw, "message_deleted");
+  ASSERT_EQ(del.size(), 1u);
+  EXPECT_EQ(del[0]["by"], "alice");
+  // The window holds the current state: history from memory shows it.
+  history(r, gw, 1, 0, 10, "9");
+  sched.run();
+  auto h = reply("9");
+  ASSERT_EQ(h["messages"].size(), 4u) << h;
+  EXPECT_EQ(h["messages"][0]["deleted"], true);
+  EXPECT_EQ(h["messages"][1]["reactions"][0]["users"], json::parse(R"(["bob"])"));
+}
+
+TEST_F(RoomEventsTest, OnlyTheAuthorEditsAndDeletesUnlessAdmin) {
+  say(r, gw, 1, "alice", "mine", "1");
+  sched.run();
+  change(2, "bob", event_kind::edited, 1, "2");
+  change(2, "bob", event_kind::deleted, 1, "3");
+  sched.run();
+  EXPECT_EQ(reply("2")["code"], "forbidden");
+  EXPECT_EQ(reply("3")["code"], "forbidden");
+  change(2, "bob", event_kind::deleted, 1, "4", /*admin=*/true);
+  sched.run();
+  EXPECT_EQ(reply("4")["seq"], 2);
+  // A connection that did not join cannot change anything.
+  change(9, "mallory", event_kind::deleted, 1, "5", true);
+  sched.run();
+  EXPECT_EQ(reply("5")["code"], "not_member");
+}
+
+TEST_F(RoomEventsTest, ATargetOlderThanTheWindowIsReadFromTheStoreInOrder) {
+  auto cfg = test_room_config();
+  cfg.window = 2;
+  auto small = room("small", cfg);
+  join(small, gw, 1, "alice");
+  sched.run();
+  for (int i = 1; i <= 5; ++i)
+    self->send(small, make_send("small", conn(1), member_info{"alice", "Alice"}, "", "m"));
+  sched.run();
+  ASSERT_EQ(state_of<room_state>(small).recent.oldest_seq(), 4u);
+  // The edit waits for the store; the send behind it waits behind it.
+  self->send(small, change_req("small", conn(1), "alice", event_kind::edited, 1, "10"));
+  self->send(small, make_send("small", conn(1), member_info{"alice", "Alice"}, "11", "after"));
+  self->send(small, change_req("small", conn(1), "alice", event_kind::edited, 2, "12"));
+  sched.run();
+  EXPECT_EQ(reply("10")["seq"], 6);
+  EXPECT_EQ(reply("11")["seq"], 7);
+  EXPECT_EQ(reply("12")["seq"], 8);
+  // What was read is kept current: a second edit of seq 1 needs no read and
+  // sees the first (a delete now, then not found).
+  self->send(small, change_req("small", conn(1), "alice", event_kind::deleted, 1, "13"));
+  self->send(small, change_req("small", conn(1), "alice", event_kind::edited, 1, "14"));
+  sched.run();
+  EXPECT_EQ(reply("13")["seq"], 9);
+  EXPECT_EQ(reply("14")["code"], "not_found");
+  stored_msg m;
+  bool found = false;
+  std::string err;
+  ASSERT_TRUE(backend->get_event("small", 2, m, found, err)) << err;
+  EXPECT_EQ(m.text, "edited by alice");
+  EXPECT_FALSE(state_of<room_state>(small).looking_up);
+  EXPECT_TRUE(state_of<room_state>(small).held.empty());
+}
