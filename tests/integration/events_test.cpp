@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/integration/chatd_process.hpp"
+#include "tests/integration/cluster_fixture.hpp"
 #include "tests/integration/ws_client.hpp"
 
 using namespace chat_test;
@@ -297,4 +298,55 @@ TEST_F(Events, DeletedTextIsGoneFromTheFile) {
   }
   ASSERT_FALSE(all.empty());
   EXPECT_EQ(all.find("zq-very-secret-token-zq"), std::string::npos);
+}
+
+// The same events when the room lives on a third node: every field crosses
+// CAF remoting, mentions reach a user whose connections are on another node.
+TEST(EventsCluster, ChangesAndMentionsAcrossThreeNodes) {
+  cluster_fixture cl;
+  for (size_t i = 0; i < 3; ++i) cl.start(i);
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cl.nodes[i]->ok()) << cl.nodes[i]->log();
+    ASSERT_TRUE(cl.ready(i)) << cl.nodes[i]->log();
+  }
+  auto room = room_homed_on(2, "ev-");
+  ws_client a, b, carol;
+  ASSERT_TRUE(is_type(a.hello_name(cl.http[0], "alice"), "welcome"));
+  ASSERT_TRUE(is_type(b.hello_name(cl.http[1], "bob"), "welcome"));
+  ASSERT_TRUE(is_type(carol.hello_name(cl.http[0], "carol"), "welcome"));
+  int id = 10;
+  auto ask = [&](ws_client& c, json req) {
+    auto r = c.request(std::move(req), id++);
+    return r ? *r : json();
+  };
+  ASSERT_TRUE(is_type(ask(a, {{"type", "join"}, {"room", room}}), "joined"));
+  ASSERT_TRUE(is_type(ask(b, {{"type", "join"}, {"room", room}}), "joined"));
+  auto m = ask(a, {{"type", "send"}, {"room", room}, {"text", "hi @carol"}, {"mentions", {"carol"}}});
+  ASSERT_EQ(m["seq"], 1) << m;
+  auto n = carol.recv_until([](const json& x) { return is_type(x, "mention"); });
+  ASSERT_TRUE(n);
+  EXPECT_EQ((*n)["room"], room);
+  EXPECT_EQ((*n)["from"], "alice");
+  EXPECT_EQ(ask(b, {{"type", "edit"}, {"room", room}, {"seq", 1}, {"text", "x"}})["code"], "forbidden");
+  a.send({{"type", "edit"}, {"id", 1}, {"room", room}, {"seq", 1}, {"text", "hi all"}});
+  // bob (on n2) sees the edit live, before anything else he asks.
+  auto edited = b.recv_until([](const json& x) { return is_type(x, "message_edited"); });
+  ASSERT_TRUE(edited);
+  EXPECT_EQ((*edited)["text"], "hi all");
+  EXPECT_EQ((*edited)["seq"], 2);
+  auto ea = a.reply(1);
+  ASSERT_TRUE(ea);
+  EXPECT_EQ((*ea)["seq"], 2);
+  EXPECT_EQ(ask(b, {{"type", "react"}, {"room", room}, {"seq", 1}, {"emoji", "🙌"}})["seq"], 3);
+  EXPECT_EQ(ask(b, {{"type", "react"}, {"room", room}, {"seq", 1}, {"emoji", "🙌"}})["noop"], true);
+  auto reply = ask(b, {{"type", "send"}, {"room", room}, {"text", "yo"}, {"reply_to", 1}});
+  EXPECT_EQ(reply["seq"], 4);
+  EXPECT_EQ(ask(a, {{"type", "delete"}, {"room", room}, {"seq", 4}})["code"], "forbidden");
+  EXPECT_EQ(ask(b, {{"type", "delete"}, {"room", room}, {"seq", 4}})["seq"], 5);
+  auto h = ask(a, {{"type", "history"}, {"room", room}});
+  ASSERT_EQ(h["messages"].size(), 5u) << h;
+  EXPECT_EQ(h["messages"][0]["text"], "hi all");
+  EXPECT_EQ(h["messages"][0]["reactions"][0]["users"], json::parse(R"(["bob"])"));
+  EXPECT_EQ(h["messages"][3]["deleted"], true);
+  EXPECT_EQ(h["messages"][3]["reply_to"], 1);
 }
