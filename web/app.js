@@ -1,4 +1,5 @@
-// Web client for the chat server (protocol: docs / shared PROTOCOL.md, version 1).
+// Web client for the chat server (protocol: docs/protocol.md, version 1; version 2 adds edits,
+// deletes, reactions, replies and mentions, used when `welcome` says "protocol":2).
 // Plain JS, no build step. All user-provided text goes through textContent / createElement:
 // never innerHTML.
 'use strict';
@@ -13,6 +14,13 @@
   const REQUEST_TIMEOUT_MS = 15000;
   const MAX_TEXT_CODEPOINTS = 4096;
   const ROOM_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+  const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '😮'];
+  const MAX_MENTIONS = 50;
+  const MAX_SUGGESTIONS = 8;
+  const MAX_MENTION_NOTES = 5;
+  const MENTION_NOTE_MS = 30000;
+  // Objects that take a room's seq (protocol v2: changes to a message are events of their own).
+  const ROOM_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction', 'moderation']);
   // Close codes after which reconnecting cannot help: say why instead.
   const FINAL_CLOSES = {
     4001: 'Sign-in refused',
@@ -50,6 +58,9 @@
     typing: byId('typing'), composer: byId('composer'), composerInput: byId('composer-input'),
     sendButton: byId('send-button'), peopleTitle: byId('people-title'),
     presence: byId('presence-list'), toast: byId('toast'),
+    replyPreview: byId('reply-preview'), replyPreviewText: byId('reply-preview-text'),
+    replyCancel: byId('reply-cancel'), suggestions: byId('mention-suggestions'),
+    mentionNotes: byId('mention-notes'),
   };
 
   // ---------------------------------------------------------------- state
@@ -81,6 +92,13 @@
     final: false,         // closed for good (4001/4002/4003/4009): no automatic reconnect
     keyPrefix: randomHex(8),
     keyCounter: 0,
+    protocol: 1,          // from welcome: 2 enables edit/delete/react/reply/mentions
+    replyTo: null,        // {room, seq}: the message the composer answers
+    editing: null,        // {room, seq, draft, busy}: the message being edited in place
+    confirmDelete: null,  // {room, seq}: the message whose delete awaits a confirmation
+    mentionSeen: new Set(), // room + '\n' + seq of mention notifications shown
+    jumpTo: null,         // {room, seq}: scroll there once that message is loaded
+    suggest: null,        // {start, end, items, index}: the open @-completion
   };
 
   function randomHex(bytes) {
@@ -129,6 +147,7 @@
     r = {
       name, dm: isDmName(name), peer: null,
       msgs: [], seqs: new Set(), seq: 0, epoch: null, more: true, loaded: false,
+      bySeq: new Map(), minSeq: Infinity, mentioned: false,
       loadingOlder: false, joined: false, joining: false, joinable: true,
       unread: 0, members: new Map(), memberCount: 0, typing: new Map(),
       lastTypingSent: 0, noTyping: false,
@@ -152,8 +171,11 @@
   function clearMessages(r) {
     r.msgs = [];
     r.seqs = new Set();
+    r.bySeq = new Map();
+    r.minSeq = Infinity;
     r.seq = 0;
     r.more = true;
+    if (S.replyTo && S.replyTo.room === r.name) { S.replyTo = null; renderReplyPreview(); }
     if (S.active === r) renderMessages();
   }
 
@@ -242,6 +264,10 @@
     S.me = String(w.user);
     S.myName = w.name || S.me;
     S.names.set(S.me, S.myName);
+    const protocol = typeof w.protocol === 'number' ? w.protocol : 1;
+    if (protocol !== S.protocol) S.renderedRoom = undefined; // the message actions depend on it
+    S.protocol = protocol;
+    ui.app.setAttribute('data-protocol', String(S.protocol));
     S.helloError = null;
     S.onlineSince = Date.now();
     const first = !S.everOnline;
@@ -256,7 +282,7 @@
     if (first && S.rooms.size === 0) {
       const saved = store.get('rooms.' + S.me);
       const names = saved && Array.isArray(saved.rooms) && saved.rooms.length ? saved.rooms : ['general'];
-      for (const n of names) if (typeof n === 'string' && ROOM_RE.test(n)) addRoom(n);
+      for (const n of names) if (typeof n === 'string' && (ROOM_RE.test(n) || (n.startsWith('dm:') && n.length <= 600))) addRoom(n);
       const act = saved && saved.active && S.rooms.get(saved.active);
       setActive(act || S.rooms.values().next().value || null);
     }
@@ -382,6 +408,10 @@
     }
     switch (m.type) {
       case 'message': onMessage(m, true); break;
+      case 'message_edited': case 'message_deleted': case 'reaction': case 'moderation':
+        onRoomEvent(m);
+        break;
+      case 'mention': onMention(m); break;
       case 'member_joined': memberJoined(m.room, m.user, m.name); break;
       case 'member_left': memberLeft(m.room, m.user); break;
       case 'presence_diff': {
@@ -431,28 +461,143 @@
     }
   }
 
-  function normMsg(m) {
+  // A change to a message (protocol v2), live or replayed in recovery: it takes a seq of the
+  // room like a message, so it counts for dedupe and for `since`; it never opens a room.
+  function onRoomEvent(m) {
+    if (typeof m.room !== 'string' || typeof m.seq !== 'number') return;
+    const r = S.rooms.get(m.room);
+    if (r) insertMessages(r, [m]);
+  }
+
+  // `{"type":"mention","room","seq","from"}`: delivered to every connection of the mentioned user.
+  function onMention(m) {
+    if (typeof m.room !== 'string' || m.seq == null) return;
+    const key = m.room + '\n' + m.seq;
+    if (S.mentionSeen.has(key)) return;
+    S.mentionSeen.add(key);
+    const from = m.from != null ? String(m.from) : '';
+    if (from && from === S.me) return;
+    const r = S.rooms.get(m.room);
+    if (r && (r !== S.active || document.hidden)) { r.mentioned = true; renderRoomList(); }
+    showMentionNote(m.room, Number(m.seq), from);
+  }
+
+  const isEvent = (m) => typeof m.type === 'string' && ROOM_EVENTS.has(m.type);
+
+  function normReactions(list) {
+    const out = [];
+    if (!Array.isArray(list)) return out;
+    for (const x of list) {
+      if (!x || typeof x.emoji !== 'string' || !x.emoji) continue;
+      const users = Array.isArray(x.users) ? [...new Set(x.users.filter((u) => u != null).map(String))] : [];
+      const count = Math.max(typeof x.count === 'number' ? x.count : 0, users.length);
+      if (count > 0) out.push({ emoji: x.emoji, count, users });
+    }
+    return out;
+  }
+
+  // `v`: the highest seq of the room this state already reflects. A message object carries its
+  // current state (history, recovery), so changes with a seq up to `v` are already in it.
+  function normMsg(m, v) {
+    const deleted = m.deleted === true;
     return {
       seq: m.seq, ts: typeof m.ts === 'number' ? m.ts : null,
       from: m.from != null ? String(m.from) : '', name: m.name != null ? String(m.name) : '',
-      text: typeof m.text === 'string' ? m.text : '', data: m.data,
+      text: !deleted && typeof m.text === 'string' ? m.text : '', data: deleted ? undefined : m.data,
+      replyTo: typeof m.reply_to === 'number' && m.reply_to > 0 ? m.reply_to : null,
+      mentions: Array.isArray(m.mentions) ? m.mentions.filter((u) => u != null).map(String) : [],
+      editedTs: !deleted && typeof m.edited_ts === 'number' && m.edited_ts > 0 ? m.edited_ts : null,
+      deleted,
+      reactions: deleted ? [] : normReactions(m.reactions),
+      v: Math.max(v, m.seq),
     };
   }
 
-  // Merge messages into a room, deduplicated by seq; renders into the active room.
-  // Returns how many were new.
+  // Applies a change event to the message it targets, if that message is loaded and does not
+  // already reflect it. Reactions are sets keyed by (emoji, user): replaying one is harmless.
+  // Returns the changed message or null.
+  function applyEvent(r, ev) {
+    const t = r.bySeq.get(ev.target);
+    if (!t || ev.seq <= t.v) return null;
+    t.v = ev.seq;
+    switch (ev.type) {
+      case 'message_edited':
+        if (t.deleted) return null;
+        if (ev.deleted === true) { markDeleted(t); return t; }
+        if (typeof ev.text !== 'string') return null;
+        t.text = ev.text;
+        t.data = ev.data;
+        t.editedTs = typeof ev.ts === 'number' ? ev.ts : Date.now();
+        return t;
+      case 'message_deleted':
+        if (t.deleted) return null;
+        markDeleted(t);
+        return t;
+      case 'reaction': {
+        if (t.deleted || typeof ev.emoji !== 'string' || !ev.emoji || ev.user == null) return null;
+        return applyReaction(t, ev.emoji, String(ev.user), ev.on !== false, true) ? t : null;
+      }
+      default:
+        return null;
+    }
+  }
+  function markDeleted(t) {
+    t.deleted = true;
+    t.text = '';
+    t.data = undefined;
+    t.editedTs = null;
+    t.reactions = [];
+  }
+  // counted: the server counted this change (an event); false: only what we learnt about our own
+  // reaction from a no-op ack (users lists stop at 20, so ours may be missing from a long one).
+  function applyReaction(t, emoji, user, on, counted) {
+    let e = t.reactions.find((x) => x.emoji === emoji);
+    if (on) {
+      if (e && e.users.includes(user)) return false;
+      if (!e) { e = { emoji, count: 0, users: [] }; t.reactions.push(e); }
+      e.users.push(user);
+      if (counted || e.count < e.users.length) e.count = Math.max(e.count + (counted ? 1 : 0), e.users.length);
+      return true;
+    }
+    if (!e) return false;
+    const i = e.users.indexOf(user);
+    if (i >= 0) e.users.splice(i, 1);
+    else if (!(counted && e.count > e.users.length)) return false; // not there: nothing to remove
+    if (counted) e.count--;
+    e.count = Math.max(e.count, e.users.length);
+    if (e.count <= 0) t.reactions = t.reactions.filter((x) => x !== e);
+    return true;
+  }
+
+  // Merge messages (and v2 change events) into a room, deduplicated by seq; renders into the
+  // active room. Returns how many new objects there were.
   function insertMessages(r, list) {
     const fresh = [];
-    for (const m of list) {
-      if (!m || typeof m.seq !== 'number' || r.seqs.has(m.seq)) continue;
+    const events = [];
+    let top = r.seq;
+    for (const m of list) if (m && typeof m.seq === 'number' && m.seq > top) top = m.seq;
+    const sorted = list.filter((m) => m && typeof m.seq === 'number').sort((a, b) => a.seq - b.seq);
+    for (const m of sorted) {
+      if (r.seqs.has(m.seq)) continue;
+      if (m.type != null && m.type !== 'message' && !isEvent(m)) continue;
       r.seqs.add(m.seq);
-      fresh.push(normMsg(m));
       if (m.seq > r.seq) r.seq = m.seq;
+      if (m.seq < r.minSeq) r.minSeq = m.seq;
+      if (isEvent(m)) { events.push(m); continue; }
+      fresh.push(normMsg(m, top));
       if (m.from != null && m.name && !S.names.has(String(m.from))) S.names.set(String(m.from), String(m.name));
     }
-    if (!fresh.length) return 0;
+    if (!fresh.length && !events.length) return 0;
+    if (fresh.length) addToRoom(r, fresh);
+    const changed = new Set();
+    for (const ev of events) { const t = applyEvent(r, ev); if (t) changed.add(t.seq); }
+    if (r === S.active) for (const seq of changed) rerenderMessage(r, seq);
+    return fresh.length + events.length;
+  }
+
+  function addToRoom(r, fresh) {
+    for (const m of fresh) r.bySeq.set(m.seq, m);
     const last = r.msgs.length ? r.msgs[r.msgs.length - 1].seq : -Infinity;
-    fresh.sort((a, b) => a.seq - b.seq);
     const appendOnly = fresh[0].seq > last;
     r.msgs = appendOnly ? r.msgs.concat(fresh) : r.msgs.concat(fresh).sort((a, b) => a.seq - b.seq);
     // pending copies of our own messages disappear once the stored message is here
@@ -480,9 +625,40 @@
         }
         sc.scrollTop = atBottom ? sc.scrollHeight : sc.scrollHeight - fromBottom;
       }
-      if (pendingChanged) renderPending();
+      // replies shown before the message they quote was loaded now have their quote
+      const added = new Set(fresh.map((m) => m.seq));
+      for (const m of r.msgs) {
+        if (m.replyTo != null && added.has(m.replyTo) && !added.has(m.seq)) rerenderMessage(r, m.seq, true);
+      }
+      if (pendingChanged || S.outbox.some((o) => o.room === r.name && o.replyTo != null && added.has(o.replyTo))) renderPending();
+      renderHistoryMarker(); // "No messages yet" no longer holds
+      if (S.replyTo && S.replyTo.room === r.name && added.has(S.replyTo.seq)) renderReplyPreview();
+      if (S.jumpTo && S.jumpTo.room === r.name && added.has(S.jumpTo.seq)) jumpToMessage(r.name, S.jumpTo.seq);
     }
-    return fresh.length;
+  }
+
+  // Re-render one message in place (its state changed), and the replies quoting it.
+  function rerenderMessage(r, seq, quoteOnly) {
+    if (r !== S.active) return;
+    const old = S.els.get(seq);
+    const m = r.bySeq.get(seq);
+    if (!old || !m) return;
+    const sc = ui.scroller;
+    const atBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < 48;
+    const focusEdit = document.activeElement && old.contains(document.activeElement) &&
+      document.activeElement.getAttribute('data-testid') === 'edit-input';
+    const e = messageEl(r, m);
+    old.replaceWith(e);
+    if (focusEdit) {
+      const input = e.querySelector('[data-testid="edit-input"]');
+      if (input) { input.focus(); input.selectionStart = input.selectionEnd = input.value.length; }
+    }
+    if (!quoteOnly) {
+      for (const x of r.msgs) if (x.replyTo === seq) rerenderMessage(r, x.seq, true);
+      if (S.outbox.some((o) => o.room === r.name && o.replyTo === seq)) renderPending();
+      if (S.replyTo && S.replyTo.room === r.name && S.replyTo.seq === seq) renderReplyPreview();
+    }
+    if (atBottom) sc.scrollTop = sc.scrollHeight;
   }
 
   function setMembers(r, members, count) {
@@ -585,18 +761,18 @@
 
   function applyMore(r, res) {
     const got = Array.isArray(res.messages) ? res.messages.length : 0;
-    const oldest = r.msgs.length ? r.msgs[0].seq : 0;
+    const oldest = isFinite(r.minSeq) ? r.minSeq : 0; // the oldest seq seen: a message or an event
     r.more = !!res.more && got > 0 && oldest > 1;
   }
 
   async function loadOlder(r) {
     if (!r || r.loadingOlder || !r.more || S.state !== 'online' || !r.loaded) return;
-    if (!r.msgs.length) return;
+    if (!isFinite(r.minSeq)) return;
     r.loadingOlder = true;
     if (r === S.active) renderHistoryMarker();
     const gen = S.gen;
     try {
-      const res = await request({ type: 'history', room: r.name, before: r.msgs[0].seq, limit: PAGE_SIZE });
+      const res = await request({ type: 'history', room: r.name, before: r.minSeq, limit: PAGE_SIZE });
       if (gen !== S.gen) return;
       insertMessages(r, res.messages || []);
       applyMore(r, res);
@@ -619,10 +795,18 @@
 
   function submitMessage() {
     const r = S.active;
+    if (S.suggest) closeSuggestions();
     const text = ui.composerInput.value;
     if (!r || !text.trim()) return;
     if ([...text].length > MAX_TEXT_CODEPOINTS) { toast('Message too long (at most 4096 characters)'); return; }
-    const item = { key: newKey(), room: r.name, to: r.dm ? r.peer : null, text, status: 'queued', error: null };
+    const item = { key: newKey(), room: r.name, to: r.dm ? r.peer : null, text, status: 'queued', error: null,
+      replyTo: null, mentions: [] };
+    if (S.protocol >= 2) {
+      if (S.replyTo && S.replyTo.room === r.name) item.replyTo = S.replyTo.seq;
+      item.mentions = mentionsIn(text, mentionCandidates(r));
+    }
+    S.replyTo = null;
+    renderReplyPreview();
     S.outbox.push(item);
     ui.composerInput.value = '';
     autosize();
@@ -637,6 +821,8 @@
     const msg = item.to != null
       ? { type: 'dm', to: item.to, text: item.text, idempotency_key: item.key }
       : { type: 'send', room: item.room, text: item.text, idempotency_key: item.key };
+    if (item.replyTo != null) msg.reply_to = item.replyTo;
+    if (item.mentions && item.mentions.length) msg.mentions = item.mentions;
     request(msg).then((ack) => {
       item.status = 'acked';
       item.ackRoom = ack.room || item.room;
@@ -659,6 +845,243 @@
       } else { item.status = 'failed'; item.error = e.message || e.code; }
       renderPending();
     });
+  }
+
+  // ---------------------------------------------------------------- v2: edit, delete, react
+  // A change request; one refused as rate_limited stored nothing: try again a little later.
+  async function changeRequest(obj) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await request(obj);
+      } catch (e) {
+        if (e.code !== 'rate_limited' || attempt >= 4) throw e;
+        await new Promise((res) => setTimeout(res, 500 * attempt));
+      }
+    }
+  }
+  function reqError(what, e) {
+    toast(what + ': ' + (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code));
+  }
+
+  function startEdit(r, m) {
+    if (m.deleted || m.from !== S.me) return;
+    S.editing = { room: r.name, seq: m.seq, draft: m.text, busy: false };
+    S.confirmDelete = null;
+    rerenderMessage(r, m.seq, true);
+    const input = S.els.get(m.seq) && S.els.get(m.seq).querySelector('[data-testid="edit-input"]');
+    if (input) { input.focus(); input.selectionStart = input.selectionEnd = input.value.length; }
+  }
+  function stopEdit(r, seq) {
+    if (!S.editing || S.editing.room !== r.name || S.editing.seq !== seq) return;
+    S.editing = null;
+    rerenderMessage(r, seq, true);
+  }
+  async function saveEdit(r, m) {
+    const ed = S.editing;
+    if (!ed || ed.room !== r.name || ed.seq !== m.seq || ed.busy) return;
+    const text = ed.draft;
+    if (text === m.text) { stopEdit(r, m.seq); return; }
+    if (!text.trim()) { toast('A message cannot be empty: delete it instead'); return; }
+    if ([...text].length > MAX_TEXT_CODEPOINTS) { toast('Message too long (at most 4096 characters)'); return; }
+    ed.busy = true;
+    rerenderMessage(r, m.seq, true);
+    try {
+      await changeRequest({ type: 'edit', room: r.name, seq: m.seq, text });
+      if (S.editing === ed) { S.editing = null; rerenderMessage(r, m.seq, true); }
+    } catch (e) {
+      reqError('Could not edit the message', e);
+      if (S.editing === ed) { ed.busy = false; rerenderMessage(r, m.seq, true); }
+    }
+  }
+
+  async function deleteMessage(r, m) {
+    S.confirmDelete = null;
+    rerenderMessage(r, m.seq, true);
+    try {
+      await changeRequest({ type: 'delete', room: r.name, seq: m.seq });
+    } catch (e) {
+      reqError('Could not delete the message', e);
+    }
+  }
+
+  async function toggleReaction(r, m, emoji) {
+    if (m.deleted) return;
+    const e = m.reactions.find((x) => x.emoji === emoji);
+    const on = !(e && e.users.includes(S.me));
+    try {
+      const ack = await changeRequest({ type: 'react', room: r.name, seq: m.seq, emoji, on });
+      // nothing changed: the server already had it so (our name may be missing from a long list)
+      if (ack && ack.noop && applyReaction(m, emoji, S.me, on, false)) rerenderMessage(r, m.seq, true);
+    } catch (err) {
+      reqError('Could not react', err);
+    }
+  }
+
+  // ---------------------------------------------------------------- v2: mentions
+  // Users one can mention here: the room's members first, then everyone else we know of.
+  function mentionCandidates(r) {
+    const out = new Map();
+    if (r && r.dm && r.peer != null) out.set(r.peer, S.names.get(r.peer) || r.peer);
+    if (r) for (const [u, n] of r.members) out.set(u, n);
+    for (const [u, n] of S.names) if (!out.has(u)) out.set(u, n);
+    if (r) for (const m of r.msgs) if (m.from && !out.has(m.from)) out.set(m.from, m.name || m.from);
+    return out;
+  }
+
+  const WORDISH = /[\p{L}\p{N}\p{M}_]/u;
+  // The known user ids written as @id in the text (at a word start, and not followed by more of a
+  // word), longest first, each once: the `mentions` of a send.
+  function mentionsIn(text, candidates) {
+    const ids = [...candidates.keys()].filter((u) => u).sort((a, b) => b.length - a.length);
+    const found = [];
+    for (let i = text.indexOf('@'); i >= 0; i = text.indexOf('@', i + 1)) {
+      if (i > 0 && WORDISH.test(text[i - 1])) continue;
+      for (const id of ids) {
+        if (!text.startsWith(id, i + 1)) continue;
+        const after = text.slice(i + 1 + id.length);
+        const next = [...after.slice(0, 2)][0];
+        if (next && WORDISH.test(next)) continue;
+        if (!found.includes(id)) found.push(id);
+        break;
+      }
+      if (found.length >= MAX_MENTIONS) break;
+    }
+    return found;
+  }
+
+  // Text with the @mentions of `mentions` wrapped in highlighted spans (text nodes only).
+  function textWithMentions(text, mentions) {
+    const frag = document.createDocumentFragment();
+    if (!mentions.length || !text.includes('@')) { frag.append(text); return frag; }
+    const ids = [...mentions].sort((a, b) => b.length - a.length);
+    let from = 0;
+    for (let i = text.indexOf('@'); i >= 0; i = text.indexOf('@', i + 1)) {
+      if (i > 0 && WORDISH.test(text[i - 1])) continue;
+      const id = ids.find((u) => text.startsWith(u, i + 1) && !WORDISH.test([...text.slice(i + 1 + u.length, i + 3 + u.length)][0] || ' '));
+      if (!id) continue;
+      if (i > from) frag.append(text.slice(from, i));
+      frag.append(h('span', { class: 'mention' + (id === S.me ? ' mention-me' : ''), 'data-testid': 'mention',
+        'data-user': id, title: S.names.get(id) || id, text: '@' + id }));
+      from = i + 1 + id.length;
+      i = from - 1;
+    }
+    if (from < text.length) frag.append(text.slice(from));
+    return frag;
+  }
+
+  // @-completion in the composer: the word being typed before the caret.
+  function updateSuggestions() {
+    const t = ui.composerInput;
+    const r = S.active;
+    if (S.protocol < 2 || !r || t.selectionStart !== t.selectionEnd) { closeSuggestions(); return; }
+    const before = t.value.slice(0, t.selectionStart);
+    const mt = /(^|[^\p{L}\p{N}\p{M}_])@([^\s@]{0,64})$/u.exec(before);
+    if (!mt) { closeSuggestions(); return; }
+    const q = mt[2].toLowerCase();
+    const scored = [];
+    for (const [u, n] of mentionCandidates(r)) {
+      if (u === S.me) continue;
+      const ul = u.toLowerCase(), nl = String(n).toLowerCase();
+      let score = -1;
+      if (ul.startsWith(q) || nl.startsWith(q)) score = 0;
+      else if (ul.includes(q) || nl.includes(q)) score = 1;
+      if (score < 0) continue;
+      scored.push({ user: u, name: String(n), score: score + (r.members.has(u) || u === r.peer ? 0 : 2) });
+    }
+    scored.sort((a, b) => a.score - b.score || a.name.localeCompare(b.name));
+    const items = scored.slice(0, MAX_SUGGESTIONS);
+    if (!items.length) { closeSuggestions(); return; }
+    const prev = S.suggest && S.suggest.items[S.suggest.index];
+    const keep = prev ? items.findIndex((x) => x.user === prev.user) : -1;
+    S.suggest = { start: before.length - mt[2].length - 1, end: t.selectionStart, items, index: Math.max(keep, 0) };
+    renderSuggestions();
+  }
+  function renderSuggestions() {
+    const sg = S.suggest;
+    ui.suggestions.hidden = !sg;
+    if (!sg) { ui.suggestions.replaceChildren(); ui.composerInput.removeAttribute('aria-activedescendant'); return; }
+    ui.suggestions.replaceChildren(...sg.items.map((it, i) => {
+      const li = h('li', { class: 'suggestion' + (i === sg.index ? ' active' : ''), role: 'option',
+        id: 'mention-option-' + i, 'aria-selected': i === sg.index ? 'true' : 'false',
+        'data-testid': 'mention-option', 'data-user': it.user },
+      h('span', { class: 'sname', dir: 'auto', text: it.name }),
+      it.name !== it.user ? h('span', { class: 'suser', dir: 'auto', text: '@' + it.user }) : null);
+      // mousedown: choose before the textarea loses focus
+      li.addEventListener('mousedown', (ev) => { ev.preventDefault(); chooseSuggestion(i); });
+      return li;
+    }));
+    ui.composerInput.setAttribute('aria-activedescendant', 'mention-option-' + sg.index);
+  }
+  function closeSuggestions() {
+    if (!S.suggest && ui.suggestions.hidden) return;
+    S.suggest = null;
+    renderSuggestions();
+  }
+  function chooseSuggestion(i) {
+    const sg = S.suggest;
+    if (!sg || !sg.items[i]) return;
+    const t = ui.composerInput;
+    const ins = '@' + sg.items[i].user + ' ';
+    t.value = t.value.slice(0, sg.start) + ins + t.value.slice(sg.end);
+    const caret = sg.start + ins.length;
+    t.focus();
+    t.selectionStart = t.selectionEnd = caret;
+    closeSuggestions();
+    autosize();
+  }
+
+  // The highlighted notification of a `mention` (with a button that opens the message).
+  const mentionNotes = [];
+  function showMentionNote(room, seq, from) {
+    const who = S.names.get(from) || from || 'Someone';
+    const where = isDmName(room) ? 'a direct message' : '#' + room;
+    const close = h('button', { type: 'button', class: 'icon', 'data-testid': 'mention-dismiss', 'aria-label': 'Dismiss', text: '×' });
+    const open = h('button', { type: 'button', class: 'link', 'data-testid': 'mention-open', text: 'Show' });
+    const note = h('div', { class: 'mention-note', role: 'alert', 'data-testid': 'mention-notification',
+      'data-room': room, 'data-seq': seq, 'data-from': from },
+    h('span', { class: 'mention-note-text', dir: 'auto', text: who + ' mentioned you in ' + where }), open, close);
+    const entry = { note, timer: null };
+    const remove = () => {
+      clearTimeout(entry.timer);
+      note.remove();
+      const i = mentionNotes.indexOf(entry);
+      if (i >= 0) mentionNotes.splice(i, 1);
+    };
+    close.addEventListener('click', remove);
+    open.addEventListener('click', () => { remove(); openMention(room, seq, from); });
+    entry.timer = setTimeout(remove, MENTION_NOTE_MS);
+    mentionNotes.unshift(entry);
+    ui.mentionNotes.prepend(note);
+    while (mentionNotes.length > MAX_MENTION_NOTES) { const old = mentionNotes.pop(); clearTimeout(old.timer); old.note.remove(); }
+  }
+  function openMention(room, seq, from) {
+    let r = S.rooms.get(room);
+    if (!r) {
+      if (isDmName(room)) { if (from) openDm(from); }
+      else if (!joinByName(room)) return;
+      r = S.rooms.get(room);
+      if (!r) return;
+    } else {
+      setActive(r);
+    }
+    closeDrawers();
+    jumpToMessage(room, seq);
+  }
+  // Scroll to a message of the active room and flash it; if it is not loaded yet, as soon as it is.
+  function jumpToMessage(room, seq) {
+    const r = S.active;
+    if (!r || r.name !== room) return;
+    const e = S.els.get(seq);
+    if (!e) {
+      S.jumpTo = { room, seq };
+      if (r.loaded && r.more && isFinite(r.minSeq) && seq < r.minSeq) loadOlder(r);
+      return;
+    }
+    S.jumpTo = null;
+    e.scrollIntoView({ block: 'center' });
+    e.classList.remove('flash');
+    void e.offsetWidth; // restart the animation
+    e.classList.add('flash');
   }
 
   function sendTyping() {
@@ -697,8 +1120,14 @@
 
   // ---------------------------------------------------------------- rendering
   function setActive(r) {
+    if (S.active !== r) {
+      if (S.replyTo && (!r || S.replyTo.room !== r.name)) S.replyTo = null;
+      S.editing = null;
+      S.confirmDelete = null;
+      closeSuggestions();
+    }
     S.active = r;
-    if (r) r.unread = 0;
+    if (r) { r.unread = 0; r.mentioned = false; }
     renderAll();
     saveRooms();
     if (r && r.loaded) fillViewport(r);
@@ -708,6 +1137,7 @@
     renderRoomList();
     renderHeader();
     if (S.renderedRoom !== S.active) renderMessages(); else { renderPending(); renderHistoryMarker(); }
+    renderReplyPreview();
     renderPresence();
     renderTyping();
     updateTitle();
@@ -730,11 +1160,15 @@
       const close = h('button', { class: 'leave', type: 'button', 'data-testid': 'leave-button',
         title: r.dm ? 'Close' : 'Leave ' + r.name, 'aria-label': 'Leave', text: '×' });
       close.addEventListener('click', (ev) => { ev.stopPropagation(); leaveRoom(r); });
-      const li = h('li', { class: 'room-item' + (r === S.active ? ' active' : '') + (r.unread ? ' has-unread' : ''),
+      const li = h('li', { class: 'room-item' + (r === S.active ? ' active' : '') + (r.unread ? ' has-unread' : '') +
+          (r.mentioned ? ' has-mention' : ''),
         'data-testid': 'room-item', 'data-room': r.name, 'data-unread': r.unread,
+        'data-mentioned': r.mentioned ? 'true' : null,
         'data-joined': r.joined ? 'true' : 'false', tabindex: 0, role: 'button',
         'aria-current': r === S.active ? 'true' : null },
-      h('span', { class: 'room-name', dir: 'auto', text: roomLabel(r) }), badge, close);
+      h('span', { class: 'room-name', dir: 'auto', text: roomLabel(r) }),
+      r.mentioned ? h('span', { class: 'mention-badge', 'data-testid': 'mention-badge', title: 'You were mentioned', text: '@' }) : null,
+      badge, close);
       li.addEventListener('click', () => { setActive(r); closeDrawers(); });
       li.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); setActive(r); closeDrawers(); } });
       return li;
@@ -756,21 +1190,157 @@
   function hue(s) { let x = 0; for (const c of s) x = (x * 31 + c.codePointAt(0)) >>> 0; return x % 360; }
   function initial(s) { const c = [...(s || '?').trim()][0] || '?'; return c.toUpperCase(); }
 
+  const firstLine = (text) => {
+    const line = String(text || '').split('\n').find((l) => l.trim()) || '';
+    const cps = [...line];
+    return cps.length > 120 ? cps.slice(0, 120).join('') + '…' : line;
+  };
+  const displayName = (m) => m.name || S.names.get(m.from) || m.from || '?';
+
+  // The quote of the message `seq` answers: its author and first line, or "reply to #seq" when
+  // that message is not loaded.
+  function quoteEl(r, seq) {
+    const q = r.bySeq.get(seq);
+    const attrs = { class: 'quote' + (q ? '' : ' missing') + (q && q.deleted ? ' deleted' : ''),
+      'data-testid': 'reply-quote', 'data-reply-to': seq, title: q ? 'Show the message' : null };
+    let el;
+    if (!q) el = h('div', attrs, h('span', { class: 'quote-text', text: 'reply to #' + seq }));
+    else {
+      el = h('div', attrs,
+        h('span', { class: 'quote-author', dir: 'auto', 'data-testid': 'reply-quote-author', text: displayName(q) }),
+        h('span', { class: 'quote-text', dir: 'auto', 'data-testid': 'reply-quote-text',
+          text: q.deleted ? 'message deleted' : firstLine(q.text) }));
+      el.addEventListener('click', () => jumpToMessage(r.name, seq));
+    }
+    return el;
+  }
+
+  function reactionsEl(r, m) {
+    if (m.deleted || !m.reactions.length) return null;
+    return h('div', { class: 'reactions', 'data-testid': 'reactions' }, ...m.reactions.map((x) => {
+      const mine = x.users.includes(S.me);
+      const names = x.users.map((u) => (u === S.me ? 'you' : S.names.get(u) || u));
+      const more = x.count - x.users.length;
+      const who = names.join(', ') + (more > 0 ? ' and ' + more + ' more' : '');
+      const b = h('button', { type: 'button', class: 'reaction' + (mine ? ' mine' : ''), 'data-testid': 'reaction',
+        'data-emoji': x.emoji, 'data-count': x.count, 'data-mine': mine ? 'true' : 'false',
+        'aria-pressed': mine ? 'true' : 'false', title: who + ' reacted with ' + x.emoji,
+        disabled: S.protocol < 2 ? true : null },
+      h('span', { class: 'emoji', text: x.emoji }), h('span', { class: 'count', 'data-testid': 'reaction-count', text: String(x.count) }));
+      b.addEventListener('click', () => toggleReaction(r, m, x.emoji));
+      return b;
+    }));
+  }
+
+  function actionsEl(r, m) {
+    if (S.protocol < 2 || m.deleted) return null;
+    const mine = m.from === S.me;
+    if (S.confirmDelete && S.confirmDelete.room === r.name && S.confirmDelete.seq === m.seq) {
+      const yes = h('button', { type: 'button', class: 'danger', 'data-testid': 'delete-confirm', text: 'Delete' });
+      const no = h('button', { type: 'button', class: 'link', 'data-testid': 'delete-cancel', text: 'Cancel' });
+      yes.addEventListener('click', () => deleteMessage(r, m));
+      no.addEventListener('click', () => { S.confirmDelete = null; rerenderMessage(r, m.seq, true); });
+      return h('div', { class: 'msg-actions confirming', 'data-testid': 'message-actions' },
+        h('span', { class: 'confirm-text', text: 'Delete this message?' }), yes, no);
+    }
+    const bar = h('div', { class: 'msg-actions', 'data-testid': 'message-actions' });
+    for (const emoji of QUICK_EMOJI) {
+      const x = m.reactions.find((y) => y.emoji === emoji);
+      const on = !!(x && x.users.includes(S.me));
+      const b = h('button', { type: 'button', class: 'act emoji' + (on ? ' on' : ''), 'data-testid': 'react-button',
+        'data-emoji': emoji, title: (on ? 'Remove ' : 'React with ') + emoji, 'aria-label': (on ? 'Remove ' : 'React with ') + emoji, text: emoji });
+      b.addEventListener('click', () => toggleReaction(r, m, emoji));
+      bar.append(b);
+    }
+    const reply = h('button', { type: 'button', class: 'act', 'data-testid': 'reply-button', title: 'Reply', text: 'Reply' });
+    reply.addEventListener('click', () => startReply(r, m));
+    bar.append(reply);
+    if (mine) {
+      const edit = h('button', { type: 'button', class: 'act', 'data-testid': 'edit-button', title: 'Edit', text: 'Edit' });
+      edit.addEventListener('click', () => startEdit(r, m));
+      const del = h('button', { type: 'button', class: 'act', 'data-testid': 'delete-button', title: 'Delete', text: 'Delete' });
+      del.addEventListener('click', () => {
+        S.confirmDelete = { room: r.name, seq: m.seq };
+        if (S.editing && S.editing.room === r.name && S.editing.seq === m.seq) S.editing = null;
+        rerenderMessage(r, m.seq, true);
+        const c = S.els.get(m.seq) && S.els.get(m.seq).querySelector('[data-testid="delete-cancel"]');
+        if (c) c.focus();
+      });
+      bar.append(edit, del);
+    }
+    return bar;
+  }
+
+  function editorEl(r, m) {
+    const ed = S.editing;
+    const input = h('textarea', { class: 'edit-input', 'data-testid': 'edit-input', rows: 2, dir: 'auto',
+      'aria-label': 'Edit message', disabled: ed.busy ? true : null });
+    input.value = ed.draft;
+    input.addEventListener('input', () => { ed.draft = input.value; });
+    input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); saveEdit(r, m); }
+      else if (ev.key === 'Escape') { ev.preventDefault(); stopEdit(r, m.seq); ui.composerInput.focus(); }
+    });
+    const save = h('button', { type: 'button', 'data-testid': 'edit-save', disabled: ed.busy ? true : null, text: ed.busy ? 'Saving…' : 'Save' });
+    const cancel = h('button', { type: 'button', class: 'link', 'data-testid': 'edit-cancel', text: 'Cancel' });
+    save.addEventListener('click', () => saveEdit(r, m));
+    cancel.addEventListener('click', () => stopEdit(r, m.seq));
+    return h('div', { class: 'editor', 'data-testid': 'message-editor' }, input,
+      h('div', { class: 'editor-buttons' }, save, cancel, h('span', { class: 'hint', text: 'Enter to save · Esc to cancel' })));
+  }
+
   function messageEl(r, m) {
-    const display = m.name || S.names.get(m.from) || m.from || '?';
+    const display = displayName(m);
     const avatar = h('span', { class: 'avatar', 'aria-hidden': 'true', text: initial(display) });
     avatar.style.backgroundColor = 'hsl(' + hue(m.from || display) + ' 55% 45%)';
     const time = h('time', { class: 'time', 'data-testid': 'message-time', text: fmtTime(m.ts),
       datetime: m.ts != null ? new Date(m.ts).toISOString() : null,
       title: m.ts != null ? new Date(m.ts).toLocaleString() : null });
-    const li = h('li', { class: 'msg' + (m.from === S.me ? ' mine' : ''), 'data-testid': 'message',
-      'data-seq': m.seq, 'data-room': r.name, 'data-from': m.from },
+    const mentionsMe = S.me != null && m.mentions.includes(S.me) && !m.deleted;
+    const editing = S.editing && S.editing.room === r.name && S.editing.seq === m.seq && !m.deleted;
+    const meta = h('div', { class: 'meta' },
+      h('span', { class: 'author', 'data-testid': 'message-author', dir: 'auto', text: display }), time,
+      m.editedTs != null && !m.deleted ? h('span', { class: 'edited', 'data-testid': 'message-edited',
+        title: 'Edited ' + new Date(m.editedTs).toLocaleString(), text: '(edited)' }) : null);
+    // message-text is always there (empty once deleted): tests and tools read it on every message
+    const text = h('div', { class: 'text', 'data-testid': 'message-text', dir: 'auto', hidden: m.deleted || editing });
+    text.append(textWithMentions(m.text, m.mentions));
+    const li = h('li', { class: 'msg' + (m.from === S.me ? ' mine' : '') + (m.deleted ? ' deleted' : '') +
+        (mentionsMe ? ' mentions-me' : ''), 'data-testid': 'message',
+      'data-seq': m.seq, 'data-room': r.name, 'data-from': m.from,
+      'data-deleted': m.deleted ? 'true' : null, 'data-edited': m.editedTs != null && !m.deleted ? 'true' : null,
+      'data-reply-to': m.replyTo, 'data-mentions-me': mentionsMe ? 'true' : null },
     avatar,
     h('div', { class: 'body' },
-      h('div', { class: 'meta' }, h('span', { class: 'author', 'data-testid': 'message-author', dir: 'auto', text: display }), time),
-      h('div', { class: 'text', 'data-testid': 'message-text', dir: 'auto', text: m.text })));
+      meta,
+      m.replyTo != null ? quoteEl(r, m.replyTo) : null,
+      text,
+      m.deleted ? h('div', { class: 'text deleted-text', 'data-testid': 'message-deleted', text: 'message deleted' }) : null,
+      editing ? editorEl(r, m) : null,
+      reactionsEl(r, m)),
+    actionsEl(r, m));
     S.els.set(m.seq, li);
     return li;
+  }
+
+  function startReply(r, m) {
+    if (m.deleted) return;
+    S.replyTo = { room: r.name, seq: m.seq };
+    renderReplyPreview();
+    ui.composerInput.focus();
+  }
+  function renderReplyPreview() {
+    const r = S.active;
+    const rt = S.replyTo;
+    if (!rt || !r || rt.room !== r.name) { ui.replyPreview.hidden = true; ui.replyPreviewText.replaceChildren(); return; }
+    ui.replyPreview.hidden = false;
+    ui.replyPreview.setAttribute('data-reply-to', String(rt.seq));
+    const q = r.bySeq.get(rt.seq);
+    ui.replyPreviewText.replaceChildren(
+      h('span', { class: 'reply-label', text: 'Replying to ' }),
+      q ? h('span', { class: 'quote-author', dir: 'auto', text: displayName(q) }) : null,
+      h('span', { class: 'quote-text', dir: 'auto', 'data-testid': 'reply-preview-text',
+        text: q ? (q.deleted ? 'message deleted' : firstLine(q.text)) : '#' + rt.seq }));
   }
 
   function renderMessages() {
@@ -806,7 +1376,8 @@
         h('span', { class: 'avatar', 'aria-hidden': 'true', text: initial(S.myName) }),
         h('div', { class: 'body' },
           h('div', { class: 'meta' }, h('span', { class: 'author', text: S.myName || '' }), h('span', { class: 'time', text: status })),
-          h('div', { class: 'text', dir: 'auto', text: o.text })));
+          o.replyTo != null ? quoteEl(r, o.replyTo) : null,
+          h('div', { class: 'text', dir: 'auto' }, textWithMentions(o.text, o.mentions || []))));
       if (o.status === 'failed') {
         const retry = h('button', { type: 'button', class: 'link', text: 'Retry' });
         retry.addEventListener('click', () => { o.status = 'queued'; o.error = null; renderPending(); trySend(o); });
@@ -907,6 +1478,13 @@
     S.names = new Map();
     S.everOnline = false;
     S.me = null;
+    S.replyTo = null;
+    S.editing = null;
+    S.confirmDelete = null;
+    S.jumpTo = null;
+    S.mentionSeen = new Set();
+    for (const e of mentionNotes.splice(0)) { clearTimeout(e.timer); e.note.remove(); }
+    closeSuggestions();
   }
 
   // ---------------------------------------------------------------- events
@@ -953,7 +1531,12 @@
     if (S.creds && !S.ws && !S.loggingOut && !S.final) { S.attempt = 0; connect(); }
   });
   document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && S.active && S.active.unread) { S.active.unread = 0; renderRoomList(); updateTitle(); }
+    if (!document.hidden && S.active && (S.active.unread || S.active.mentioned)) {
+      S.active.unread = 0;
+      S.active.mentioned = false;
+      renderRoomList();
+      updateTitle();
+    }
   });
 
   ui.joinForm.addEventListener('submit', (ev) => {
@@ -963,9 +1546,30 @@
 
   ui.composer.addEventListener('submit', (ev) => { ev.preventDefault(); submitMessage(); ui.composerInput.focus(); });
   ui.composerInput.addEventListener('keydown', (ev) => {
-    if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); submitMessage(); }
+    if (ev.isComposing) return;
+    const sg = S.suggest;
+    if (sg) {
+      if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+        ev.preventDefault();
+        sg.index = (sg.index + (ev.key === 'ArrowDown' ? 1 : sg.items.length - 1)) % sg.items.length;
+        renderSuggestions();
+        return;
+      }
+      if (ev.key === 'Enter' || ev.key === 'Tab') { ev.preventDefault(); chooseSuggestion(sg.index); return; }
+      if (ev.key === 'Escape') { ev.preventDefault(); closeSuggestions(); return; }
+    }
+    if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); submitMessage(); }
+    else if (ev.key === 'Escape' && S.replyTo) { ev.preventDefault(); S.replyTo = null; renderReplyPreview(); }
   });
-  ui.composerInput.addEventListener('input', () => { autosize(); sendTyping(); });
+  ui.composerInput.addEventListener('input', () => { autosize(); sendTyping(); updateSuggestions(); });
+  ui.composerInput.addEventListener('click', updateSuggestions);
+  ui.composerInput.addEventListener('keyup', (ev) => {
+    if (ev.key === 'ArrowLeft' || ev.key === 'ArrowRight' || ev.key === 'Home' || ev.key === 'End') updateSuggestions();
+  });
+  ui.composerInput.addEventListener('blur', () => setTimeout(() => {
+    if (document.activeElement !== ui.composerInput) closeSuggestions();
+  }, 100));
+  ui.replyCancel.addEventListener('click', () => { S.replyTo = null; renderReplyPreview(); ui.composerInput.focus(); });
 
   ui.scroller.addEventListener('scroll', () => {
     if (ui.scroller.scrollTop < 80) loadOlder(S.active);

@@ -9,6 +9,8 @@
 //   CHATD_ARGS     server arguments besides --listen/--port-file
 //   CHROMIUM       browser binary (default /usr/bin/chromium)
 //   ARTIFACTS_DIR  screenshots and server logs (default tests/browser/artifacts)
+//   CHAT_WEB_DIR   serve index.html, app.js and style.css from this directory instead of the copies
+//                  embedded in chatd at build time (to try web/ changes without a rebuild)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -27,6 +29,7 @@ const CHATD = process.env.CHATD || path.join(BUILD_DIR, 'bin', 'chatd');
 const JWT_SECRET = process.env.CHAT_TEST_JWT_SECRET || 'browser-test-secret-' + process.pid;
 const CHATD_ARGS = (process.env.CHATD_ARGS || `--allow-anonymous --store memory --jwt-secret ${JWT_SECRET}`)
   .split(/\s+/).filter(Boolean);
+const WEB_DIR = process.env.CHAT_WEB_DIR ? path.resolve(process.env.CHAT_WEB_DIR) : null;
 const WAIT = 15000;       // one ordinary wait
 const LONG_WAIT = 45000;  // waits that span a reconnect
 
@@ -115,9 +118,26 @@ const pageErrors = [];
 const dialogs = [];
 const contexts = [];
 
-async function openClient(label, viewport = { width: 1100, height: 720 }) {
-  const ctx = await browser.newContext({ viewport });
+// With CHAT_WEB_DIR: the page's own files come from that directory (the server's headers kept).
+async function serveWebDir(ctx) {
+  if (!WEB_DIR) return;
+  await ctx.route((url) => url.host === `127.0.0.1:${server.port}` && /^\/(index\.html|app\.js|style\.css)?$/.test(url.pathname),
+    async (route) => {
+      const name = new URL(route.request().url()).pathname.slice(1) || 'index.html';
+      const response = await route.fetch();
+      await route.fulfill({ response, body: fs.readFileSync(path.join(WEB_DIR, name)) });
+    });
+}
+
+async function newContext(options = {}) {
+  const ctx = await browser.newContext(options);
   contexts.push(ctx);
+  await serveWebDir(ctx);
+  return ctx;
+}
+
+async function openClient(label, viewport = { width: 1100, height: 720 }) {
+  const ctx = await newContext({ viewport });
   const page = await ctx.newPage();
   page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
   page.on('dialog', (d) => { dialogs.push(`${label}: ${d.type()} ${d.message()}`); d.dismiss().catch(() => {}); });
@@ -190,15 +210,16 @@ async function messageSeqs(page) {
   return page.$$eval('[data-testid="message"]', (els) => els.map((e) => Number(e.getAttribute('data-seq'))));
 }
 
-// A tiny protocol client inside a blank page (node 20 has no WebSocket): posts n messages.
-async function seedMessages(room, n) {
+// A tiny protocol client inside a blank page (node 20 has no WebSocket): posts n messages, then
+// the `extra` sends (objects merged into a `send`, e.g. {text, reply_to}).
+async function seedMessages(room, n, extra = []) {
   const ctx = await browser.newContext();
   contexts.push(ctx);
   const page = await ctx.newPage();
   // From a page of the server's own origin: chatd refuses browser upgrades from other origins
   // (about:blank's is "null").
   await page.goto(baseUrl() + 'healthz', { timeout: WAIT });
-  const result = await page.evaluate(async ({ url, room, n }) => {
+  const result = await page.evaluate(async ({ url, room, n, extra }) => {
     const deadline = Date.now() + 60000;
     const ws = new WebSocket(url);
     const waiting = new Map();
@@ -233,11 +254,57 @@ async function seedMessages(room, n) {
         await new Promise((r) => setTimeout(r, 100)); // back off, then retry with the same key
       }
     }
+    const acks = [];
+    for (const [i, e] of extra.entries()) {
+      const a = await req({ type: 'send', room, idempotency_key: 'seed-extra-' + i, ...e });
+      if (a.type !== 'ack') throw new Error('send: ' + JSON.stringify(a));
+      acks.push(a);
+    }
     ws.close(1000);
-    return { rateLimited, firstSeq: j.seq };
-  }, { url: wsUrl(), room, n });
+    return { rateLimited, firstSeq: j.seq, acks };
+  }, { url: wsUrl(), room, n, extra });
   await ctx.close();
   return result;
+}
+
+// ------------------------------------------------------------------ protocol v2 helpers
+const msgEl = (page, seq) => page.locator(`[data-testid="message"][data-seq="${seq}"]`);
+
+// The message actions show on hover (as for a person with a mouse): hover, then click.
+async function messageAction(page, seq, testid, emoji) {
+  const li = msgEl(page, seq);
+  await li.hover();
+  const sel = emoji ? `[data-testid="${testid}"][data-emoji="${emoji}"]` : `[data-testid="${testid}"]`;
+  await li.locator(sel).click();
+}
+
+// Wait until the message `seq` shows this text (message-text) in the active room.
+async function waitForText(page, seq, text) {
+  await page.waitForFunction(({ seq, text }) => {
+    const li = document.querySelector(`[data-testid="message"][data-seq="${seq}"]`);
+    return !!li && li.querySelector('[data-testid="message-text"]').textContent === text;
+  }, { seq, text }, { timeout: WAIT });
+}
+// Wait until the message `seq` shows the deleted placeholder (and no text) in the active room.
+async function waitForDeleted(page, seq) {
+  await page.waitForFunction((seq) => {
+    const li = document.querySelector(`[data-testid="message"][data-seq="${seq}"]`);
+    const ph = li && li.querySelector('[data-testid="message-deleted"]');
+    return !!ph && li.getAttribute('data-deleted') === 'true' && ph.textContent === 'message deleted' &&
+      li.querySelector('[data-testid="message-text"]').textContent === '' && !li.querySelector('[data-testid="reaction"]');
+  }, seq, { timeout: WAIT });
+}
+const reactionCount = (page, seq, emoji) => page.evaluate(({ seq, emoji }) => {
+  const b = document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="reaction"][data-emoji="${emoji}"]`);
+  return b ? Number(b.getAttribute('data-count')) : 0;
+}, { seq, emoji });
+async function waitForReactionCount(page, seq, emoji, n) {
+  await page.waitForFunction(({ seq, emoji, n }) => {
+    const b = document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="reaction"][data-emoji="${emoji}"]`);
+    return (b ? Number(b.getAttribute('data-count')) : 0) === n;
+  }, { seq, emoji, n }, { timeout: WAIT }).catch(async (e) => {
+    throw new Error(`message ${seq}: ${emoji} count is ${await reactionCount(page, seq, emoji)}, wanted ${n}`);
+  });
 }
 
 // ------------------------------------------------------------------ fixtures
@@ -249,9 +316,17 @@ before(async () => {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // a page fulfilled by a route does not count as served from 127.0.0.1: let it open the socket
+      ...(WEB_DIR ? ['--disable-features=LocalNetworkAccessChecks'] : [])],
     timeout: 60000,
   });
+  if (WEB_DIR) console.log(`# the page's files come from ${WEB_DIR} (CHAT_WEB_DIR), not from chatd`);
+  else {
+    const served = await fetch(baseUrl() + 'app.js').then((r) => r.text()).catch(() => null);
+    const disk = fs.readFileSync(path.join(ROOT, 'web', 'app.js'), 'utf8');
+    if (served !== disk) console.log('# warning: chatd serves another app.js than web/app.js (built before the last change? rebuild, or set CHAT_WEB_DIR=web)');
+  }
   alice = await signIn(await openClient('alice'), { name: 'alice' });
   bob = await signIn(await openClient('bob'), { name: 'bob' });
 });
@@ -402,6 +477,357 @@ test('direct messages work between the two', async () => {
   await openRoom(bob.page, 'lobby');
 });
 
+// ------------------------------------------------------------------ protocol v2: edit, delete, react, reply, mention
+test('v2: the server speaks protocol 2', async () => {
+  for (const { page } of [alice, bob]) {
+    assert.equal(await page.locator('#app').getAttribute('data-protocol'), '2', 'welcome says "protocol":2');
+  }
+  await joinRoom(alice.page, 'v2');
+  await joinRoom(bob.page, 'v2');
+  await bob.page.waitForSelector(`[data-testid="presence-item"][data-user="${alice.user}"]`, { timeout: WAIT });
+});
+
+test('v2: an edit shows on the other page, marked (edited)', async () => {
+  await sendMessage(alice.page, 'edit me, typo: teh');
+  const seq = await waitForMessage(bob.page, 'edit me, typo: teh');
+  await waitForMessage(alice.page, 'edit me, typo: teh');
+  // only the author gets edit and delete
+  await msgEl(bob.page, seq).hover();
+  assert.equal(await msgEl(bob.page, seq).locator('[data-testid="edit-button"], [data-testid="delete-button"]').count(), 0);
+  assert.equal(await msgEl(bob.page, seq).locator('[data-testid="reply-button"]').count(), 1);
+
+  await messageAction(alice.page, seq, 'edit-button');
+  const input = msgEl(alice.page, seq).locator('[data-testid="edit-input"]');
+  assert.equal(await input.inputValue(), 'edit me, typo: teh');
+  // Escape cancels without a request
+  await input.press('Escape');
+  await msgEl(alice.page, seq).locator('[data-testid="edit-input"]').waitFor({ state: 'detached', timeout: WAIT });
+  assert.equal(await msgEl(alice.page, seq).locator('[data-testid="message-edited"]').count(), 0);
+
+  await messageAction(alice.page, seq, 'edit-button');
+  await msgEl(alice.page, seq).locator('[data-testid="edit-input"]').fill('edited: the ✨ <b>text</b>');
+  await msgEl(alice.page, seq).locator('[data-testid="edit-save"]').click();
+  for (const { page } of [alice, bob]) {
+    await waitForText(page, seq, 'edited: the ✨ <b>text</b>');
+    await msgEl(page, seq).locator('[data-testid="message-edited"]').waitFor({ timeout: WAIT });
+    assert.equal((await msgEl(page, seq).locator('[data-testid="message-edited"]').textContent()).trim(), '(edited)');
+    assert.equal(await msgEl(page, seq).locator('[data-testid="message-text"] b').count(), 0, 'HTML stays text');
+  }
+  await msgEl(alice.page, seq).locator('[data-testid="edit-input"]').waitFor({ state: 'detached', timeout: WAIT });
+
+  // Enter saves a second edit too
+  await messageAction(alice.page, seq, 'edit-button');
+  await msgEl(alice.page, seq).locator('[data-testid="edit-input"]').fill('edited twice');
+  await msgEl(alice.page, seq).locator('[data-testid="edit-input"]').press('Enter');
+  await waitForText(bob.page, seq, 'edited twice');
+  await waitForText(alice.page, seq, 'edited twice');
+  // the edit events took seqs of their own: no message element for them, each message once
+  for (const { page } of [alice, bob]) {
+    const seqs = await messageSeqs(page);
+    assert.equal(new Set(seqs).size, seqs.length);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  }
+});
+
+test('v2: a deleted message shows a placeholder on both pages and after a reload', async () => {
+  await sendMessage(alice.page, 'delete me 🗑');
+  const seq = await waitForMessage(bob.page, 'delete me 🗑');
+  await waitForMessage(alice.page, 'delete me 🗑');
+  await sendMessage(bob.page, 'the next one stays');
+  const next = await waitForMessage(alice.page, 'the next one stays');
+
+  await messageAction(alice.page, seq, 'delete-button');
+  // a confirmation in place (no dialog); Cancel keeps the message
+  await msgEl(alice.page, seq).locator('[data-testid="delete-cancel"]').click();
+  await msgEl(alice.page, seq).locator('[data-testid="delete-confirm"]').waitFor({ state: 'detached', timeout: WAIT });
+  assert.equal(await msgEl(bob.page, seq).getAttribute('data-deleted'), null);
+
+  await messageAction(alice.page, seq, 'delete-button');
+  await msgEl(alice.page, seq).locator('[data-testid="delete-confirm"]').click();
+  for (const { page } of [alice, bob]) {
+    await waitForDeleted(page, seq);
+    await msgEl(page, seq).hover();
+    assert.equal(await msgEl(page, seq).locator('[data-testid="message-actions"]').count(), 0, 'no actions on a deleted message');
+    await waitForText(page, next, 'the next one stays');
+  }
+
+  // after a reload bob's page gets the message's current state from history
+  await bob.page.reload({ timeout: WAIT });
+  bob = await signIn(bob.page, { name: 'bob' });
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="v2"][data-joined="true"].active', { state: 'attached', timeout: WAIT });
+  await waitForMessage(bob.page, 'the next one stays');
+  await waitForDeleted(bob.page, seq);
+  // the edited message of the previous test is still edited
+  const edited = await bob.page.locator('[data-testid="message"][data-edited="true"] [data-testid="message-text"]').allTextContents();
+  assert.ok(edited.includes('edited twice'), `edited message after reload: ${JSON.stringify(edited)}`);
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"]`, { timeout: WAIT });
+});
+
+test('v2: reaction counts update on both pages; clicking one\'s own reaction removes it', async () => {
+  await sendMessage(alice.page, 'react to this');
+  const seq = await waitForMessage(bob.page, 'react to this');
+  await waitForMessage(alice.page, 'react to this');
+
+  await messageAction(bob.page, seq, 'react-button', '👍');
+  for (const { page } of [alice, bob]) await waitForReactionCount(page, seq, '👍', 1);
+  await messageAction(alice.page, seq, 'react-button', '👍');
+  await messageAction(alice.page, seq, 'react-button', '🎉');
+  for (const { page } of [alice, bob]) {
+    await waitForReactionCount(page, seq, '👍', 2);
+    await waitForReactionCount(page, seq, '🎉', 1);
+  }
+  // who reacted: in the tooltip
+  const title = await msgEl(alice.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').getAttribute('title');
+  assert.match(title, /you/);
+  assert.match(title, /bob/);
+  const bobTitle = await msgEl(bob.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').getAttribute('title');
+  assert.match(bobTitle, /alice/);
+  assert.equal(await msgEl(bob.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').getAttribute('data-mine'), 'true');
+  assert.equal(await msgEl(bob.page, seq).locator('[data-testid="reaction"][data-emoji="🎉"]').getAttribute('data-mine'), 'false');
+
+  // bob clicks his own 👍: removed, alice's stays
+  await msgEl(bob.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').click();
+  for (const { page } of [alice, bob]) await waitForReactionCount(page, seq, '👍', 1);
+  assert.equal(await msgEl(bob.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').getAttribute('data-mine'), 'false');
+  // bob's click on alice's 🎉 chip adds his; alice's click on her own 👍 removes the last one
+  await msgEl(bob.page, seq).locator('[data-testid="reaction"][data-emoji="🎉"]').click();
+  await msgEl(alice.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').click();
+  for (const { page } of [alice, bob]) {
+    await waitForReactionCount(page, seq, '🎉', 2);
+    await waitForReactionCount(page, seq, '👍', 0);
+  }
+  assert.equal(await msgEl(alice.page, seq).locator('[data-testid="reaction"][data-emoji="👍"]').count(), 0, 'an empty reaction disappears');
+});
+
+test('v2: a reply shows the quoted first line above the composer and above the sent message', async () => {
+  await sendMessage(alice.page, 'a question?\nwith a second line');
+  const q = await waitForMessage(bob.page, 'a question?\nwith a second line');
+  await waitForMessage(alice.page, 'a question?\nwith a second line');
+
+  await messageAction(bob.page, q, 'reply-button');
+  await tid(bob.page, 'reply-preview').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'reply-preview-text').textContent(), 'a question?');
+  assert.match(await tid(bob.page, 'reply-preview').textContent(), new RegExp('Replying to ' + alice.name));
+  await sendMessage(bob.page, 'an answer');
+  await tid(bob.page, 'reply-preview').waitFor({ state: 'hidden', timeout: WAIT });
+  for (const { page } of [alice, bob]) {
+    const seq = await waitForMessage(page, 'an answer');
+    const quote = msgEl(page, seq).locator('[data-testid="reply-quote"]');
+    assert.equal(await quote.getAttribute('data-reply-to'), String(q));
+    assert.equal(await quote.locator('[data-testid="reply-quote-text"]').textContent(), 'a question?');
+    assert.equal(await quote.locator('[data-testid="reply-quote-author"]').textContent(), alice.name);
+  }
+  // Escape cancels a reply
+  await messageAction(alice.page, q, 'reply-button');
+  await tid(alice.page, 'reply-preview').waitFor({ timeout: WAIT });
+  await tid(alice.page, 'composer-input').press('Escape');
+  await tid(alice.page, 'reply-preview').waitFor({ state: 'hidden', timeout: WAIT });
+});
+
+test('v2: a reply to a message that is not loaded says "reply to #seq" until it is', async () => {
+  // 61 messages, then a reply to the first: the first page (50) does not hold seq 1
+  const seeded = await seedMessages('v2-old', 61, [{ text: 'a late reply', reply_to: 1 }]);
+  assert.equal(seeded.firstSeq, 0, 'a new room');
+  await joinRoom(alice.page, 'v2-old');
+  const seq = await waitForMessage(alice.page, 'a late reply');
+  assert.equal(seq, seeded.acks[0].seq);
+  const quote = msgEl(alice.page, seq).locator('[data-testid="reply-quote"]');
+  assert.equal(await quote.getAttribute('data-reply-to'), '1');
+  assert.equal(await msgEl(alice.page, 1).count(), 0, 'seq 1 is not loaded yet');
+  assert.equal((await quote.textContent()).trim(), 'reply to #1');
+  // clicking... scrolling up loads it, and the quote fills in
+  await alice.page.waitForFunction(() => {
+    const list = document.querySelector('[data-testid="message-list"]');
+    list.scrollTop = 0;
+    return !!document.querySelector('[data-testid="message"][data-seq="1"]');
+  }, null, { timeout: 30000, polling: 250 });
+  await alice.page.waitForFunction((seq) => {
+    const t = document.querySelector(`[data-testid="message"][data-seq="${seq}"] [data-testid="reply-quote-text"]`);
+    return t && t.textContent === 'history 001';
+  }, seq, { timeout: WAIT });
+  await openRoom(alice.page, 'v2');
+});
+
+test('v2: @-completion sends mentions; the mentioned user sees a highlight and a notification', async () => {
+  await openRoom(bob.page, 'lobby');  // bob looks elsewhere when he is mentioned
+  const composer = tid(alice.page, 'composer-input');
+  await composer.click();
+  await composer.pressSequentially('hey @' + bob.name.slice(0, 2));
+  const option = alice.page.locator(`[data-testid="mention-suggestions"] [data-testid="mention-option"][data-user="${bob.user}"]`);
+  await option.waitFor({ timeout: WAIT });
+  assert.equal(await alice.page.locator(`[data-testid="mention-option"][data-user="${alice.user}"]`).count(), 0, 'not oneself');
+  // Enter picks the (first, highlighted) suggestion instead of sending
+  await alice.page.keyboard.press('ArrowDown');
+  await alice.page.keyboard.press('ArrowUp');
+  assert.equal(await alice.page.locator('[data-testid="mention-option"].active').getAttribute('data-user'), bob.user);
+  await composer.press('Enter');
+  await tid(alice.page, 'mention-suggestions').waitFor({ state: 'hidden', timeout: WAIT });
+  assert.equal(await composer.inputValue(), `hey @${bob.user} `);
+  await composer.pressSequentially('look at this');
+  await composer.press('Enter');
+  const text = `hey @${bob.user} look at this`;
+  const seq = await waitForMessage(alice.page, text);
+  // the mention is highlighted in the text (from the stored message's `mentions`)
+  await msgEl(alice.page, seq).locator(`[data-testid="mention"][data-user="${bob.user}"]`).waitFor({ timeout: WAIT });
+  assert.equal(await msgEl(alice.page, seq).getAttribute('data-mentions-me'), null, 'alice is not mentioned');
+
+  // bob: a highlighted notification, and a mark on the room
+  const note = bob.page.locator(`[data-testid="mention-notification"][data-room="v2"][data-seq="${seq}"]`);
+  await note.waitFor({ timeout: WAIT });
+  assert.match(await note.textContent(), new RegExp(alice.name + ' mentioned you in #v2'));
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="v2"][data-mentioned="true"]', { timeout: WAIT });
+  await note.locator('[data-testid="mention-open"]').click();
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="v2"].active', { state: 'attached', timeout: WAIT });
+  await note.waitFor({ state: 'detached', timeout: WAIT });
+  await waitForMessage(bob.page, text);
+  assert.equal(await msgEl(bob.page, seq).getAttribute('data-mentions-me'), 'true');
+  assert.ok(await msgEl(bob.page, seq).evaluate((e) => e.classList.contains('mentions-me')));
+  assert.equal(await bob.page.locator('[data-testid="room-item"][data-room="v2"][data-mentioned="true"]').count(), 0);
+  // an @word that is nobody is no mention
+  await sendMessage(alice.page, 'mail me at a@b.example or ping @nobody-here');
+  const s2 = await waitForMessage(bob.page, 'mail me at a@b.example or ping @nobody-here');
+  assert.equal(await msgEl(bob.page, s2).locator('[data-testid="mention"]').count(), 0);
+  assert.equal(await msgEl(bob.page, s2).getAttribute('data-mentions-me'), null);
+  // a look at it all: edited, deleted, reactions, a reply, a mention, the actions on hover
+  await msgEl(bob.page, seq).hover();
+  await bob.page.screenshot({ path: path.join(ARTIFACTS, 'chat-v2.png') });
+});
+
+test('v2: a refused edit or delete shows the server\'s error', async () => {
+  // hank's page is told (by rewriting what the server sends it) that alice's message is his, and
+  // gets a message that does not exist: the server refuses the changes and the page says why
+  await joinRoom(alice.page, 'v2-err');
+  await sendMessage(alice.page, 'alice owns this');
+  const owned = await waitForMessage(alice.page, 'alice owns this');
+  const ctx = await newContext({ viewport: { width: 1100, height: 720 } });
+  const routes = [];
+  let me = null;
+  await ctx.routeWebSocket(/\/ws$/, (page) => {
+    const srv = page.connectToServer();
+    page.onMessage((m) => srv.send(m));
+    srv.onMessage((m) => {
+      const out = String(m).split('\n').map((line) => {
+        if (!line.trim() || !me) return line;
+        const o = JSON.parse(line);
+        const fix = (x) => { if (x && x.room === 'v2-err' && x.from === alice.user) x.from = me; };
+        fix(o);
+        if (Array.isArray(o.messages)) o.messages.forEach(fix);
+        return JSON.stringify(o);
+      });
+      page.send(out.join('\n'));
+    });
+    page.onClose((code, reason) => srv.close({ code, reason }));
+    srv.onClose((code, reason) => page.close({ code, reason }));
+    routes.push(page);
+  });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`hank: ${e.message}`));
+  await page.goto(baseUrl(), { timeout: WAIT });
+  const hank = await signIn(page, { name: 'hank' });
+  me = hank.user;
+  await joinRoom(hank.page, 'v2-err');
+  await waitForMessage(hank.page, 'alice owns this');
+  assert.equal(await msgEl(hank.page, owned).getAttribute('data-from'), hank.user);
+
+  await messageAction(hank.page, owned, 'edit-button');
+  await msgEl(hank.page, owned).locator('[data-testid="edit-input"]').fill('not yours');
+  await msgEl(hank.page, owned).locator('[data-testid="edit-save"]').click();
+  await hank.page.waitForFunction(() => /Could not edit the message: forbidden/.test(document.querySelector('[data-testid="toast"]').textContent),
+    null, { timeout: WAIT });
+  // the editor stays, with the draft, for another try or Cancel
+  assert.equal(await msgEl(hank.page, owned).locator('[data-testid="edit-input"]').inputValue(), 'not yours');
+  await msgEl(hank.page, owned).locator('[data-testid="edit-cancel"]').click();
+  await waitForText(hank.page, owned, 'alice owns this');
+  await waitForText(alice.page, owned, 'alice owns this');
+  assert.equal(await msgEl(alice.page, owned).getAttribute('data-edited'), null);
+
+  const ghost = 100000;
+  routes.at(-1).send(JSON.stringify({ type: 'message', room: 'v2-err', seq: ghost, ts: Date.now(), from: hank.user,
+    name: hank.name, text: 'a message the server never stored' }));
+  await waitForMessage(hank.page, 'a message the server never stored');
+  await messageAction(hank.page, ghost, 'delete-button');
+  await msgEl(hank.page, ghost).locator('[data-testid="delete-confirm"]').click();
+  await hank.page.waitForFunction(() => /Could not delete the message: not_found/.test(document.querySelector('[data-testid="toast"]').textContent),
+    null, { timeout: WAIT });
+  assert.equal(await msgEl(hank.page, ghost).getAttribute('data-deleted'), null);
+  await openRoom(alice.page, 'v2');
+  await ctx.close();
+});
+
+test('v2: edits, reactions and deletes made while disconnected arrive with recovery', async () => {
+  const ctx = await newContext({ viewport: { width: 1100, height: 720 } });
+  const routes = [];
+  const toServer = [];
+  const fromServer = [];
+  await ctx.routeWebSocket(/\/ws$/, (page) => {
+    const srv = page.connectToServer();
+    const route = { page, srv, cut: false };
+    page.onMessage((m) => { toServer.push(String(m)); srv.send(m); });
+    srv.onMessage((m) => { fromServer.push(String(m)); if (!route.cut) page.send(m); });
+    page.onClose((code, reason) => { if (!route.cut) srv.close({ code, reason }); });
+    srv.onClose((code, reason) => { if (!route.cut) page.close({ code, reason }); });
+    routes.push(route);
+  });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`gina: ${e.message}`));
+  await page.goto(baseUrl(), { timeout: WAIT });
+  const gina = await signIn(page, { name: 'gina' });
+  await joinRoom(gina.page, 'v2-recover');
+  await joinRoom(alice.page, 'v2-recover');
+  await sendMessage(alice.page, 'keep me');
+  await sendMessage(alice.page, 'drop me');
+  await sendMessage(alice.page, 'react to me');
+  const keep = await waitForMessage(gina.page, 'keep me');
+  const drop = await waitForMessage(gina.page, 'drop me');
+  const react = await waitForMessage(gina.page, 'react to me');
+  await messageAction(alice.page, react, 'react-button', '😂');
+  await waitForReactionCount(gina.page, react, '😂', 1);
+
+  const first = routes.at(-1);
+  first.cut = true;
+  await first.page.close({ code: 1001, reason: 'retry_ms=1500' });
+  await first.srv.close({ code: 1000, reason: 'test cut' });
+  await gina.page.waitForSelector('[data-testid="conn-state"][data-state="reconnecting"]', { timeout: WAIT });
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${gina.user}"]`, { state: 'detached', timeout: WAIT });
+
+  await messageAction(alice.page, keep, 'edit-button');
+  await msgEl(alice.page, keep).locator('[data-testid="edit-input"]').fill('kept, edited');
+  await msgEl(alice.page, keep).locator('[data-testid="edit-save"]').click();
+  await waitForText(alice.page, keep, 'kept, edited');
+  await messageAction(alice.page, keep, 'react-button', '🎉');
+  await waitForReactionCount(alice.page, keep, '🎉', 1);
+  await msgEl(alice.page, react).locator('[data-testid="reaction"][data-emoji="😂"]').click();
+  await waitForReactionCount(alice.page, react, '😂', 0);
+  await messageAction(alice.page, drop, 'delete-button');
+  await msgEl(alice.page, drop).locator('[data-testid="delete-confirm"]').click();
+  await waitForDeleted(alice.page, drop);
+  await sendMessage(alice.page, 'after the drop');
+  await waitForMessage(alice.page, 'after the drop');
+
+  await gina.page.waitForSelector('[data-testid="conn-state"][data-state="online"]', { timeout: LONG_WAIT });
+  await waitForMessage(gina.page, 'after the drop');
+  await waitForText(gina.page, keep, 'kept, edited');
+  await msgEl(gina.page, keep).locator('[data-testid="message-edited"]').waitFor({ timeout: WAIT });
+  await waitForReactionCount(gina.page, keep, '🎉', 1);
+  await waitForReactionCount(gina.page, react, '😂', 0);
+  await waitForDeleted(gina.page, drop);
+  const seqs = await messageSeqs(gina.page);
+  assert.deepEqual(seqs, [keep, drop, react, seqs.at(-1)], 'the messages once each, no element for events');
+
+  const objects = (frames) => frames.flatMap((f) => f.split('\n')).filter(Boolean).map((l) => JSON.parse(l));
+  const joins = objects(toServer).filter((o) => o.type === 'join' && o.room === 'v2-recover');
+  assert.equal(joins.length, 2);
+  // since counts the reaction event seen before the cut, not only messages
+  assert.equal(joins[1].since, react + 1);
+  const rejoined = objects(fromServer).find((o) => o.type === 'joined' && o.id === joins[1].id);
+  assert.equal(rejoined.recovered, true);
+  const histories = objects(toServer).filter((o) => o.type === 'history' && o.room === 'v2-recover');
+  assert.equal(histories.length, 1, 'recovery, not history, delivered the changes');
+  await openRoom(alice.page, 'lobby');
+  await openRoom(bob.page, 'lobby');
+  await ctx.close();
+});
+
 test('sign in with a token from `chatd token`', async (t) => {
   const out = spawnSync(CHATD, ['--jwt-secret', JWT_SECRET, 'token', '--user', 'carol', '--name', 'Carol', '--ttl', '1h'],
     { encoding: 'utf8', timeout: 10000, env: { ...process.env, CHAT_JWT_SECRET: JWT_SECRET } });
@@ -442,8 +868,7 @@ test('screenshots (desktop and narrow)', async () => {
 
 test('after a dropped connection the page rejoins with since/epoch and gets the missed messages', async () => {
   // frank's socket goes through Playwright, which records frames and can cut the connection
-  const ctx = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  contexts.push(ctx);
+  const ctx = await newContext({ viewport: { width: 1100, height: 720 } });
   const routes = [];
   const toServer = [];
   const fromServer = [];
