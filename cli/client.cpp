@@ -347,6 +347,9 @@ class cli_client {
       enqueue(
           kind::dm,
           json{{"type", "dm"}, {"to", to}, {"text", text}, {"idempotency_key", next_idem_key()}});
+    } else if ((cmd == "/edit" || cmd == "/reply" || cmd == "/react" || cmd == "/delete") &&
+               !arg.empty()) {
+      change(cmd, arg);
     } else if (cmd == "/history") {
       auto room = !arg.empty() ? arg : rooms_.empty() ? "" : rooms_.front();
       if (room.empty()) {
@@ -356,8 +359,51 @@ class cli_client {
       enqueue(kind::history, json{{"type", "history"}, {"room", room}, {"limit", 50}});
     } else {
       std::cerr << "chat-cli: commands: /join ROOM, /leave ROOM, /dm USER TEXT, /history [ROOM], "
-                   "/quit (start a line with // to send a '/')\n";
+                   "/edit SEQ TEXT, /delete SEQ, /react SEQ EMOJI (-EMOJI removes), "
+                   "/reply SEQ TEXT, /quit (start a line with // to send a '/')\n";
     }
+  }
+
+  // /edit SEQ TEXT, /delete SEQ, /react SEQ [-]EMOJI, /reply SEQ TEXT: in the
+  // first joined room, with an idempotency key like a send.
+  void change(const std::string& cmd, const std::string& arg) {
+    auto sp = arg.find(' ');
+    auto seq_text = arg.substr(0, sp);
+    std::string rest = sp == std::string::npos ? "" : arg.substr(sp + 1);
+    uint64_t seq = 0;
+    bool number = !seq_text.empty() && seq_text.size() <= 19 &&
+                  std::all_of(seq_text.begin(), seq_text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (number) seq = std::stoull(seq_text);
+    if (seq == 0 || (cmd != "/delete" && rest.empty())) {
+      std::cerr << "chat-cli: usage: " << cmd << (cmd == "/delete" ? " SEQ" : cmd == "/react" ? " SEQ EMOJI" : " SEQ TEXT") << "\n";
+      ++failed_;
+      return;
+    }
+    if (rooms_.empty()) {
+      std::cerr << "chat-cli: " << cmd << " needs a room (use --room or /join ROOM)\n";
+      ++failed_;
+      return;
+    }
+    json req{{"room", rooms_.front()}, {"idempotency_key", next_idem_key()}};
+    if (cmd == "/reply") {
+      req["type"] = "send";
+      req["text"] = rest;
+      req["reply_to"] = seq;
+    } else {
+      req["seq"] = seq;
+      if (cmd == "/edit") {
+        req["type"] = "edit";
+        req["text"] = rest;
+      } else if (cmd == "/delete") {
+        req["type"] = "delete";
+      } else {
+        req["type"] = "react";
+        bool off = rest.front() == '-' && rest.size() > 1;
+        req["emoji"] = off ? rest.substr(1) : rest;
+        req["on"] = !off;
+      }
+    }
+    enqueue(kind::send, std::move(req));
   }
 
   void on_eof() {
@@ -487,7 +533,10 @@ class cli_client {
           });
           return;
         }
-        std::cerr << "chat-cli: not sent (" << why << "): " << p.req.value("text", "") << "\n";
+        std::cerr << "chat-cli: not sent (" << why << "): "
+                  << (p.req.value("type", "") == "send" ? p.req.value("text", "")
+                                                        : p.req.dump(-1, ' ', false, json::error_handler_t::replace))
+                  << "\n";
         ++failed_;
         return;
       case kind::history:
@@ -506,11 +555,31 @@ class cli_client {
 
   void print_event(const std::string& type, const json& j) {
     auto room = terminal_safe(str(j, "room"));
+    auto at = [&] { return "[" + clock_text(j.value("ts", now_ms())) + "] [" + room + "] "; };
+    auto seq = [&](const char* key) { return "#" + std::to_string(j.value(key, uint64_t{0})); };
     if (type == "message") {
       auto name = str(j, "name");
       if (name.empty()) name = str(j, "from");
-      out_line("[" + clock_text(j.value("ts", now_ms())) + "] [" + room + "] " +
-               terminal_safe(name) + ": " + terminal_safe(str(j, "text")));
+      std::string text = j.value("deleted", false) ? "(deleted)" : terminal_safe(str(j, "text"));
+      if (j.contains("edited_ts") && !j.value("deleted", false)) text += " (edited)";
+      if (j.contains("reply_to")) text = "(reply to " + seq("reply_to") + ") " + text;
+      for (auto& r : j.value("reactions", json::array()))
+        if (r.is_object())
+          text += " [" + terminal_safe(r.value("emoji", "")) + " " +
+                  std::to_string(r.value("count", 0)) + "]";
+      out_line(at() + terminal_safe(name) + ": " + text + "  " + seq("seq"));
+    } else if (type == "message_edited") {
+      out_line(at() + seq("seq") + " * " + terminal_safe(str(j, "from")) + " edited " +
+               seq("target") + ": " + terminal_safe(str(j, "text")));
+    } else if (type == "message_deleted") {
+      out_line(at() + seq("seq") + " * " + terminal_safe(str(j, "by")) + " deleted " + seq("target"));
+    } else if (type == "reaction") {
+      out_line(at() + seq("seq") + " * " + terminal_safe(str(j, "user")) +
+               (j.value("on", false) ? " reacted " : " took back ") +
+               terminal_safe(str(j, "emoji")) + " on " + seq("target"));
+    } else if (type == "mention") {
+      out_line("[" + clock_text(now_ms()) + "] [" + room + "] * " + terminal_safe(str(j, "from")) +
+               " mentioned you in " + seq("seq"));
     } else if (type == "member_joined" || type == "member_left") {
       out_line("[" + clock_text(now_ms()) + "] [" + room + "] * " + terminal_safe(str(j, "name")) +
                (type == "member_joined" ? " joined" : " left"));

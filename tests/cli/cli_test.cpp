@@ -102,7 +102,7 @@ TEST_F(Cli, HumanOutputShowsTimeRoomNameText) {
   ASSERT_TRUE(line) << p.err();
   // Time, room, name, text; the escape sequence is defused.
   EXPECT_TRUE(std::regex_match(
-      *line, std::regex(R"(\[\d\d:\d\d:\d\d\] \[general\] alice: good\?\[31m morning)")))
+      *line, std::regex(R"(\[\d\d:\d\d:\d\d\] \[general\] alice: good\?\[31m morning  #1)")))
       << *line;
   p.write_stdin("/history\n");
   EXPECT_EQ(p.read_line(), "--- history of general");
@@ -133,6 +133,28 @@ TEST_F(Cli, CommandsJoinDmAndSlashEscape) {
   EXPECT_EQ(got["dm:~alice:~bot"], "psst");
   EXPECT_FALSE(alice.recv_until([](const json& x) { return is_type(x, "message"); }, 300ms));
   EXPECT_NE(p.err().find("commands:"), std::string::npos) << p.err();
+}
+
+TEST_F(Cli, EditDeleteReactAndReply) {
+  ws_client alice;
+  hello(alice, "alice");
+  join(alice, "general");
+  auto ack = alice.request({{"type", "send"}, {"room", "general"}, {"text", "question"}}, 2);
+  ASSERT_TRUE(ack && (*ack)["seq"] == 1);
+  child_process p{cli({"--name", "bot", "--room", "general", "--send-only"})};
+  ASSERT_TRUE(p.write_stdin("/reply 1 answer\n/react 1 👍\n/react 1 -👍\n/react 1 🎉\n"
+                            "/edit 2 answer!\n/edit 1 not mine\n/delete x\n/quit\n"));
+  EXPECT_NE(p.wait(), 0) << p.err();  // the refused edit and the bad /delete count as failed
+  EXPECT_NE(p.err().find("forbidden"), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find("usage: /delete SEQ"), std::string::npos) << p.err();
+  auto h = alice.request({{"type", "history"}, {"room", "general"}}, 3);
+  ASSERT_TRUE(h);
+  auto& msgs = (*h)["messages"];
+  ASSERT_EQ(msgs.size(), 6u) << *h;
+  EXPECT_EQ(msgs[1]["reply_to"], 1);
+  EXPECT_EQ(msgs[1]["text"], "answer!");
+  EXPECT_EQ(msgs[0]["reactions"], json::parse(R"([{"emoji":"🎉","count":1,"users":["~bot"]}])"));
+  EXPECT_EQ(msgs[5]["type"], "message_edited");
 }
 
 TEST_F(Cli, TokenLogin) {
