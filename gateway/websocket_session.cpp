@@ -756,17 +756,17 @@ void websocket_session::handle_send(client_req& req) {
     return;
   }
   global_metrics().messages_in.fetch_add(1, std::memory_order_relaxed);
-  auto s = make_send(req, event_kind::message);
-  auto& sub = it->second;
-  if (sub.pending) {
-    if (sub.held.size() >= 64) {
-      send_error(req.id, "rate_limited", "wait for joined before sending more");
-      return;
-    }
-    sub.held.push_back(std::move(s));
-  } else {
-    hand_over(sub, std::move(s));
+  send_to_room(it->second, make_send(req, event_kind::message));
+}
+
+// While the join is pending the room's handle is unknown: hold (a few).
+void websocket_session::send_to_room(room_sub& sub, send_req s) {
+  if (!sub.pending) return hand_over(sub, std::move(s));
+  if (sub.held.size() >= 64) {
+    send_error(s.req_id, "rate_limited", "wait for joined before sending more");
+    return;
   }
+  sub.held.push_back(std::move(s));
 }
 
 void websocket_session::handle_dm(client_req& req) {
@@ -834,17 +834,7 @@ void websocket_session::handle_change(client_req& req) {
     send_error(req.id, "not_member", "join the room first");
     return;
   }
-  auto s = make_send(req, kind);
-  auto& sub = it->second;
-  if (sub.pending) {
-    if (sub.held.size() >= 64) {
-      send_error(req.id, "rate_limited", "wait for joined before sending more");
-      return;
-    }
-    sub.held.push_back(std::move(s));
-  } else {
-    hand_over(sub, std::move(s));
-  }
+  send_to_room(it->second, make_send(req, kind));
 }
 
 void websocket_session::handle_room_query(client_req& req) {

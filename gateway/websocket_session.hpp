@@ -144,6 +144,7 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void send_error(const std::string& id, const char* code, const std::string& message);
   // A send to the joined room's actor, remembered until it is answered.
   void hand_over(room_sub& sub, send_req s);
+  void send_to_room(room_sub& sub, send_req s);
   bool may_access(const std::string& room) const;
   void arm_expiry();
   void unsubscribe(const std::string& room, room_sub& sub);

@@ -72,6 +72,14 @@ bool room_field(const json& j, std::string& room, decode_error& err) {
               "room names are 1-64 characters of A-Z a-z 0-9 _ - . : (dm: is reserved)");
 }
 
+bool idem_field(const json& j, const limits& lim, client_req& out, decode_error& err) {
+  if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
+  if (out.idem_key.size() > lim.max_idem_key)
+    return fail(err, errc::too_large,
+                "idempotency_key is longer than " + std::to_string(lim.max_idem_key) + " bytes");
+  return true;
+}
+
 bool text_fields(const json& j, const limits& lim, client_req& out, decode_error& err) {
   if (!req_string(j, "text", out.text, err)) return false;
   size_t n = 0;
@@ -86,11 +94,7 @@ bool text_fields(const json& j, const limits& lim, client_req& out, decode_error
     if (!d->is_object()) return fail(err, errc::bad_request, "'data' must be an object");
     out.data = d->dump();
   }
-  if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
-  if (out.idem_key.size() > lim.max_idem_key)
-    return fail(err, errc::too_large,
-                "idempotency_key is longer than " + std::to_string(lim.max_idem_key) + " bytes");
-  return true;
+  return idem_field(j, lim, out, err);
 }
 
 // `seq` of edit, delete and react: the message they change.
@@ -99,14 +103,6 @@ bool target_field(const json& j, client_req& out, decode_error& err) {
   if (!opt_uint(j, "seq", present, out.seq, err)) return false;
   if (!present || out.seq == 0)
     return fail(err, errc::bad_request, "'seq' (the message's seq, at least 1) is required");
-  return true;
-}
-
-bool idem_field(const json& j, const limits& lim, client_req& out, decode_error& err) {
-  if (!opt_string(j, "idempotency_key", out.idem_key, err)) return false;
-  if (out.idem_key.size() > lim.max_idem_key)
-    return fail(err, errc::too_large,
-                "idempotency_key is longer than " + std::to_string(lim.max_idem_key) + " bytes");
   return true;
 }
 

@@ -48,6 +48,27 @@ bool apply_change(stored_msg& msg, const stored_msg& change) {
   return false;
 }
 
+std::string join_lines(const std::vector<std::string>& v) {
+  std::string out;
+  for (auto& x : v) {
+    if (!out.empty()) out.push_back('\n');
+    out += x;
+  }
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    auto nl = s.find('\n', start);
+    if (nl == std::string::npos) nl = s.size();
+    out.push_back(s.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
 bool has_reaction(const stored_msg& msg, const std::string& emoji, const std::string& user) {
   for (auto& r : msg.reactions)
     if (r.emoji == emoji)

@@ -77,6 +77,11 @@ inline bool operator==(const stored_msg& a, const stored_msg& b) {
 // not change `msg` (a reaction already there, or not there to remove).
 bool apply_change(stored_msg& msg, const stored_msg& change);
 
+// How both stores keep `mentions` in one column: user ids never hold a
+// control character, so they are joined by newlines.
+std::string join_lines(const std::vector<std::string>& v);
+std::vector<std::string> split_lines(const std::string& s);
+
 // The reactions of a message made by one user with one emoji.
 bool has_reaction(const stored_msg& msg, const std::string& emoji, const std::string& user);
 

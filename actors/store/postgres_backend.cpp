@@ -98,28 +98,6 @@ const migration migrations[] = {
 
 constexpr int latest_schema = 3;
 
-// Mentions are user ids, which never hold a control character: one column,
-// joined by newlines (as in SQLite).
-std::string join_lines(const std::vector<std::string>& v) {
-  std::string out;
-  for (auto& x : v) {
-    if (!out.empty()) out.push_back('\n');
-    out += x;
-  }
-  return out;
-}
-
-std::vector<std::string> split_lines(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    auto nl = s.find('\n', start);
-    if (nl == std::string::npos) nl = s.size();
-    out.push_back(s.substr(start, nl - start));
-    start = nl + 1;
-  }
-  return out;
-}
 
 int64_t clamp_i64(uint64_t v) {
   return v > static_cast<uint64_t>(max_i64) ? max_i64 : static_cast<int64_t>(v);
