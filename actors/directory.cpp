@@ -66,6 +66,41 @@ void answer_missing(directory_actor* self, caf::response_promise& rp, const join
                error_msg{req.conn.id, req.req_id, errc::not_found, "no such room", {}});
 }
 
+template <class Req>
+void answer_missing(directory_actor* self, caf::response_promise& rp, const Req& req) {
+  if (rp.pending())
+    rp.deliver(make_chat_error(errc::not_found, "no such room"));
+  else if (req.conn.gateway)
+    self->send(req.conn.gateway,
+               error_msg{req.conn.id, req.req_id, errc::not_found, "no such room", {}});
+}
+
+// my_rooms from this node's store: only the rooms homed here, so that a
+// cluster (whose gateway asks every node) lists each room once, from its home.
+void answer_my_rooms(directory_actor* self, const my_rooms_req& req) {
+  auto& st = self->state;
+  self->request(st.deps.store, st.deps.cfg.store_timeout, my_rooms_atom_v, req.user)
+      .then(
+          [=](std::vector<user_room>& rooms) {
+            auto& st = self->state;
+            if (st.deps.routes) {
+              auto me = caf::actor_cast<caf::actor>(self);
+              rooms.erase(std::remove_if(rooms.begin(), rooms.end(),
+                                         [&](const user_room& r) {
+                                           return st.deps.routes->directory_for(r.room) != me;
+                                         }),
+                          rooms.end());
+            }
+            if (req.conn.gateway)
+              self->send(req.conn.gateway, my_rooms_msg{req.conn.id, req.req_id, std::move(rooms)});
+          },
+          [=](caf::error&) {
+            if (req.conn.gateway)
+              self->send(req.conn.gateway, error_msg{req.conn.id, req.req_id, errc::unavailable,
+                                                     "the store is unavailable", {}});
+          });
+}
+
 // Reads never create: a live room answers at once; otherwise the store says
 // whether the room has a row (a cheap lookup), and only then is a room spawned
 // (which loads it) -- else the request is answered `not_found` right here.
@@ -171,6 +206,9 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
       [=](send_req& req) { forward(self, req); },  // direct messages
       [=](history_req& req) { forward_existing(self, req); },
       [=](presence_req& req) { forward_existing(self, req); },
+      [=](read_req& req) { forward_existing(self, req); },
+      [=](part_req& req) { forward_existing(self, req); },
+      [=](my_rooms_req& req) { answer_my_rooms(self, req); },
       [=](typing_req& req) {
         // Typing never creates a room (nor its row): only live rooms hear it.
         auto it = self->state.rooms.find(req.room);

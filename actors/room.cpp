@@ -83,7 +83,7 @@ std::vector<member_info> list_members(room_actor* self, size_t max) {
 bool busy(room_actor* self) {
   auto& st = self->state;
   return st.members.conn_count > 0 || st.in_flight || !st.queued.empty() || !st.held.empty() ||
-         st.looking_up || !st.pending_joins.empty();
+         st.looking_up || !st.pending_joins.empty() || !st.member_dirty.empty();
 }
 
 void schedule_idle_check(room_actor* self) {
@@ -207,6 +207,27 @@ void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us
 
 void dispatch(room_actor* self);
 
+// A stored read position: the reply, and the user's other connections hear it.
+void answer_read(room_actor* self, room_state::read_waiter& r) {
+  auto& st = self->state;
+  auto conn = r.to.conn;
+  answer(self, r.to, read_msg{0, {}, st.room, r.seq});
+  if (auto reg = st.deps.registry_for(r.user)) {
+    read_msg ev{0, {}, st.room, r.seq};
+    self->send(reg, user_deliver{{r.user}, st.room, 0, encode(ev), conn});
+  }
+}
+
+// Changes of a batch that did not commit go again with the next one (unless
+// changed since); the reads that waited for it wait for that one.
+void requeue_members(room_actor* self) {
+  auto& st = self->state;
+  for (auto& [user, m] : st.member_flying) st.member_dirty.emplace(user, std::move(m));
+  st.member_flying.clear();
+  for (auto& r : st.reads_flying) st.reads_waiting.push_back(std::move(r));
+  st.reads_flying.clear();
+}
+
 // The store committed the batch it hands back: the flying sends, in order.
 void on_committed(room_actor* self, append_batch& done) {
   auto& st = self->state;
@@ -218,6 +239,10 @@ void on_committed(room_actor* self, append_batch& done) {
     if (!p.key.empty()) ack_all(self, st.idem.resolve(p.key, m.seq, m.ts), m.seq, m.ts);
     publish(self, std::move(m), &p.to, p.t0_us);
   }
+  st.member_flying.clear();
+  auto reads = std::move(st.reads_flying);
+  st.reads_flying.clear();
+  for (auto& r : reads) answer_read(self, r);
   st.in_flight = false;
   st.confirmed = self->clock().now();  // the store took our term just now
   // Old targets read from the store: forget them once many, while nothing
@@ -287,6 +312,7 @@ void on_failed(room_actor* self, const caf::error& err) {
         answer_error(self, to, errc::unavailable, "message not stored, try again");
   }
   st.flying.clear();
+  requeue_members(self);
   resync(self);
 }
 
@@ -370,7 +396,7 @@ void answer_unsequenced(room_actor* self, pending_send& p, const verdict& v) {
 // message in one batch store one.
 void dispatch(room_actor* self) {
   auto& st = self->state;
-  if (st.in_flight || st.queued.empty()) return;
+  if (st.in_flight || (st.queued.empty() && st.member_dirty.empty())) return;
   size_t n = std::min<size_t>(st.queued.size(), st.deps.cfg.max_batch);
   append_batch batch;
   batch.room = st.room;
@@ -426,7 +452,18 @@ void dispatch(room_actor* self) {
     st.flying.push_back(std::move(p));
     ++taken;
   }
-  if (batch.msgs.empty()) return;
+  // Membership changes and read positions ride with the events (or alone).
+  for (auto& [user, m] : st.member_dirty) {
+    if (m)
+      batch.member_set.push_back(*m);
+    else
+      batch.member_del.push_back(user);
+  }
+  st.member_flying = std::move(st.member_dirty);
+  st.member_dirty.clear();
+  st.reads_flying = std::move(st.reads_waiting);
+  st.reads_waiting.clear();
+  if (batch.empty()) return;
   batch.owner = st.deps.claim_as;
   batch.term = st.term;
   st.in_flight = true;
@@ -517,7 +554,7 @@ void handle_send(room_actor* self, send_req& req) {
 }
 
 void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> recovered,
-                 int8_t recovered_flag) {
+                 int8_t recovered_flag, uint64_t unread) {
   auto& st = self->state;
   if (!st.dm) add_member(self, req.conn, req.who);
   joined_msg out;
@@ -533,6 +570,13 @@ void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> 
   out.info.members = list_members(self, st.deps.cfg.joined_members_listed);
   out.info.recovered = recovered_flag;
   out.info.first_seq = st.first_seq;
+  auto m = st.memberships.find(req.who.user);
+  if (m != st.memberships.end()) {
+    out.info.member = true;
+    out.info.role = m->second.role;
+    out.info.read_seq = m->second.read_seq;
+    out.info.unread = unread;
+  }
   out.member = !st.dm;
   if (req.conn.gateway) self->send(req.conn.gateway, std::move(out));
 }
@@ -541,13 +585,70 @@ void copy_window(room_actor* self, uint64_t from, std::vector<stored_msg>& out) 
   for (auto& m : self->state.recent.range(from)) out.push_back(m);
 }
 
+// Unread messages of `user` in the window with after < seq <= upto.
+uint64_t window_unread(room_actor* self, const std::string& user, uint64_t after, uint64_t upto) {
+  uint64_t n = 0;
+  for (auto& m : self->state.recent.range(after + 1, upto + 1))
+    if (m.kind == event_kind::message && !m.deleted && m.from != user && ++n >= max_unread) break;
+  return n;
+}
+
+void join_with_unread(room_actor* self, const join_req& req, uint64_t unread);
+
+// A public room's first join of a user makes them a member (the owner, when
+// the join creates the room: no event and no member yet) with a read
+// position at the room's seq. `joined` tells their role, read position and
+// unread count, counted in the window or, for an older read position, by the
+// store (the join waits for it).
 void handle_join(room_actor* self, const join_req& req) {
   auto& st = self->state;
-  if (st.dm && !is_participant(self, req.who.user)) {
-    auto to = reply_target(self, req.conn, req.req_id);
-    answer_error(self, to, errc::forbidden, "not a participant of this conversation");
+  if (st.dm) {
+    if (!is_participant(self, req.who.user)) {
+      auto to = reply_target(self, req.conn, req.req_id);
+      answer_error(self, to, errc::forbidden, "not a participant of this conversation");
+      return;
+    }
+    join_with_unread(self, req, 0);
     return;
   }
+  auto it = st.memberships.find(req.who.user);
+  if (it == st.memberships.end()) {
+    membership m{req.who.user,
+                 st.last_seq == 0 && st.memberships.empty() ? member_role::owner : member_role::member,
+                 st.last_seq};
+    it = st.memberships.emplace(m.user, m).first;
+    st.member_dirty[m.user] = m;
+    dispatch(self);
+  }
+  uint64_t read_seq = it->second.read_seq;
+  if (read_seq >= st.last_seq || st.recent.covers(read_seq + 1, st.last_seq + 1)) {
+    join_with_unread(self, req, window_unread(self, req.who.user, read_seq, st.last_seq));
+    return;
+  }
+  conn_key key{req.conn.gateway, req.conn.id};
+  st.pending_joins.insert(key);
+  uint64_t upto = st.last_seq;
+  self->request(st.deps.store, st.deps.cfg.store_timeout, unread_atom_v, st.room, req.who.user,
+                read_seq, upto)
+      .then(
+          [=](uint64_t n) {
+            auto& st = self->state;
+            if (st.pending_joins.erase(key) == 0) return;  // left meanwhile
+            // What committed since the count is in the window.
+            n += window_unread(self, req.who.user, upto, st.last_seq);
+            join_with_unread(self, req, std::min(n, max_unread));
+            schedule_idle_check(self);
+          },
+          [=](caf::error&) {
+            auto& st = self->state;
+            if (st.pending_joins.erase(key) == 0) return;
+            join_with_unread(self, req, 0);  // a join does not fail for a count
+            schedule_idle_check(self);
+          });
+}
+
+void join_with_unread(room_actor* self, const join_req& req, uint64_t unread) {
+  auto& st = self->state;
   std::vector<stored_msg> recovered;
   int8_t flag = -1;
   if (req.recover) {
@@ -582,18 +683,61 @@ void handle_join(room_actor* self, const join_req& req) {
                   copy_window(self, upto, got);
                 else
                   got.clear();
-                finish_join(self, req, std::move(got), ok ? 1 : 0);
+                finish_join(self, req, std::move(got), ok ? 1 : 0, unread);
                 schedule_idle_check(self);
               },
               [=](caf::error&) {
                 if (self->state.pending_joins.erase(key) == 0) return;
-                finish_join(self, req, {}, 0);
+                finish_join(self, req, {}, 0, unread);
                 schedule_idle_check(self);
               });
       return;
     }
   }
-  finish_join(self, req, std::move(recovered), flag);
+  finish_join(self, req, std::move(recovered), flag, unread);
+}
+
+// `read`: the position only moves forward, and never past the room's seq.
+void handle_read(room_actor* self, const read_req& req) {
+  auto& st = self->state;
+  auto to = reply_target(self, req.conn, req.req_id);
+  auto it = st.memberships.find(req.user);
+  if (st.dm || it == st.memberships.end()) {
+    answer_error(self, to, errc::not_member,
+                 st.dm ? "read positions are kept for rooms" : "not a member of this room");
+    return;
+  }
+  uint64_t seq = std::min(req.seq, st.last_seq);
+  if (seq <= it->second.read_seq) {
+    answer(self, to, read_msg{0, {}, st.room, it->second.read_seq});
+    return;
+  }
+  it->second.read_seq = seq;
+  st.member_dirty[req.user] = it->second;
+  st.reads_waiting.push_back({std::move(to), req.user, seq});
+  dispatch(self);
+}
+
+// `part`: the membership ends, and every connection of the user stops
+// receiving the room (the others are told with a `parted` without id).
+void handle_part(room_actor* self, const part_req& req) {
+  auto& st = self->state;
+  if (!st.dm && st.memberships.erase(req.user) > 0) {
+    st.member_dirty[req.user] = std::nullopt;
+    dispatch(self);
+  }
+  std::vector<std::pair<gateway_actor, uint64_t>> conns;
+  for (auto& [gw, ids] : st.members.by_gateway)
+    for (auto& [id, user] : ids)
+      if (user == req.user) conns.emplace_back(gw, id);
+  for (auto& [gw, id] : conns) {
+    st.pending_joins.erase({gw, id});
+    remove_member(self, gw, id);
+    if (!(gw == req.conn.gateway && id == req.conn.id))
+      self->send(gw, left_msg{id, {}, st.room, true});
+  }
+  auto to = reply_target(self, req.conn, req.req_id);
+  answer(self, to, left_msg{0, {}, st.room, true});
 }
 
 // A room exists for the server API when it has (or had) messages or members.
@@ -700,6 +844,8 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
   st.confirmed = self->clock().now();
   st.recent.clear();
   st.looked_up.clear();
+  st.memberships.clear();
+  for (auto& m : snap.members) st.memberships.emplace(m.user, m);
   for (auto& m : snap.idem) {
     auto key = idem_key(m.from, m.idem_key);
     if (!key.empty()) st.idem.remember(key, m.seq, m.ts);
@@ -752,6 +898,8 @@ caf::behavior failed_behavior(room_actor* self, std::string why, bool moved = fa
       },
       [=](history_req& r) { fail(r.conn, r.req_id); },
       [=](presence_req& r) { fail(r.conn, r.req_id); },
+      [=](read_req& r) { fail(r.conn, r.req_id); },
+      [=](part_req& r) { fail(r.conn, r.req_id); },
       [=](leave_req& r) {
         if (!r.reply) return;
         auto to = reply_target(self, r.conn, r.req_id);
@@ -782,6 +930,10 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
   for (auto& p : st.flying) refuse(p);
   for (auto& p : st.queued) refuse(p);
   for (auto& p : st.held) refuse(p);
+  for (auto* reads : {&st.reads_waiting, &st.reads_flying})
+    for (auto& r : *reads) answer_error(self, r.to, errc::unavailable, why);
+  st.reads_waiting.clear();
+  st.reads_flying.clear();
   st.flying.clear();
   st.queued.clear();
   st.held.clear();
@@ -908,6 +1060,14 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       [=](presence_req& req) {
         from_directory();
         handle_presence(self, req);
+      },
+      [=](read_req& req) {
+        from_directory();
+        handle_read(self, req);
+      },
+      [=](part_req& req) {
+        from_directory();
+        handle_part(self, req);
       },
       [=](typing_req& req) {
         from_directory();

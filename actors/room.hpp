@@ -5,6 +5,7 @@
 // recovery, idempotency keys, and the pipeline of sends waiting for the store.
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -126,6 +127,18 @@ struct room_state {
   std::unordered_map<uint64_t, stored_msg> looked_up;
   std::deque<pending_send> queued;
   std::vector<pending_send> flying;
+
+  // Memberships (protocol v2; none in dm rooms): all of the room's, held
+  // here. Changes go to the store with the next batch (null: ended); a
+  // `read` is answered once the batch that stores it commits.
+  std::map<std::string, membership> memberships;
+  std::map<std::string, std::optional<membership>> member_dirty, member_flying;
+  struct read_waiter {
+    reply_to to;
+    std::string user;
+    uint64_t seq = 0;
+  };
+  std::vector<read_waiter> reads_waiting, reads_flying;
   bool in_flight = false;
 
   presence_batcher presence;  // presence batching in big rooms, and in any room during a storm

@@ -73,7 +73,8 @@ caf::behavior user_registry_impl(user_registry_actor* self, size_t max_conns_per
         for (auto& user : d.users) {
           auto it = self->state.users.find(user);
           if (it == self->state.users.end()) continue;
-          for (auto& e : it->second) per_gw[e.conn.gateway].push_back(e.conn.id);
+          for (auto& e : it->second)
+            if (!(e.conn == d.skip)) per_gw[e.conn.gateway].push_back(e.conn.id);
         }
         for (auto& [gw, ids] : per_gw)
           self->send(gw, conns_deliver{std::move(ids), d.room, d.seq, d.frame});

@@ -26,6 +26,13 @@ void post_reply(io_shard* shard, Reply&& r) {
         if (!r.room.empty() && s->keep_for_resend(r.room, r.req_id)) return;
         s->on_answered({}, r.req_id);
       }
+      if constexpr (std::is_same_v<reply_type, left_msg>)
+        if (r.parted) s->on_parted(r.room);
+      if constexpr (std::is_same_v<reply_type, my_rooms_msg>) {
+        // A cluster's nodes answer one by one: the session sends the merge.
+        s->on_my_rooms(r);
+        return;
+      }
       s->push(std::make_shared<const std::string>(encode(r)));
     }
   });
@@ -55,6 +62,8 @@ gateway_actor::behavior_type gateway_impl(gateway_actor::stateful_pointer<gatewa
       [=](ack_msg& m) { post_reply(shard, std::move(m)); },
       [=](error_msg& m) { post_reply(shard, std::move(m)); },
       [=](left_msg& m) { post_reply(shard, std::move(m)); },
+      [=](read_msg& m) { post_reply(shard, std::move(m)); },
+      [=](my_rooms_msg& m) { post_reply(shard, std::move(m)); },
       [=](history_page& m) { post_reply(shard, std::move(m)); },
       [=](presence_list& m) { post_reply(shard, std::move(m)); },
       [=](joined_msg& m) {

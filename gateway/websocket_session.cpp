@@ -415,6 +415,13 @@ void websocket_session::handle(std::string_view text) {
     case req_type::react:
       handle_change(req);
       break;
+    case req_type::read:
+    case req_type::part:
+      handle_membership(req);
+      break;
+    case req_type::my_rooms:
+      handle_my_rooms(req);
+      break;
     case req_type::history:
     case req_type::presence:
       handle_room_query(req);
@@ -807,6 +814,55 @@ send_req websocket_session::make_send(client_req& req, event_kind kind) {
   return s;
 }
 
+void websocket_session::handle_membership(client_req& req) {
+  if (is_dm_room(req.room)) {
+    send_error(req.id, "bad_request", "memberships and read positions are kept for rooms");
+    return;
+  }
+  auto it = rooms_.find(req.room);
+  caf::actor target = (it != rooms_.end() && !it->second.pending)
+                          ? it->second.actor
+                          : directory_for(req.room, req.id);
+  if (!target) return;
+  if (req.type == req_type::read)
+    caf::anon_send(target, read_req{req.room, self_ref(), ident_.user, req.id, req.seq});
+  else
+    caf::anon_send(target, part_req{req.room, self_ref(), ident_.user, req.id});
+}
+
+void websocket_session::handle_my_rooms(client_req& req) {
+  // Each node lists the rooms homed there (one node: itself).
+  std::vector<caf::actor> dirs;
+  if (ctx_.routes->size() > 1) dirs = ctx_.routes->directories();
+  if (dirs.empty()) dirs.push_back(ctx_.directory);
+  if (my_rooms_.size() >= 8 || my_rooms_.count(req.id)) {
+    send_error(req.id, "rate_limited", "wait for the my_rooms already asked");
+    return;
+  }
+  my_rooms_[req.id].due = dirs.size();
+  for (auto& d : dirs) caf::anon_send(d, my_rooms_req{ident_.user, self_ref(), req.id});
+}
+
+void websocket_session::on_my_rooms(const my_rooms_msg& m) {
+  auto it = my_rooms_.find(m.req_id);
+  if (it == my_rooms_.end()) return;
+  auto& w = it->second;
+  w.rooms.insert(w.rooms.end(), m.rooms.begin(), m.rooms.end());
+  if (--w.due > 0) return;
+  my_rooms_msg all{m.conn, m.req_id, std::move(w.rooms)};
+  my_rooms_.erase(it);
+  std::sort(all.rooms.begin(), all.rooms.end(),
+            [](const user_room& a, const user_room& b) { return a.room < b.room; });
+  push(std::make_shared<const std::string>(encode(all)));
+}
+
+void websocket_session::on_parted(const std::string& room) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return;
+  unsubscribe(room, it->second);
+  rooms_.erase(it);
+}
+
 void websocket_session::handle_change(client_req& req) {
   if (!msg_bucket_.take(clock_type::now())) {
     send_error(req.id, "rate_limited", "too many messages, slow down");
@@ -948,6 +1004,7 @@ bool websocket_session::keep_for_resend(const std::string& room, const std::stri
 
 void websocket_session::on_answered(const std::string& room, const std::string& req_id) {
   if (req_id.empty()) return;
+  if (room.empty()) my_rooms_.erase(req_id);  // an error: a node could not list its rooms
   auto forget = [&](room_sub& sub) {
     // Answers come mostly in order: the id is usually the oldest.
     auto& q = sub.unanswered;

@@ -71,6 +71,10 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void on_joined(joined_msg& msg);
   void on_deliver(const std::string& room, uint64_t seq, const frame_ptr& frame,
                   const std::string& skip_user);
+  // The user's membership of `room` ended (part): stop receiving it.
+  void on_parted(const std::string& room);
+  // One node's my_rooms answer: the merged list goes out with the last one.
+  void on_my_rooms(const my_rooms_msg& m);
   // The room's actor died (its node was lost): re-join at its new home.
   void on_room_lost(const std::string& room);
   // A moved room refused send `req_id`: true if it has an idempotency key and
@@ -136,6 +140,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   void handle_dm(client_req& req);
   // edit, delete, react (protocol v2): through the room like a send.
   void handle_change(client_req& req);
+  // read, part: to the room (joined or not); my_rooms: to every node.
+  void handle_membership(client_req& req);
+  void handle_my_rooms(client_req& req);
   send_req make_send(client_req& req, event_kind kind);
   void handle_room_query(client_req& req);
   void handle_typing(client_req& req);
@@ -194,6 +201,12 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   identity ident_;
   std::unordered_map<std::string, room_sub> rooms_;
   std::unordered_map<std::string, uint64_t> dm_seen_;  // dm room -> last seq delivered
+  // my_rooms asked of several nodes: answers still due and the rows so far.
+  struct my_rooms_wait {
+    size_t due = 0;
+    std::vector<user_room> rooms;
+  };
+  std::unordered_map<std::string, my_rooms_wait> my_rooms_;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> dm_typing_;
   token_bucket msg_bucket_;
   token_bucket req_bucket_;

@@ -14,7 +14,7 @@ namespace {
 
 const char* type_names[] = {"hello",    "refresh", "join", "leave", "send",  "history",
                             "presence", "typing",  "dm",   "rooms", "ping",  "edit",
-                            "delete",   "react"};
+                            "delete",   "react",   "read", "my_rooms", "part"};
 
 // At most `n` bytes of valid UTF-8 `s`, never cutting a character in half (the
 // result goes into an error message, which must stay valid UTF-8).
@@ -228,8 +228,15 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       if (out.to.empty() || out.to.size() > 256)
         return fail(err, errc::bad_request, "'to' must name a user");
       return text_fields(j, lim, out, err) && send_extras(j, out, err);
+    case req_type::read:
+      if (!room_field(j, out.room, err) || !opt_uint(j, "seq", present, out.seq, err)) return false;
+      if (!present) return fail(err, errc::bad_request, "'seq' is required");
+      return true;
+    case req_type::part:
+      return room_field(j, out.room, err);
     case req_type::rooms:
     case req_type::ping:
+    case req_type::my_rooms:
       return true;
   }
   return true;
@@ -393,6 +400,33 @@ std::string encode_joined(const std::string& id, const std::string& room, uint64
   return out;
 }
 
+std::string encode(const read_msg& m) {
+  std::string out = "{\"type\":\"read\"";
+  put_id(out, m.req_id);
+  put_str(out, "room", m.room);
+  put_num(out, "seq", m.seq);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode(const my_rooms_msg& m) {
+  std::string out = "{\"type\":\"my_rooms\"";
+  put_id(out, m.req_id);
+  out.append(",\"rooms\":[");
+  for (size_t i = 0; i < m.rooms.size(); ++i) {
+    auto& r = m.rooms[i];
+    out.append(i ? ",{" : "{");
+    out.append("\"room\":").append(json_quote(r.room));
+    put_str(out, "role", to_string(r.role));
+    put_num(out, "last_seq", r.last_seq);
+    put_num(out, "read_seq", r.read_seq);
+    put_num(out, "unread", std::min(r.unread, max_unread));
+    out.append(",\"private\":false}");
+  }
+  out.append("]}");
+  return out;
+}
+
 std::string encode_left(const std::string& id, const std::string& room) {
   std::string out = "{\"type\":\"left\"";
   put_id(out, id);
@@ -534,7 +568,14 @@ std::string encode(const error_msg& m) {
   return out;
 }
 
-std::string encode(const left_msg& m) { return encode_left(m.req_id, m.room); }
+std::string encode(const left_msg& m) {
+  if (!m.parted) return encode_left(m.req_id, m.room);
+  std::string out = "{\"type\":\"parted\"";
+  put_id(out, m.req_id);
+  put_str(out, "room", m.room);
+  out.push_back('}');
+  return out;
+}
 
 std::string encode(const history_page& m) {
   return encode_history(m.req_id, m.room, m.msgs, m.more, m.first_seq);
@@ -543,8 +584,16 @@ std::string encode(const history_page& m) {
 std::string encode(const presence_list& m) { return encode_presence(m.req_id, m.room, m.members); }
 
 std::string encode(const joined_info& m) {
-  return encode_joined(m.req_id, m.room, m.seq, m.epoch, m.member_count, m.members, m.recovered,
-                       m.first_seq);
+  auto out = encode_joined(m.req_id, m.room, m.seq, m.epoch, m.member_count, m.members,
+                           m.recovered, m.first_seq);
+  if (m.member) {
+    out.pop_back();
+    put_num(out, "read_seq", m.read_seq);
+    put_num(out, "unread", std::min(m.unread, max_unread));
+    put_str(out, "role", to_string(m.role));
+    out.push_back('}');
+  }
+  return out;
 }
 
 namespace {

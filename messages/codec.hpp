@@ -25,7 +25,7 @@ struct limits {
 // Protocol v2 adds edit, del ("delete") and react.
 enum class req_type {
   hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping,
-  edit, del, react,
+  edit, del, react, read, my_rooms, part,
 };
 
 // At most this many user ids in a send's `mentions`.
@@ -136,6 +136,8 @@ std::string encode(const left_msg& m);
 std::string encode(const history_page& m);
 std::string encode(const presence_list& m);
 std::string encode(const joined_info& m);
+std::string encode(const read_msg& m);
+std::string encode(const my_rooms_msg& m);
 // The server API's body for a reply: the same object without "type" and "id".
 std::string encode_body(const history_page& m);
 std::string encode_body(const presence_list& m);

@@ -85,6 +85,34 @@ std::vector<std::string> split_lines(const std::string& s);
 // The reactions of a message made by one user with one emoji.
 bool has_reaction(const stored_msg& msg, const std::string& emoji, const std::string& user);
 
+// A user's standing in a room (protocol v2 memberships). Lives with the
+// room's home: the room actor holds all of its memberships and stores them.
+enum class member_role : uint8_t { member = 0, moderator = 1, owner = 2 };
+constexpr const char* to_string(member_role r) {
+  return r == member_role::owner ? "owner" : r == member_role::moderator ? "moderator" : "member";
+}
+
+struct membership {
+  std::string user;
+  member_role role = member_role::member;
+  uint64_t read_seq = 0;  // never moves back
+};
+inline bool operator==(const membership& a, const membership& b) {
+  return a.user == b.user && a.role == b.role && a.read_seq == b.read_seq;
+}
+
+// One row of `my_rooms`.
+struct user_room {
+  std::string room;
+  member_role role = member_role::member;
+  uint64_t last_seq = 0;
+  uint64_t read_seq = 0;
+  uint64_t unread = 0;  // messages of others after read_seq, not deleted, at most max_unread
+};
+
+// A larger unread count is reported as this.
+inline constexpr uint64_t max_unread = 10000;
+
 // --- replies to one connection's request -----------------------------------------
 // Rooms, the directory and registries answer with these structs; the gateway
 // encodes them on its I/O thread (messages/codec.hpp `encode`), the server API
@@ -112,6 +140,24 @@ struct left_msg {
   uint64_t conn = 0;
   std::string req_id;
   std::string room;
+  // `part` (protocol v2): the user's membership ended, "parted"; without a
+  // req_id it tells another connection of the user that it no longer receives the room.
+  bool parted = false;
+};
+
+// The answer to `read`, and (no req_id) what the user's other connections hear.
+struct read_msg {
+  uint64_t conn = 0;
+  std::string req_id;
+  std::string room;
+  uint64_t seq = 0;
+};
+
+// The answer to `my_rooms` from one node (a cluster merges every node's).
+struct my_rooms_msg {
+  uint64_t conn = 0;
+  std::string req_id;
+  std::vector<user_room> rooms;
 };
 
 struct history_page {
@@ -142,6 +188,10 @@ struct joined_info {
   std::vector<member_info> members;  // the first of them
   int8_t recovered = -1;            // -1: not a recovery join, 0: false, 1: true
   uint64_t first_seq = 1;
+  bool member = false;  // protocol v2: the user's membership (not for dm rooms)
+  member_role role = member_role::member;
+  uint64_t read_seq = 0;
+  uint64_t unread = 0;
 };
 
 }  // namespace chat

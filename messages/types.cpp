@@ -47,6 +47,14 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<conn_ref>("chat::conn_ref");
   cfg.add_message_type<member_info>("chat::member_info");
   cfg.add_message_type<reaction_set>("chat::reaction_set");
+  cfg.add_message_type<membership>("chat::membership");
+  cfg.add_message_type<read_req>("chat::read_req");
+  cfg.add_message_type<part_req>("chat::part_req");
+  cfg.add_message_type<my_rooms_req>("chat::my_rooms_req");
+  cfg.add_message_type<read_msg>("chat::read_msg");
+  cfg.add_message_type<my_rooms_msg>("chat::my_rooms_msg");
+  cfg.add_message_type<user_room>("chat::user_room");
+  cfg.add_message_type<std::vector<user_room>>("std::vector<chat::user_room>");
   cfg.add_message_type<stored_msg>("chat::stored_msg");
   cfg.add_message_type<std::vector<stored_msg>>("std::vector<chat::stored_msg>");
   cfg.add_message_type<room_snapshot>("chat::room_snapshot");

@@ -31,6 +31,8 @@ using claims_atom = caf::atom_constant<caf::atom("claims")>;
 using lost_atom = caf::atom_constant<caf::atom("lost")>;
 using claim_chk_atom = caf::atom_constant<caf::atom("claim_chk")>;
 using event_atom = caf::atom_constant<caf::atom("event")>;
+using my_rooms_atom = caf::atom_constant<caf::atom("my_rooms")>;
+using unread_atom = caf::atom_constant<caf::atom("unread")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -61,6 +63,8 @@ constexpr auto claims_atom_v = claims_atom::value;
 constexpr auto lost_atom_v = lost_atom::value;
 constexpr auto claim_chk_atom_v = claim_chk_atom::value;
 constexpr auto event_atom_v = event_atom::value;
+constexpr auto my_rooms_atom_v = my_rooms_atom::value;
+constexpr auto unread_atom_v = unread_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
@@ -79,6 +83,14 @@ typename Inspector::result_type inspect(Inspector& f, stored_msg& x) {
            x.data, x.idem_key, x.kind, x.target, x.reply_to, x.mentions, x.emoji, x.on,
            x.edited_ts, x.deleted, x.reactions);
 }
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, membership& x) {
+  return f(caf::meta::type_name("membership"), x.user, x.role, x.read_seq);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_room& x) {
+  return f(caf::meta::type_name("user_room"), x.room, x.role, x.last_seq, x.read_seq, x.unread);
+}
 // What a room needs from the store when it starts.
 struct room_snapshot {
   std::string epoch;
@@ -88,11 +100,12 @@ struct room_snapshot {
   std::vector<stored_msg> idem;       // messages with an idempotency key in the window
   uint64_t term = 0;                  // the room's fencing term (0: never claimed)
   std::string owner;                  // the node that claimed it last ("" if never)
+  std::vector<membership> members;    // every membership of the room
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
   return f(caf::meta::type_name("room_snapshot"), x.epoch, x.last_seq, x.first_seq, x.recent,
-           x.idem, x.term, x.owner);
+           x.idem, x.term, x.owner, x.members);
 }
 
 // --- room / registry -> gateway ----------------------------------------------
@@ -109,7 +122,15 @@ typename Inspector::result_type inspect(Inspector& f, error_msg& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, left_msg& x) {
-  return f(caf::meta::type_name("left_msg"), x.conn, x.req_id, x.room);
+  return f(caf::meta::type_name("left_msg"), x.conn, x.req_id, x.room, x.parted);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, read_msg& x) {
+  return f(caf::meta::type_name("read_msg"), x.conn, x.req_id, x.room, x.seq);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, my_rooms_msg& x) {
+  return f(caf::meta::type_name("my_rooms_msg"), x.conn, x.req_id, x.rooms);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, history_page& x) {
@@ -123,7 +144,7 @@ typename Inspector::result_type inspect(Inspector& f, presence_list& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, joined_info& x) {
   return f(caf::meta::type_name("joined_info"), x.req_id, x.room, x.seq, x.epoch, x.member_count,
-           x.members, x.recovered, x.first_seq);
+           x.members, x.recovered, x.first_seq, x.member, x.role, x.read_seq, x.unread);
 }
 
 // Join accepted: the connection becomes a member; the `recovered` messages, then
@@ -185,7 +206,8 @@ using gateway_actor =
     caf::typed_actor<caf::reacts_to<ack_msg>, caf::reacts_to<error_msg>, caf::reacts_to<left_msg>,
                      caf::reacts_to<history_page>, caf::reacts_to<presence_list>,
                      caf::reacts_to<joined_msg>, caf::reacts_to<deliver>,
-                     caf::reacts_to<conns_deliver>, caf::reacts_to<close_conn>>;
+                     caf::reacts_to<conns_deliver>, caf::reacts_to<close_conn>,
+                     caf::reacts_to<read_msg>, caf::reacts_to<my_rooms_msg>>;
 
 // One WebSocket connection: the gateway actor that owns it and its id there.
 // Only handles cross the gateway<->room edge, never pointers to sessions.
@@ -258,6 +280,41 @@ typename Inspector::result_type inspect(Inspector& f, send_req& x) {
            x.on, x.admin);
 }
 
+// Protocol v2: the user's read position (`seq`), and the end of a membership.
+struct read_req {
+  std::string room;
+  conn_ref conn;
+  std::string user;
+  std::string req_id;
+  uint64_t seq = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, read_req& x) {
+  return f(caf::meta::type_name("read_req"), x.room, x.conn, x.user, x.req_id, x.seq);
+}
+
+struct part_req {
+  std::string room;
+  conn_ref conn;
+  std::string user;
+  std::string req_id;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, part_req& x) {
+  return f(caf::meta::type_name("part_req"), x.room, x.conn, x.user, x.req_id);
+}
+
+// `my_rooms`, to a node's directory: it answers with the rooms homed there.
+struct my_rooms_req {
+  std::string user;
+  conn_ref conn;
+  std::string req_id;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, my_rooms_req& x) {
+  return f(caf::meta::type_name("my_rooms_req"), x.user, x.conn, x.req_id);
+}
+
 struct history_req {
   std::string room;
   conn_ref conn;
@@ -312,16 +369,18 @@ typename Inspector::result_type inspect(Inspector& f, user_offline& x) {
   return f(caf::meta::type_name("user_offline"), x.user, x.conn);
 }
 
-// A stored direct message for every connection of `users`.
+// A stored direct message (or a mention, a read position) for every
+// connection of `users` but `skip` (the connection that caused it, if any).
 struct user_deliver {
   std::vector<std::string> users;
   std::string room;
   uint64_t seq = 0;
   std::string frame;
+  conn_ref skip{};
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_deliver& x) {
-  return f(caf::meta::type_name("user_deliver"), x.users, x.room, x.seq, x.frame);
+  return f(caf::meta::type_name("user_deliver"), x.users, x.room, x.seq, x.frame, x.skip);
 }
 
 // Close every connection of a user (server API, bans).
@@ -377,15 +436,21 @@ typename Inspector::result_type inspect(Inspector& f, room_idle& x) {
 // `owner` and `term` fence the batch: it commits only while the room's stored
 // term is still `term` (and its owner `owner`), i.e. nobody claimed the room
 // since this node did. term 0 = unfenced (a single node that never claims).
+// A batch may also carry membership changes (written in the same
+// transaction, fenced the same way), with or without events.
 struct append_batch {
   std::string room;
   std::vector<stored_msg> msgs;
   std::string owner;
   uint64_t term = 0;
+  std::vector<membership> member_set{};  // upserts (role, read_seq)
+  std::vector<std::string> member_del{};  // memberships that end
+  bool empty() const { return msgs.empty() && member_set.empty() && member_del.empty(); }
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, append_batch& x) {
-  return f(caf::meta::type_name("append_batch"), x.room, x.msgs, x.owner, x.term);
+  return f(caf::meta::type_name("append_batch"), x.room, x.msgs, x.owner, x.term, x.member_set,
+           x.member_del);
 }
 
 struct range_query {

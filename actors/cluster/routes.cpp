@@ -130,4 +130,12 @@ bool cluster_routes::all_up() const {
   return true;
 }
 
+std::vector<caf::actor> cluster_routes::directories() const {
+  std::lock_guard<std::mutex> lock{mtx_};
+  std::vector<caf::actor> out;
+  for (auto& d : directories_)
+    if (d) out.push_back(d);
+  return out;
+}
+
 }  // namespace chat

@@ -49,6 +49,8 @@ class cluster_routes {
   // cannot happen while this node runs: it is always up in its own view).
   caf::actor directory_for(std::string_view room) const;
   caf::actor users_for(std::string_view user) const;
+  // Every live node's directory (my_rooms asks them all).
+  std::vector<caf::actor> directories() const;
   // Home among the live nodes.
   size_t home_of(std::string_view key) const;
   // Home when every configured node is up (the preferred home).

@@ -86,6 +86,20 @@ class store_backend {
   virtual bool get_event(const std::string& room, uint64_t seq, stored_msg& out, bool& found,
                          std::string& err) = 0;
 
+  // Memberships (protocol v2): load_room and claim_room return every
+  // membership of the room; append applies each batch's member_set (upsert)
+  // and member_del in the same transaction (a batch may hold only those).
+
+  // Every room `user` is a member of, by name, with its last seq and the
+  // user's unread count (as count_unread from read_seq to last_seq).
+  virtual bool user_rooms(const std::string& user, std::vector<user_room>& out,
+                          std::string& err) = 0;
+
+  // `message` events of others than `user` with after < seq <= upto that
+  // are not deleted, at most max_unread.
+  virtual bool count_unread(const std::string& room, const std::string& user, uint64_t after,
+                            uint64_t upto, uint64_t& out, std::string& err) = 0;
+
   // Messages of `q.room` with q.after < seq < q.before (before 0 = no bound),
   // at most q.limit, oldest first; q.newest picks the newest ones in the range.
   virtual bool range(const range_query& q, std::vector<stored_msg>& out, std::string& err) = 0;

@@ -27,6 +27,7 @@ struct mem_room {
   uint64_t term = 0;
   std::string owner;
   std::deque<stored_msg> msgs;  // seqs first_seq()..last_seq, gapless
+  std::map<std::string, membership> members;
 
   uint64_t first_seq() const { return last_seq + 1 - msgs.size(); }
 };
@@ -78,7 +79,7 @@ class memory_backend final : public store_backend {
       std::unordered_map<std::string, uint64_t> next;
       for (size_t i = 0; i < batches.size(); ++i) {
         auto& b = batches[i];
-        if (b.msgs.empty()) continue;
+        if (b.empty()) continue;
         auto r = rooms_.find(b.room);
         if (r == rooms_.end()) {
           err = "append to unknown room '" + b.room + "' (load_room first)";
@@ -108,8 +109,12 @@ class memory_backend final : public store_backend {
       staged.reserve(batches.size());
       for (size_t i = 0; i < batches.size(); ++i) {
         auto& b = batches[i];
-        if (b.msgs.empty() || results[i] == append_result::fenced) continue;
-        staged.emplace_back(&rooms_[b.room], b.msgs);
+        if (b.empty() || results[i] == append_result::fenced) continue;
+        auto& room = rooms_[b.room];
+        for (auto& m : b.member_set) room.members[m.user] = m;
+        for (auto& u : b.member_del) room.members.erase(u);
+        if (b.msgs.empty()) continue;
+        staged.emplace_back(&room, b.msgs);
         for (auto& m : staged.back().second) m.room = b.room;
       }
       for (auto& [r, msgs] : staged) {
@@ -172,6 +177,30 @@ class memory_backend final : public store_backend {
     }
   }
 
+  bool count_unread(const std::string& room, const std::string& user, uint64_t after,
+                    uint64_t upto, uint64_t& out, std::string&) override {
+    out = 0;
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) return true;
+    for (auto& m : it->second.msgs)
+      if (m.seq > after && m.seq <= upto && m.kind == event_kind::message && !m.deleted &&
+          m.from != user && ++out >= max_unread)
+        break;
+    return true;
+  }
+
+  bool user_rooms(const std::string& user, std::vector<user_room>& out, std::string& err) override {
+    out.clear();
+    for (auto& [name, r] : rooms_) {
+      auto m = r.members.find(user);
+      if (m == r.members.end()) continue;
+      user_room ur{name, m->second.role, r.last_seq, m->second.read_seq, 0};
+      if (!count_unread(name, user, ur.read_seq, ur.last_seq, ur.unread, err)) return false;
+      out.push_back(std::move(ur));
+    }
+    return true;
+  }
+
   bool room_exists(const std::string& room, bool& out, std::string&) override {
     out = rooms_.count(room) > 0;
     return true;
@@ -231,6 +260,7 @@ class memory_backend final : public store_backend {
     out.recent.assign(r.msgs.end() - static_cast<std::ptrdiff_t>(n), r.msgs.end());
     for (auto& m : r.msgs)
       if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
+    for (auto& [user, m] : r.members) out.members.push_back(m);
   }
 
   // A change event just stored: its target's current state follows it.

@@ -94,9 +94,15 @@ const migration migrations[] = {
      "CREATE INDEX messages_target ON messages(room, target) WHERE target <> 0;"
      "CREATE TABLE reactions(room TEXT NOT NULL, seq BIGINT NOT NULL, emoji BYTEA NOT NULL,"
      " user_id BYTEA NOT NULL, pos BIGINT NOT NULL, PRIMARY KEY(room, seq, emoji, user_id));"},
+    // Memberships, as SQLite's version 4.
+    {4,
+     "CREATE TABLE members(room TEXT NOT NULL, user_id TEXT NOT NULL,"
+     " role BIGINT NOT NULL DEFAULT 0, read_seq BIGINT NOT NULL DEFAULT 0,"
+     " PRIMARY KEY(room, user_id));"
+     "CREATE INDEX members_by_user ON members(user_id);"},
 };
 
-constexpr int latest_schema = 3;
+constexpr int latest_schema = 4;
 
 
 int64_t clamp_i64(uint64_t v) {
@@ -314,6 +320,26 @@ const std::vector<statement>& statements() {
        {text_array_oid, int8_array_oid}},
       {"chat_trim_reactions", "DELETE FROM reactions WHERE room = $1 AND seq < $2",
        {text_oid, int8_oid}},
+      {"chat_members_of", "SELECT user_id, role, read_seq FROM members WHERE room = $1",
+       {text_oid}},
+      {"chat_set_members",
+       "INSERT INTO members(room, user_id, role, read_seq)"
+       " SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])"
+       " ON CONFLICT (room, user_id) DO UPDATE SET role = EXCLUDED.role,"
+       " read_seq = EXCLUDED.read_seq",
+       {text_array_oid, text_array_oid, int8_array_oid, int8_array_oid}},
+      {"chat_del_members",
+       "DELETE FROM members m USING unnest($1::text[], $2::text[]) AS v(room, user_id)"
+       " WHERE m.room = v.room AND m.user_id = v.user_id",
+       {text_array_oid, text_array_oid}},
+      {"chat_rooms_of",
+       "SELECT m.room, m.role, m.read_seq, r.last_seq FROM members m"
+       " JOIN rooms r ON r.name = m.room WHERE m.user_id = $1 ORDER BY m.room",
+       {text_oid}},
+      {"chat_unread",
+       "SELECT count(*)::int8 FROM (SELECT 1 FROM messages WHERE room = $1 AND seq > $2"
+       " AND seq <= $3 AND kind = 0 AND deleted = 0 AND from_user <> $4 LIMIT $5) AS u",
+       {text_oid, int8_oid, int8_oid, bytea_oid, int8_oid}},
       {"chat_get_room",
        "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name = $1",
        {text_oid}},
@@ -731,6 +757,16 @@ void read_msgs(const result& r, const std::string& room, std::vector<stored_msg>
   }
 }
 
+// Rows (user_id, role, read_seq).
+void read_members(const result& r, std::vector<membership>& out) {
+  for (int i = 0; i < r.rows(); ++i) {
+    auto role = r.i64(i, 1);
+    out.push_back({r.str(i, 0),
+                   role >= 0 && role <= 2 ? static_cast<member_role>(role) : member_role::member,
+                   static_cast<uint64_t>(r.i64(i, 2))});
+  }
+}
+
 // Rows (seq, emoji, user_id) ordered by seq and reaction order: into the
 // reactions of the messages read.
 void add_reactions(const result& r, std::vector<stored_msg>& msgs) {
@@ -784,6 +820,7 @@ class postgres_backend final : public store_backend {
           pg_conn::prepared("chat_recent", recent),
           pg_conn::prepared("chat_idem", idem),
           pg_conn::prepared("chat_recent_reactions", recent),
+          pg_conn::prepared("chat_members_of", get),
           pg_conn::plain("COMMIT")};
       std::vector<result> rs;
       std::string failed;
@@ -792,6 +829,7 @@ class postgres_backend final : public store_backend {
         err = "load room '" + room + "': " + failed;
         return false;
       }
+      read_members(rs[7], out.members);
       if (rs[3].rows() != 1) {
         err = "room '" + room + "' vanished after insert";
         return false;
@@ -819,9 +857,10 @@ class postgres_backend final : public store_backend {
       // ones until COMMIT; the reads after it start after it (READ
       // COMMITTED: a fresh snapshot per statement), so the snapshot holds
       // everything committed under the earlier terms.
-      params create, bump, recent, idem;
+      params create, bump, recent, idem, get;
       create.text(room).text(new_epoch()).i64(now_ms());
       bump.text(room).text(owner);
+      get.text(room);
       recent.text(room).i64(recent_limit);
       idem.text(room).i64(idem_since_ms);
       std::vector<pg_conn::step> steps = {
@@ -831,11 +870,12 @@ class postgres_backend final : public store_backend {
           pg_conn::prepared("chat_recent", recent),
           pg_conn::prepared("chat_idem", idem),
           pg_conn::prepared("chat_recent_reactions", recent),
+          pg_conn::prepared("chat_members_of", get),
           pg_conn::plain("COMMIT")};
       std::vector<result> rs;
       std::string failed;
       if (!c.pipeline(steps, rs, failed, err)) return false;
-      if (!failed.empty() || !committed(rs[6])) {
+      if (!failed.empty() || !committed(rs[7])) {
         err = "claim room '" + room + "': " + (failed.empty() ? "rolled back" : failed);
         return rollback(c);
       }
@@ -847,6 +887,7 @@ class postgres_backend final : public store_backend {
       read_row(rs[2], 0, row);
       fill_snapshot(room, row, recent_limit > 0 ? &rs[3] : nullptr, rs[4], out);
       add_reactions(rs[5], out.recent);
+      read_members(rs[6], out.members);
       return true;
     });
     if (!ok) out = room_snapshot{};
@@ -875,7 +916,7 @@ class postgres_backend final : public store_backend {
           return false;
         }
       }
-      if (!b.msgs.empty()) names.push_back(b.room);
+      if (!b.empty()) names.push_back(b.room);
     }
     if (names.empty()) return true;
     std::sort(names.begin(), names.end());
@@ -942,6 +983,37 @@ class postgres_backend final : public store_backend {
       found = true;
       return true;
     });
+  }
+
+  bool count_unread(const std::string& room, const std::string& user, uint64_t after,
+                    uint64_t upto, uint64_t& out, std::string& err) override {
+    out = 0;
+    if (upto <= after) return true;
+    return guarded(kind::read, err, [&](pg_conn& c) { return unread_on(c, room, user, after, upto, out, err); });
+  }
+
+  bool user_rooms(const std::string& user, std::vector<user_room>& out, std::string& err) override {
+    out.clear();
+    bool ok = guarded(kind::read, err, [&](pg_conn& c) {
+      auto r = c.run("chat_rooms_of", params{}.text(user), err);
+      if (!r.get()) return false;
+      for (int i = 0; i < r.rows(); ++i) {
+        user_room ur;
+        ur.room = r.str(i, 0);
+        auto role = r.i64(i, 1);
+        ur.role = role >= 0 && role <= 2 ? static_cast<member_role>(role) : member_role::member;
+        ur.read_seq = static_cast<uint64_t>(r.i64(i, 2));
+        ur.last_seq = static_cast<uint64_t>(r.i64(i, 3));
+        out.push_back(std::move(ur));
+      }
+      for (auto& ur : out)
+        if (ur.last_seq > ur.read_seq &&
+            !unread_on(c, ur.room, user, ur.read_seq, ur.last_seq, ur.unread, err))
+          return false;
+      return true;
+    });
+    if (!ok) out.clear();
+    return ok;
   }
 
   bool room_exists(const std::string& room, bool& out, std::string& err) override {
@@ -1073,6 +1145,17 @@ class postgres_backend final : public store_backend {
     return ok;
   }
 
+  static bool unread_on(pg_conn& c, const std::string& room, const std::string& user,
+                        uint64_t after, uint64_t upto, uint64_t& out, std::string& err) {
+    auto r = c.run("chat_unread",
+                   params{}.text(room).i64(clamp_i64(after)).i64(clamp_i64(upto)).bytes(user).i64(
+                       static_cast<int64_t>(max_unread)),
+                   err);
+    if (!r.get()) return false;
+    out = static_cast<uint64_t>(r.i64(0, 0));
+    return true;
+  }
+
   static bool rollback(pg_conn& c) {
     c.rollback();
     return false;
@@ -1137,9 +1220,11 @@ class postgres_backend final : public store_backend {
     std::map<std::pair<std::string, uint64_t>, const stored_msg*> edits;
     std::map<std::tuple<std::string, uint64_t, std::string, std::string>, const stored_msg*> reacts;
     std::vector<std::pair<std::string, uint64_t>> deletes;
+    // Memberships as the batches leave them, in order (null: ended).
+    std::map<std::pair<std::string, std::string>, const membership*> members;
     for (size_t i = 0; i < batches.size(); ++i) {
       auto& b = batches[i];
-      if (b.msgs.empty()) continue;
+      if (b.empty()) continue;
       auto it = rows.find(b.room);
       if (it == rows.end()) {
         err = "append to unknown room '" + b.room + "' (load_room first)";
@@ -1150,6 +1235,9 @@ class postgres_backend final : public store_backend {
         results[i] = append_result::fenced;
         continue;
       }
+      for (auto& m : b.member_set) members[{b.room, m.user}] = &m;
+      for (auto& u : b.member_del) members[{b.room, u}] = nullptr;
+      if (b.msgs.empty()) continue;
       // A room in two batches chains: the second continues the first.
       if (b.msgs.front().seq != row.last_seq + 1) {
         err = "seq gap in room '" + b.room + "': expected " + std::to_string(row.last_seq + 1) +
@@ -1241,6 +1329,30 @@ class postgres_backend final : public store_backend {
         }
       set_last.array(set_name).array(set_seq);
       second.push_back(pg_conn::prepared("chat_set_last_seq", set_last, PGRES_COMMAND_OK));
+    }
+    params set_m, del_m;
+    {
+      array_builder sr{text_oid}, su{text_oid}, sro{int8_oid}, srs{int8_oid}, dr{text_oid},
+          du{text_oid};
+      for (auto& [key, m] : members) {
+        if (m) {
+          sr.add(key.first);
+          su.add(key.second);
+          sro.add(static_cast<int64_t>(m->role));
+          srs.add(clamp_i64(m->read_seq));
+        } else {
+          dr.add(key.first);
+          du.add(key.second);
+        }
+      }
+      if (sr.size() > 0) {
+        set_m.array(sr).array(su).array(sro).array(srs);
+        second.push_back(pg_conn::prepared("chat_set_members", set_m, PGRES_COMMAND_OK));
+      }
+      if (dr.size() > 0) {
+        del_m.array(dr).array(du);
+        second.push_back(pg_conn::prepared("chat_del_members", del_m, PGRES_COMMAND_OK));
+      }
     }
     second.push_back(pg_conn::plain("COMMIT"));
     if (!c.pipeline(second, rs, failed, err)) return false;

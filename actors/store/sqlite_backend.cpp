@@ -67,9 +67,15 @@ const migration migrations[] = {
      "CREATE TABLE reactions(room TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL,"
      " user_id TEXT NOT NULL, pos INTEGER NOT NULL, PRIMARY KEY(room, seq, emoji, user_id))"
      " WITHOUT ROWID;"},
+    // Memberships: role and read position, per room; by user for my_rooms.
+    {4,
+     "CREATE TABLE members(room TEXT NOT NULL, user_id TEXT NOT NULL,"
+     " role INTEGER NOT NULL DEFAULT 0, read_seq INTEGER NOT NULL DEFAULT 0,"
+     " PRIMARY KEY(room, user_id)) WITHOUT ROWID;"
+     "CREATE INDEX members_by_user ON members(user_id);"},
 };
 
-constexpr int latest_schema = 3;
+constexpr int latest_schema = 4;
 
 
 int64_t clamp_i64(uint64_t v) {
@@ -310,6 +316,59 @@ class sqlite_backend final : public store_backend {
     }
   }
 
+  bool count_unread(const std::string& room, const std::string& user, uint64_t after,
+                    uint64_t upto, uint64_t& out, std::string& err) override {
+    out = 0;
+    try {
+      if (upto <= after) return true;
+      use u{*unread_};
+      u.bind(1, room);
+      u.bind(2, clamp_i64(after));
+      u.bind(3, clamp_i64(upto));
+      u.bind(4, user);
+      u.bind(5, static_cast<int64_t>(max_unread));
+      if (u.step() != SQLITE_ROW) {
+        err = db_error(db_, "count unread");
+        return false;
+      }
+      out = static_cast<uint64_t>(u.i64(0));
+      return true;
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
+  bool user_rooms(const std::string& user, std::vector<user_room>& out, std::string& err) override {
+    out.clear();
+    try {
+      {
+        use u{*rooms_of_};
+        u.bind(1, user);
+        int rc;
+        while ((rc = u.step()) == SQLITE_ROW) {
+          user_room r;
+          r.room = u.text(0);
+          auto role = u.i64(1);
+          r.role = role >= 0 && role <= 2 ? static_cast<member_role>(role) : member_role::member;
+          r.read_seq = static_cast<uint64_t>(u.i64(2));
+          r.last_seq = static_cast<uint64_t>(u.i64(3));
+          out.push_back(std::move(r));
+        }
+        if (rc != SQLITE_DONE) {
+          err = db_error(db_, "list the rooms of a user");
+          return false;
+        }
+      }
+      for (auto& r : out)
+        if (!count_unread(r.room, user, r.read_seq, r.last_seq, r.unread, err)) return false;
+      return true;
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
   bool room_exists(const std::string& room, bool& out, std::string& err) override {
     try {
       room_row row;
@@ -429,13 +488,13 @@ class sqlite_backend final : public store_backend {
           return false;
         }
       }
-      any = any || !b.msgs.empty();
+      any = any || !b.empty();
     }
     if (!any) return true;
     if (!step_done(*begin_, "begin", err)) return write_failed(err, err);
     for (size_t i = 0; i < batches.size(); ++i) {
       auto& b = batches[i];
-      if (b.msgs.empty()) continue;
+      if (b.empty()) continue;
       room_row row;
       bool found = false;
       if (!get_room(b.room, row, found, err)) return abort_write(err);
@@ -450,6 +509,8 @@ class sqlite_backend final : public store_backend {
         results[i] = append_result::fenced;
         continue;
       }
+      if (!write_members(b, err)) return abort_write(err);
+      if (b.msgs.empty()) continue;
       // Read inside the transaction, so a room in two batches chains correctly.
       if (b.msgs.front().seq != row.last_seq + 1) {
         rollback();
@@ -488,6 +549,44 @@ class sqlite_backend final : public store_backend {
     if (!step_done(*commit_, "commit", err)) return abort_write(err);
     write_error_.clear();
     return true;
+  }
+
+  bool write_members(const append_batch& b, std::string& err) {
+    for (auto& m : b.member_set) {
+      use u{*set_member_};
+      u.bind(1, b.room);
+      u.bind(2, m.user);
+      u.bind(3, static_cast<int64_t>(m.role));
+      u.bind(4, clamp_i64(m.read_seq));
+      if (u.step() != SQLITE_DONE) {
+        err = db_error(db_, "store membership in '" + b.room + "'");
+        return false;
+      }
+    }
+    for (auto& user : b.member_del) {
+      use u{*del_member_};
+      u.bind(1, b.room);
+      u.bind(2, user);
+      if (u.step() != SQLITE_DONE) {
+        err = db_error(db_, "end membership in '" + b.room + "'");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  bool read_members(const std::string& room, std::vector<membership>& out, std::string& err) {
+    use u{*members_of_};
+    u.bind(1, room);
+    int rc;
+    while ((rc = u.step()) == SQLITE_ROW) {
+      auto role = u.i64(1);
+      out.push_back({u.text(0), role >= 0 && role <= 2 ? static_cast<member_role>(role) : member_role::member,
+                     static_cast<uint64_t>(u.i64(2))});
+    }
+    if (rc == SQLITE_DONE) return true;
+    err = db_error(db_, "read members of '" + room + "'");
+    return false;
   }
 
   // A change event just inserted: its target's stored state follows it (as
@@ -678,6 +777,7 @@ class sqlite_backend final : public store_backend {
 
   bool read_snapshot(const std::string& room, const room_row& row, uint32_t recent_limit,
                      int64_t idem_since_ms, room_snapshot& out, std::string& err) {
+    if (!read_members(room, out.members, err)) return false;
     out.epoch = row.epoch;
     out.last_seq = row.last_seq;
     out.first_seq = row.first_seq;
@@ -907,6 +1007,18 @@ class sqlite_backend final : public store_backend {
                "SELECT seq, emoji, user_id FROM reactions WHERE room=?1 AND seq>=?2 AND seq<=?3"
                " ORDER BY seq, pos") &&
            add(trim_reactions_, "DELETE FROM reactions WHERE room=?1 AND seq<?2") &&
+           add(set_member_,
+               "INSERT INTO members(room, user_id, role, read_seq) VALUES(?1, ?2, ?3, ?4)"
+               " ON CONFLICT(room, user_id) DO UPDATE SET role=excluded.role,"
+               " read_seq=excluded.read_seq") &&
+           add(del_member_, "DELETE FROM members WHERE room=?1 AND user_id=?2") &&
+           add(members_of_, "SELECT user_id, role, read_seq FROM members WHERE room=?1") &&
+           add(rooms_of_,
+               "SELECT m.room, m.role, m.read_seq, r.last_seq FROM members m"
+               " JOIN rooms r ON r.name = m.room WHERE m.user_id=?1 ORDER BY m.room") &&
+           add(unread_,
+               "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room=?1 AND seq>?2 AND seq<=?3"
+               " AND kind=0 AND deleted=0 AND from_user!=?4 LIMIT ?5)") &&
            add(set_last_seq_, "UPDATE rooms SET last_seq=?2 WHERE name=?1") &&
            add(set_first_seq_, "UPDATE rooms SET first_seq=?2 WHERE name=?1") &&
            add(all_rooms_, "SELECT name, last_seq, first_seq FROM rooms") &&
@@ -924,7 +1036,8 @@ class sqlite_backend final : public store_backend {
   std::unique_ptr<stmt> begin_, commit_, get_room_, claim_, insert_room_, recent_, idem_,
       range_desc_, range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
       delete_before_, schema_version_, health_probe_, get_event_, apply_edit_, apply_delete_,
-      drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_;
+      drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_,
+      set_member_, del_member_, members_of_, rooms_of_, unread_;
 };
 
 }  // namespace

@@ -313,7 +313,7 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
       },
       [=](append_atom, append_batch& batch) -> caf::result<append_batch> {
         auto& st = self->state;
-        if (batch.msgs.empty()) return store_error("empty batch");
+        if (batch.empty()) return store_error("empty batch");
         auto promise = self->make_response_promise<append_batch>();
         ++st.rooms[batch.room].handed;
         auto room = batch.room, owner = batch.owner;
@@ -368,6 +368,38 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
         auto r = read();
         if (!r) return r.error();
         return {std::move(r->first), r->second};
+      },
+      [=](my_rooms_atom, const std::string& user) -> caf::result<std::vector<user_room>> {
+        // Not ordered behind appends: a membership a room wrote a moment ago
+        // may be missing, as it would be on another node.
+        std::vector<user_room> out;
+        std::string err;
+        if (!self->state.backend->user_rooms(user, out, err)) return store_error(err);
+        return out;
+      },
+      [=](unread_atom, const std::string& room, const std::string& user, uint64_t after,
+          uint64_t upto) -> caf::result<uint64_t> {
+        auto read = [=]() -> caf::expected<uint64_t> {
+          uint64_t n = 0;
+          std::string err;
+          if (!self->state.backend->count_unread(room, user, after, upto, n, err))
+            return store_error(err);
+          return n;
+        };
+        if (must_wait(self, room)) {
+          auto rp = self->make_response_promise<uint64_t>();
+          defer(self, room, [rp, read]() mutable {
+            auto r = read();
+            if (r)
+              rp.deliver(*r);
+            else
+              rp.deliver(r.error());
+          });
+          return rp;
+        }
+        auto r = read();
+        if (!r) return r.error();
+        return *r;
       },
       [=](claims_atom, const claim_check& chk) -> caf::result<std::vector<std::string>> {
         std::vector<std::pair<std::string, uint64_t>> claims;

@@ -41,6 +41,10 @@ using store_actor = caf::typed_actor<
     // One event with its current state (room, seq) and whether it exists;
     // answered after the appends of the room handed in before it.
     caf::replies_to<event_atom, std::string, uint64_t>::with<stored_msg, bool>,
+    // The rooms a user belongs to (my_rooms).
+    caf::replies_to<my_rooms_atom, std::string>::with<std::vector<user_room>>,
+    // Unread messages of (room, user) with after < seq <= upto.
+    caf::replies_to<unread_atom, std::string, std::string, uint64_t, uint64_t>::with<uint64_t>,
     // Whether a room has a row; never creates one (reads of unknown rooms).
     caf::replies_to<exists_atom, std::string>::with<bool>,
     // Which of a node's claimed rooms another node has claimed since.

@@ -827,6 +827,7 @@ TEST_F(RecoveryTest, WrongEpochIsNotRecovered) {
 TEST_F(RecoveryTest, SinceBeyondTheWindowIsFetchedFromTheStore) {
   join_since(r, gw2, 2, "bob", 4, epoch);
   expect((join_req), from(self).to(r));
+  expect((append_atom, append_batch), from(r).to(store));  // bob's new membership
   expect((range_atom, range_query), from(r).to(store));
   sched.run();
   auto [seqs, joined] = outcome();
@@ -1546,4 +1547,57 @@ TEST_F(RoomEventsTest, ATargetOlderThanTheWindowIsReadFromTheStoreInOrder) {
   EXPECT_EQ(m.text, "edited by alice");
   EXPECT_FALSE(state_of<room_state>(small).looking_up);
   EXPECT_TRUE(state_of<room_state>(small).held.empty());
+}
+
+TEST_F(RoomEventsTest, TheCreatorOwnsAndReadPositionsOnlyMoveForward) {
+  // alice's join created the room (SetUp): owner; bob: member.
+  auto& st = state_of<room_state>(r);
+  EXPECT_EQ(st.memberships.at("alice").role, member_role::owner);
+  EXPECT_EQ(st.memberships.at("bob").role, member_role::member);
+  for (int i = 1; i <= 3; ++i) say(r, gw, 1, "alice", "m");
+  sched.run();
+  auto read = [&](uint64_t seq, const std::string& id) {
+    self->send(r, read_req{"general", conn(2), "bob", id, seq});
+    sched.run();
+    return reply(id);
+  };
+  EXPECT_EQ(read(2, "1")["seq"], 2);
+  EXPECT_EQ(read(1, "2")["seq"], 2);   // never back
+  EXPECT_EQ(read(50, "3")["seq"], 3);  // never past the room's seq
+  // The moves reached the store (member-only batches), the user's other
+  // connections through their registry, not the reader's own.
+  room_snapshot snap;
+  std::string err;
+  ASSERT_TRUE(backend->load_room("general", 0, 0, snap, err)) << err;
+  bool found = false;
+  for (auto& m : snap.members)
+    if (m.user == "bob") {
+      found = true;
+      EXPECT_EQ(m.read_seq, 3u);
+    }
+  EXPECT_TRUE(found);
+  ASSERT_FALSE(rec(reg).user_delivers.empty());
+  EXPECT_EQ(rec(reg).user_delivers.back().skip.id, 2u);
+  EXPECT_EQ(parse(rec(reg).user_delivers.back().frame),
+            json::parse(R"({"type":"read","room":"general","seq":3})"));
+  // A join now reports the position and what is unread after it (alice's
+  // messages only: bob's own do not count).
+  say(r, gw, 2, "bob", "mine");
+  say(r, gw, 1, "alice", "new");
+  sched.run();
+  join(r, gw, 7, "bob", "8");
+  sched.run();
+  auto j = last_join_frames(gw).back();
+  EXPECT_EQ(j["read_seq"], 3);
+  EXPECT_EQ(j["unread"], 1);
+  EXPECT_EQ(j["role"], "member");
+  // Part: the membership ends and every connection of bob stops receiving.
+  self->send(r, part_req{"general", conn(2), "bob", "9"});
+  sched.run();
+  EXPECT_EQ(reply("9")["type"], "parted");
+  EXPECT_EQ(st.memberships.count("bob"), 0u);
+  EXPECT_EQ(st.members.users.count("bob"), 0u);
+  self->send(r, read_req{"general", conn(7), "bob", "10", 5});
+  sched.run();
+  EXPECT_EQ(reply("10")["code"], "not_member");
 }

@@ -4,6 +4,8 @@
 // restart keeping tombstones and reactions.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "tests/integration/chatd_process.hpp"
 #include "tests/integration/cluster_fixture.hpp"
 #include "tests/integration/ws_client.hpp"
@@ -349,4 +351,125 @@ TEST(EventsCluster, ChangesAndMentionsAcrossThreeNodes) {
   EXPECT_EQ(h["messages"][0]["reactions"][0]["users"], json::parse(R"(["bob"])"));
   EXPECT_EQ(h["messages"][3]["deleted"], true);
   EXPECT_EQ(h["messages"][3]["reply_to"], 1);
+  // Memberships live with each room's home; my_rooms asks every node.
+  auto local = room_homed_on(0, "ev-local-");
+  ASSERT_TRUE(is_type(ask(b, {{"type", "join"}, {"room", local}}), "joined"));
+  EXPECT_EQ(ask(b, {{"type", "read"}, {"room", room}, {"seq", 4}})["seq"], 4);
+  auto mr = ask(b, {{"type", "my_rooms"}});
+  ASSERT_TRUE(is_type(mr, "my_rooms")) << mr;
+  ASSERT_EQ(mr["rooms"].size(), 2u) << mr;
+  std::map<std::string, json> by_room;
+  for (auto& r : mr["rooms"]) by_room[r["room"]] = r;
+  EXPECT_EQ(by_room[room]["read_seq"], 4);
+  EXPECT_EQ(by_room[room]["last_seq"], 5);
+  EXPECT_EQ(by_room[room]["unread"], 0);  // seq 5 is bob's own delete, not a message
+  EXPECT_EQ(by_room[local]["role"], "owner");
+  EXPECT_EQ(ask(a, {{"type", "my_rooms"}})["rooms"][0]["role"], "owner");
+}
+
+// --- memberships, read positions, unread counts, my_rooms, part ----------------------
+
+TEST_F(Events, MembershipsRolesReadPositionsAndUnread) {
+  ws_client a, b, b2, c;
+  hello(a, "alice");
+  hello(b, "bob");
+  hello(b2, "bob");
+  hello(c, "carol");
+  auto ja = join(a, "m1");
+  EXPECT_EQ(ja["role"], "owner") << ja;  // the join that created the room
+  EXPECT_EQ(ja["read_seq"], 0);
+  EXPECT_EQ(ja["unread"], 0);
+  auto jb = join(b, "m1");
+  EXPECT_EQ(jb["role"], "member") << jb;
+  for (int i = 1; i <= 3; ++i) ASSERT_EQ(send(a, "m1", "m" + std::to_string(i))["seq"], i);
+  // bob's other connection never joined: my_rooms lists the membership anyway.
+  auto mr = ask(b2, {{"type", "my_rooms"}});
+  ASSERT_TRUE(is_type(mr, "my_rooms")) << mr;
+  EXPECT_EQ(mr["rooms"], json::parse(R"([{"room":"m1","role":"member","last_seq":3,"read_seq":0,
+                                          "unread":3,"private":false}])"));
+  // read: forward only, never past the room's seq; the other connections hear it.
+  auto r = ask(b, {{"type", "read"}, {"room", "m1"}, {"seq", 2}});
+  EXPECT_EQ(r, json::parse(R"({"type":"read","id":)" + std::to_string(next_id - 1) +
+                           R"(,"room":"m1","seq":2})"));
+  auto ev = b2.recv_until([](const json& x) { return is_type(x, "read"); });
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(*ev, json::parse(R"({"type":"read","room":"m1","seq":2})"));
+  EXPECT_EQ(ask(b, {{"type", "read"}, {"room", "m1"}, {"seq", 1}})["seq"], 2);
+  EXPECT_EQ(ask(b, {{"type", "read"}, {"room", "m1"}, {"seq", 99}})["seq"], 3);
+  EXPECT_FALSE(b.recv_until([](const json& x) { return is_type(x, "read") && !x.contains("id"); },
+                            std::chrono::milliseconds(200)));  // not told of its own
+  EXPECT_EQ(code_of(ask(c, {{"type", "read"}, {"room", "m1"}, {"seq", 1}})), "not_member");
+  EXPECT_EQ(code_of(ask(c, {{"type", "read"}, {"room", "nowhere"}, {"seq", 1}})), "not_found");
+  // Own messages and deleted ones are not unread.
+  ASSERT_EQ(send(b, "m1", "mine")["seq"], 4);
+  ASSERT_EQ(send(a, "m1", "new")["seq"], 5);
+  ASSERT_EQ(send(a, "m1", "oops")["seq"], 6);
+  ASSERT_TRUE(is_type(ask(a, {{"type", "delete"}, {"room", "m1"}, {"seq", 6}}), "ack"));
+  mr = ask(b2, {{"type", "my_rooms"}});
+  EXPECT_EQ(mr["rooms"][0]["unread"], 1) << mr;
+  EXPECT_EQ(mr["rooms"][0]["read_seq"], 3);
+  EXPECT_EQ(mr["rooms"][0]["last_seq"], 7);
+  auto j2 = join(b2, "m1");
+  EXPECT_EQ(j2["read_seq"], 3) << j2;
+  EXPECT_EQ(j2["unread"], 1);
+  EXPECT_EQ(j2["role"], "member");
+  EXPECT_EQ(ask(a, {{"type", "my_rooms"}})["rooms"][0]["role"], "owner");
+  EXPECT_EQ(ask(c, {{"type", "my_rooms"}})["rooms"], json::array());
+}
+
+TEST_F(Events, PartEndsTheMembershipOnEveryConnection) {
+  ws_client a, b, b2;
+  hello(a, "alice");
+  hello(b, "bob");
+  hello(b2, "bob");
+  join(a, "p");
+  join(b, "p");
+  join(b2, "p");
+  ASSERT_EQ(send(a, "p", "one")["seq"], 1);
+  auto pr = ask(b, {{"type", "part"}, {"room", "p"}});
+  EXPECT_EQ(pr, json::parse(R"({"type":"parted","id":)" + std::to_string(next_id - 1) +
+                            R"(,"room":"p"})"));
+  auto mj = a.recv_until([](const json& x) { return is_type(x, "member_left"); });
+  ASSERT_TRUE(mj);  // both connections went: bob left the room's presence
+  EXPECT_EQ((*mj)["user"], "bob");
+  auto told = b2.recv_until([](const json& x) { return is_type(x, "parted"); });
+  ASSERT_TRUE(told);
+  EXPECT_EQ(*told, json::parse(R"({"type":"parted","room":"p"})"));
+  EXPECT_EQ(code_of(send(b2, "p", "still here?")), "not_member");
+  EXPECT_EQ(ask(b, {{"type", "my_rooms"}})["rooms"], json::array());
+  // bob receives nothing more of the room.
+  ASSERT_EQ(send(a, "p", "two")["seq"], 2);
+  EXPECT_FALSE(b2.recv_until([](const json& x) { return is_type(x, "message"); },
+                             std::chrono::milliseconds(200)));
+  // A public room may be joined again: a member from now on.
+  auto j = join(b, "p");
+  EXPECT_EQ(j["role"], "member");
+  EXPECT_EQ(j["read_seq"], 2);
+  EXPECT_EQ(ask(b, {{"type", "my_rooms"}})["rooms"].size(), 1u);
+}
+
+TEST_F(Events, MembershipsAndReadPositionsSurviveARestart) {
+  {
+    ws_client a, b;
+    hello(a, "alice");
+    hello(b, "bob");
+    join(a, "keep2");
+    join(b, "keep2");
+    for (int i = 1; i <= 4; ++i) ASSERT_EQ(send(a, "keep2", "m")["seq"], i);
+    ASSERT_EQ(ask(b, {{"type", "read"}, {"room", "keep2"}, {"seq", 3}})["seq"], 3);
+  }
+  ASSERT_EQ(server->terminate(), 0);
+  server.reset();
+  start({"--history-window", "2"});  // the unread count then comes from the store
+  ws_client a, b;
+  hello(a, "alice");
+  hello(b, "bob");
+  auto mr = ask(b, {{"type", "my_rooms"}});
+  EXPECT_EQ(mr["rooms"], json::parse(R"([{"room":"keep2","role":"member","last_seq":4,"read_seq":3,
+                                          "unread":1,"private":false}])")) << mr;
+  EXPECT_EQ(join(a, "keep2")["role"], "owner");
+  for (int i = 5; i <= 9; ++i) ASSERT_EQ(send(a, "keep2", "m")["seq"], i);
+  auto j = join(b, "keep2");
+  EXPECT_EQ(j["read_seq"], 3) << j;
+  EXPECT_EQ(j["unread"], 6);  // seqs 4-9, most of them older than the window of 2
 }

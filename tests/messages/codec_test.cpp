@@ -1084,11 +1084,13 @@ std::string check_decoded(const client_req& r, const limits& lim) {
                         r.type == req_type::send || r.type == req_type::history ||
                         r.type == req_type::presence || r.type == req_type::typing ||
                         r.type == req_type::edit || r.type == req_type::del ||
-                        r.type == req_type::react;
+                        r.type == req_type::react || r.type == req_type::read ||
+                        r.type == req_type::part;
   if (has_room != !r.room.empty()) return "room set for the wrong type";
   const bool has_target =
       r.type == req_type::edit || r.type == req_type::del || r.type == req_type::react;
-  if (has_target != (r.seq != 0)) return "seq set for the wrong type";
+  if (!has_target && r.type != req_type::read && r.seq != 0) return "seq set for the wrong type";
+  if (has_target && r.seq == 0) return "no target seq";
   if ((r.type == req_type::react) != !r.emoji.empty()) return "emoji set for the wrong type";
   if (r.type == req_type::react && !valid_emoji(r.emoji)) return "bad emoji";
   if (r.mentions.size() > max_mentions) return "too many mentions";
@@ -1162,6 +1164,14 @@ std::string check_decoded(const client_req& r, const limits& lim) {
       m.target = r.seq;
       frames.push_back(encode_ack(r.id, r.room, 2, 1));
       frames.push_back(encode_message(m));
+      break;
+    case req_type::read:
+    case req_type::part:
+      frames.push_back(encode(read_msg{0, r.id, r.room, r.seq}));
+      frames.push_back(encode(left_msg{0, r.id, r.room, true}));
+      break;
+    case req_type::my_rooms:
+      frames.push_back(encode(my_rooms_msg{0, r.id, {{"r", member_role::owner, 3, 1, 2}}}));
       break;
     case req_type::del:
     case req_type::react:

@@ -107,8 +107,15 @@ void check_one(std::string_view text, const chat::limits& lim) {
       require(one_object(chat::encode_message(m)));
       break;
     }
+    case chat::req_type::read:
+    case chat::req_type::part:
+      require(valid_room(r.room));
+      require(one_object(chat::encode(chat::read_msg{0, r.id, r.room, r.seq})));
+      require(one_object(chat::encode(chat::left_msg{0, r.id, r.room, true})));
+      break;
     case chat::req_type::rooms:
     case chat::req_type::ping:
+    case chat::req_type::my_rooms:
       break;
   }
 }

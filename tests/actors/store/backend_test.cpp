@@ -443,6 +443,58 @@ TYPED_TEST(store_backend_test, trim_drops_the_reactions_of_trimmed_messages) {
   EXPECT_FALSE(found);
 }
 
+TYPED_TEST(store_backend_test, memberships_read_positions_and_unread_counts) {
+  this->load("general");
+  this->load("other");
+  append_batch b;
+  b.room = "general";
+  b.member_set = {{"alice", member_role::owner, 0}, {"bob", member_role::member, 0}};
+  b.msgs = {msg(1, 1000), msg(2, 2000), msg(3, 3000), msg(4, 4000)};
+  b.msgs[1].from = "bob";
+  b.msgs.push_back(change(5, event_kind::deleted, 4));  // deleted: not unread
+  this->append_ok({b});
+  // A batch of memberships only (no events): read positions move.
+  append_batch r;
+  r.room = "general";
+  r.member_set = {{"bob", member_role::member, 1}};
+  this->append_ok({r});
+  append_batch o;
+  o.room = "other";
+  o.member_set = {{"bob", member_role::moderator, 0}};
+  this->append_ok({o});
+  EXPECT_EQ(this->load("general").last_seq, 5u);  // member-only batches take no seq
+
+  std::vector<user_room> rooms;
+  std::string err;
+  ASSERT_TRUE(this->b_->user_rooms("bob", rooms, err)) << err;
+  ASSERT_EQ(rooms.size(), 2u);
+  EXPECT_EQ(rooms[0].room, "general");
+  EXPECT_EQ(rooms[0].role, member_role::member);
+  EXPECT_EQ(rooms[0].read_seq, 1u);
+  EXPECT_EQ(rooms[0].last_seq, 5u);
+  EXPECT_EQ(rooms[0].unread, 1u);  // seq 3 (alice); 2 is his own, 4 deleted, 5 not a message
+  EXPECT_EQ(rooms[1].room, "other");
+  EXPECT_EQ(rooms[1].role, member_role::moderator);
+  EXPECT_EQ(rooms[1].unread, 0u);
+  uint64_t n = 0;
+  ASSERT_TRUE(this->b_->count_unread("general", "carol", 0, 5, n, err)) << err;
+  EXPECT_EQ(n, 3u);
+  ASSERT_TRUE(this->b_->count_unread("general", "carol", 1, 2, n, err)) << err;
+  EXPECT_EQ(n, 1u);
+
+  append_batch part;
+  part.room = "general";
+  part.member_del = {"bob"};
+  this->append_ok({part});
+  ASSERT_TRUE(this->b_->user_rooms("bob", rooms, err)) << err;
+  ASSERT_EQ(rooms.size(), 1u);
+  EXPECT_EQ(rooms[0].room, "other");
+  if (TypeParam::persistent) this->reopen();
+  auto snap = this->load("general");
+  ASSERT_EQ(snap.members.size(), TypeParam::persistent ? 1u : 1u);
+  EXPECT_EQ(snap.members[0], (membership{"alice", member_role::owner, 0}));
+}
+
 TYPED_TEST(store_backend_test, message_room_field_is_the_batch_room) {
   this->load("general");
   auto b = batch("general", 1, 2);
@@ -1018,10 +1070,11 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "3");
+  EXPECT_EQ(v, "4");
   ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
   EXPECT_EQ(v, "wal");
-  for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions"}) {
+  for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
+                    "members", "members_by_user"}) {
     ASSERT_TRUE(raw_exec(
         path_, std::string{"SELECT count(*) FROM sqlite_master WHERE name='"} + name + "'", &v));
     EXPECT_EQ(v, "1") << name;
@@ -1037,7 +1090,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "3");
+  EXPECT_EQ(v, "4");
 }
 
 TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
@@ -1060,7 +1113,7 @@ TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "3");
+  EXPECT_EQ(v, "4");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
@@ -1301,8 +1354,9 @@ class postgres_backend : public ::testing::Test {
 TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
-  for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions"})
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
+  for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
+                    "members", "members_by_user"})
     EXPECT_EQ(sql(std::string{"SELECT to_regclass('"} + name + "') IS NOT NULL"), "t") << name;
   EXPECT_EQ(sql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM"
                 " information_schema.columns WHERE table_name = 'rooms'"),
@@ -1317,7 +1371,7 @@ TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
   std::string err;
   EXPECT_TRUE(b->healthy(err)) << err;
   EXPECT_EQ(err, "ok");
@@ -1335,7 +1389,7 @@ TEST_F(postgres_backend, nodes_starting_together_on_a_fresh_database_all_open) {
     threads.emplace_back([&, i] { opened[i] = make_postgres_backend(url_, 1, errs[i]); });
   for (auto& t : threads) t.join();
   for (int i = 0; i < nodes; ++i) EXPECT_NE(opened[i], nullptr) << "node " << i << ": " << errs[i];
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
 }
 
 TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
@@ -1354,7 +1408,7 @@ TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
       " ('general', 1, 1000, 'alice', 'Alice', 'old')");
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
