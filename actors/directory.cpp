@@ -207,6 +207,7 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
       [=](history_req& req) { forward_existing(self, req); },
       [=](presence_req& req) { forward_existing(self, req); },
       [=](read_req& req) { forward_existing(self, req); },
+      [=](search_req& req) { forward_existing(self, req); },
       [=](part_req& req) { forward_existing(self, req); },
       [=](my_rooms_req& req) { answer_my_rooms(self, req); },
       [=](typing_req& req) {

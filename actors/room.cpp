@@ -802,6 +802,34 @@ void handle_history(room_actor* self, const history_req& req, reply_to to) {
           });
 }
 
+void handle_search(room_actor* self, const search_req& req, reply_to to) {
+  auto& st = self->state;
+  self->request(st.deps.store, st.deps.cfg.store_timeout, search_atom_v, st.room, req.query,
+                req.before, req.limit + 1)
+      .then(
+          [=](std::vector<stored_msg>& got) mutable {
+            auto& st = self->state;
+            bool more = got.size() > req.limit;
+            if (more) got.resize(req.limit);
+            // The page's bytes, as history: the oldest (last) go first.
+            size_t bytes = 0, keep = 0;
+            for (auto& m : got) {
+              bytes += wire_bytes(m);
+              if (keep > 0 && bytes > st.deps.cfg.history_bytes) break;
+              ++keep;
+            }
+            if (keep < got.size()) {
+              got.resize(keep);
+              more = true;
+            }
+            history_page page{0, {}, st.room, std::move(got), more, st.first_seq, true, true};
+            answer(self, to, std::move(page));
+          },
+          [=](caf::error&) mutable {
+            answer_error(self, to, errc::unavailable, "search is unavailable");
+          });
+}
+
 void handle_presence(room_actor* self, const presence_req& req) {
   auto& st = self->state;
   auto to = reply_target(self, req.conn, req.req_id);
@@ -899,6 +927,7 @@ caf::behavior failed_behavior(room_actor* self, std::string why, bool moved = fa
       [=](history_req& r) { fail(r.conn, r.req_id); },
       [=](presence_req& r) { fail(r.conn, r.req_id); },
       [=](read_req& r) { fail(r.conn, r.req_id); },
+      [=](search_req& r) { fail(r.conn, r.req_id); },
       [=](part_req& r) { fail(r.conn, r.req_id); },
       [=](leave_req& r) {
         if (!r.reply) return;
@@ -1064,6 +1093,11 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       [=](read_req& req) {
         from_directory();
         handle_read(self, req);
+      },
+      [=](search_req& req) {
+        from_directory();
+        auto to = reply_target(self, req.conn, req.req_id);
+        handle_search(self, req, std::move(to));
       },
       [=](part_req& req) {
         from_directory();

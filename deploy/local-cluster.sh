@@ -33,7 +33,7 @@ private_pg() {
   mkdir -p "$sock"
   [[ $(id -u) == 0 ]] && chown postgres "$sock"
   if [[ ! -f "$data/PG_VERSION" ]]; then
-    as_pg "$bin/initdb" -D "$data" -U chat -A trust -E UTF8 --locale=C >"$dir/pg/initdb.log"
+    as_pg "$bin/initdb" -D "$data" -U chat -A trust -E UTF8 --locale=C.UTF-8 >"$dir/pg/initdb.log"
     printf "\nlisten_addresses = ''\nunix_socket_directories = '%s'\n" "$sock" >>"$data/postgresql.conf"
   fi
   if ! as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then

@@ -424,6 +424,7 @@ void websocket_session::handle(std::string_view text) {
       break;
     case req_type::history:
     case req_type::presence:
+    case req_type::search:
       handle_room_query(req);
       break;
     case req_type::typing:
@@ -905,6 +906,9 @@ void websocket_session::handle_room_query(client_req& req) {
   if (!target) return;
   if (req.type == req_type::history)
     caf::anon_send(target, history_req{req.room, self_ref(), req.id, req.before, req.limit});
+  else if (req.type == req_type::search)
+    caf::anon_send(target, search_req{req.room, self_ref(), req.id, std::move(req.query),
+                                      req.before, req.limit});
   else
     caf::anon_send(target, presence_req{req.room, self_ref(), req.id});
 }

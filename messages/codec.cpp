@@ -14,7 +14,7 @@ namespace {
 
 const char* type_names[] = {"hello",    "refresh", "join", "leave", "send",  "history",
                             "presence", "typing",  "dm",   "rooms", "ping",  "edit",
-                            "delete",   "react",   "read", "my_rooms", "part"};
+                            "delete",   "react",   "read", "my_rooms", "part", "search"};
 
 // At most `n` bytes of valid UTF-8 `s`, never cutting a character in half (the
 // result goes into an error message, which must stay valid UTF-8).
@@ -234,6 +234,28 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       return true;
     case req_type::part:
       return room_field(j, out.room, err);
+    case req_type::search: {
+      if (!room_field(j, out.room, err) || !req_string(j, "query", out.query, err)) return false;
+      size_t n = 0;
+      if (!utf8_code_points(out.query, n)) return fail(err, errc::bad_request, "query is not valid UTF-8");
+      if (out.query.find_first_not_of(" \t\r\n") == std::string::npos)
+        return fail(err, errc::bad_request, "query is empty");
+      if (out.query.size() > max_query_bytes)
+        return fail(err, errc::too_large,
+                    "query is longer than " + std::to_string(max_query_bytes) + " bytes");
+      if (!opt_uint(j, "before", present, out.before, err)) return false;
+      if (present && out.before == 0)
+        return fail(err, errc::bad_request, "'before' must be at least 1");
+      out.limit = std::min<uint32_t>(20, lim.max_history);
+      if (!opt_uint(j, "limit", present, v, err)) return false;
+      if (present) {
+        if (v < 1 || v > lim.max_history)
+          return fail(err, errc::bad_request,
+                      "'limit' must be 1-" + std::to_string(lim.max_history));
+        out.limit = static_cast<uint32_t>(v);
+      }
+      return true;
+    }
     case req_type::rooms:
     case req_type::ping:
     case req_type::my_rooms:
@@ -578,7 +600,17 @@ std::string encode(const left_msg& m) {
 }
 
 std::string encode(const history_page& m) {
-  return encode_history(m.req_id, m.room, m.msgs, m.more, m.first_seq);
+  if (!m.search) return encode_history(m.req_id, m.room, m.msgs, m.more, m.first_seq);
+  std::string out = "{\"type\":\"search\"";
+  put_id(out, m.req_id);
+  put_str(out, "room", m.room);
+  out.append(",\"messages\":[");
+  for (size_t i = 0; i < m.msgs.size(); ++i) {
+    if (i) out.push_back(',');
+    append_message(out, m.msgs[i]);
+  }
+  out.append(m.more ? "],\"more\":true}" : "],\"more\":false}");
+  return out;
 }
 
 std::string encode(const presence_list& m) { return encode_presence(m.req_id, m.room, m.members); }

@@ -25,8 +25,11 @@ struct limits {
 // Protocol v2 adds edit, del ("delete") and react.
 enum class req_type {
   hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping,
-  edit, del, react, read, my_rooms, part,
+  edit, del, react, read, my_rooms, part, search,
 };
+
+// A search query: at most this many bytes.
+inline constexpr size_t max_query_bytes = 512;
 
 // At most this many user ids in a send's `mentions`.
 inline constexpr size_t max_mentions = 50;
@@ -51,6 +54,7 @@ struct client_req {
   std::vector<std::string> mentions;  // send: distinct user ids, in the order given
   std::string emoji;                  // react
   bool on = true;                     // react: false removes
+  std::string query;                  // search
 };
 
 struct decode_error {

@@ -168,6 +168,7 @@ struct history_page {
   bool more = false;             // older messages exist before msgs.front()
   uint64_t first_seq = 1;
   bool exists = true;            // the room has (or had) messages or members
+  bool search = false;           // a `search` reply: msgs newest first, no first_seq
 };
 
 struct presence_list {

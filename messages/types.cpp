@@ -49,6 +49,7 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<reaction_set>("chat::reaction_set");
   cfg.add_message_type<membership>("chat::membership");
   cfg.add_message_type<read_req>("chat::read_req");
+  cfg.add_message_type<search_req>("chat::search_req");
   cfg.add_message_type<part_req>("chat::part_req");
   cfg.add_message_type<my_rooms_req>("chat::my_rooms_req");
   cfg.add_message_type<read_msg>("chat::read_msg");

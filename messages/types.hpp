@@ -33,6 +33,7 @@ using claim_chk_atom = caf::atom_constant<caf::atom("claim_chk")>;
 using event_atom = caf::atom_constant<caf::atom("event")>;
 using my_rooms_atom = caf::atom_constant<caf::atom("my_rooms")>;
 using unread_atom = caf::atom_constant<caf::atom("unread")>;
+using search_atom = caf::atom_constant<caf::atom("search")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -65,6 +66,7 @@ constexpr auto claim_chk_atom_v = claim_chk_atom::value;
 constexpr auto event_atom_v = event_atom::value;
 constexpr auto my_rooms_atom_v = my_rooms_atom::value;
 constexpr auto unread_atom_v = unread_atom::value;
+constexpr auto search_atom_v = search_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
@@ -135,7 +137,7 @@ typename Inspector::result_type inspect(Inspector& f, my_rooms_msg& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, history_page& x) {
   return f(caf::meta::type_name("history_page"), x.conn, x.req_id, x.room, x.msgs, x.more,
-           x.first_seq, x.exists);
+           x.first_seq, x.exists, x.search);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, presence_list& x) {
@@ -325,6 +327,21 @@ struct history_req {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, history_req& x) {
   return f(caf::meta::type_name("history_req"), x.room, x.conn, x.req_id, x.before, x.limit);
+}
+
+// `search` (protocol v2): messages whose current text holds every word.
+struct search_req {
+  std::string room;
+  conn_ref conn;
+  std::string req_id;
+  std::string query;
+  uint64_t before = 0;  // exclusive; 0 = newest
+  uint32_t limit = 20;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, search_req& x) {
+  return f(caf::meta::type_name("search_req"), x.room, x.conn, x.req_id, x.query, x.before,
+           x.limit);
 }
 
 struct presence_req {

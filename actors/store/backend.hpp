@@ -100,6 +100,15 @@ class store_backend {
   virtual bool count_unread(const std::string& room, const std::string& user, uint64_t after,
                             uint64_t upto, uint64_t& out, std::string& err) = 0;
 
+  // Search (protocol v2): the messages of `room` with seq < before (0: no
+  // bound) whose current text holds every word of `query`, case-insensitive,
+  // newest first, at most `limit`. Deleted messages and text an edit
+  // replaced never match. SQLite: FTS5, unicode61 with remove_diacritics 2;
+  // PostgreSQL: a tsvector of the 'simple' configuration; memory: words
+  // compared after lower-casing ASCII.
+  virtual bool search(const std::string& room, const std::string& query, uint64_t before,
+                      uint32_t limit, std::vector<stored_msg>& out, std::string& err) = 0;
+
   // Messages of `q.room` with q.after < seq < q.before (before 0 = no bound),
   // at most q.limit, oldest first; q.newest picks the newest ones in the range.
   virtual bool range(const range_query& q, std::vector<stored_msg>& out, std::string& err) = 0;

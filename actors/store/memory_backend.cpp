@@ -1,6 +1,7 @@
 // In-memory store backend: history lives as long as the process, so every
 // room gets a fresh random epoch the first time it is loaded after a start.
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -12,6 +13,7 @@
 
 #include "actors/store/backend.hpp"
 #include "messages/random.hpp"
+#include "messages/validate.hpp"
 
 namespace chat {
 
@@ -201,6 +203,23 @@ class memory_backend final : public store_backend {
     return true;
   }
 
+  bool search(const std::string& room, const std::string& query, uint64_t before, uint32_t limit,
+              std::vector<stored_msg>& out, std::string&) override {
+    out.clear();
+    auto it = rooms_.find(room);
+    auto want = words_of(query);
+    if (it == rooms_.end() || want.empty()) return true;
+    auto& msgs = it->second.msgs;
+    for (auto m = msgs.rbegin(); m != msgs.rend() && out.size() < limit; ++m) {
+      if (m->kind != event_kind::message || m->deleted || (before != 0 && m->seq >= before)) continue;
+      auto have = words_of(m->text);
+      bool all = true;
+      for (auto& w : want) all = all && std::find(have.begin(), have.end(), w) != have.end();
+      if (all) out.push_back(*m);
+    }
+    return true;
+  }
+
   bool room_exists(const std::string& room, bool& out, std::string&) override {
     out = rooms_.count(room) > 0;
     return true;
@@ -261,6 +280,55 @@ class memory_backend final : public store_backend {
     for (auto& m : r.msgs)
       if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
     for (auto& [user, m] : r.members) out.members.push_back(m);
+  }
+
+  // The lower case of the letters the memory store folds: ASCII, Latin-1,
+  // Latin Extended-A, Greek and Cyrillic capitals (enough for tests and a
+  // single dev node; SQLite and PostgreSQL fold every script).
+  static uint32_t fold(uint32_t cp) {
+    if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
+    if (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) return cp + 32;
+    if (cp >= 0x100 && cp <= 0x17F && cp % 2 == 0) return cp + 1;
+    if (cp >= 0x391 && cp <= 0x3AB && cp != 0x3A2) return cp + 32;
+    if (cp >= 0x410 && cp <= 0x42F) return cp + 32;
+    if (cp >= 0x400 && cp <= 0x40F) return cp + 80;
+    return cp;
+  }
+
+  static void put_utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+      out.push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else if (cp < 0x10000) {
+      out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+      out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+
+  // Words for the memory store's naive search: runs of letters and digits
+  // (any code point above ASCII counts as one), folded as above.
+  static std::vector<std::string> words_of(const std::string& text) {
+    std::vector<std::string> out;
+    std::string w;
+    for_each_code_point(text, [&](uint32_t cp) {
+      if (cp >= 0x80 || std::isalnum(static_cast<int>(cp))) {
+        put_utf8(w, fold(cp));
+      } else if (!w.empty()) {
+        out.push_back(std::move(w));
+        w.clear();
+      }
+      return true;
+    });
+    if (!w.empty()) out.push_back(std::move(w));
+    return out;
   }
 
   // A change event just stored: its target's current state follows it.

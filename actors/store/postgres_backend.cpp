@@ -100,9 +100,26 @@ const migration migrations[] = {
      " role BIGINT NOT NULL DEFAULT 0, read_seq BIGINT NOT NULL DEFAULT 0,"
      " PRIMARY KEY(room, user_id));"
      "CREATE INDEX members_by_user ON members(user_id);"},
+    // Search, as SQLite's version 5: each message's current text as a
+    // tsvector of the 'simple' configuration (lower-cased words of any
+    // script, no stemming), indexed; existing messages are indexed here.
+    {5,
+     "ALTER TABLE messages ADD COLUMN search_vec tsvector;"
+     "UPDATE messages SET search_vec = to_tsvector('simple', convert_from(text, 'UTF8'))"
+     " WHERE kind = 0 AND deleted = 0 AND position('\\x00'::bytea in text) = 0;"
+     "CREATE INDEX messages_search ON messages USING GIN(search_vec);"},
 };
 
-constexpr int latest_schema = 4;
+constexpr int latest_schema = 5;
+
+// Text for a tsvector or tsquery: PostgreSQL text holds no NUL.
+std::string searchable(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s)
+    if (c != '\0') out.push_back(c);
+  return out;
+}
 
 
 int64_t clamp_i64(uint64_t v) {
@@ -284,8 +301,15 @@ const std::vector<statement>& statements() {
   static const std::string desc_r =
       reactions_of("room = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4");
   static const std::string one = msg_select("room = $1 AND seq = $2");
+  static const char* found =
+      "room = $1 AND seq < $2 AND kind = 0 AND deleted = 0"
+      " AND search_vec @@ plainto_tsquery('simple', $3) ORDER BY seq DESC LIMIT $4";
+  static const std::string search = msg_select(found);
+  static const std::string search_r = reactions_of(found);
   static const std::vector<statement> all = {
       {"chat_recent_reactions", recent_r.c_str(), {text_oid, int8_oid}},
+      {"chat_search", search.c_str(), {text_oid, int8_oid, text_oid, int8_oid}},
+      {"chat_search_reactions", search_r.c_str(), {text_oid, int8_oid, text_oid, int8_oid}},
       {"chat_range_asc_reactions", asc_r.c_str(), {text_oid, int8_oid, int8_oid, int8_oid}},
       {"chat_range_desc_reactions", desc_r.c_str(), {text_oid, int8_oid, int8_oid, int8_oid}},
       {"chat_event", one.c_str(), {text_oid, int8_oid}},
@@ -294,11 +318,13 @@ const std::vector<statement>& statements() {
        {text_oid, int8_oid}},
       // A commit's changes, applied to their targets (see append_impl).
       {"chat_apply_edits",
-       "UPDATE messages m SET text = v.text, data = v.data, edited_ts = v.ts"
-       " FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[])"
-       " AS v(room, target, text, data, ts)"
+       "UPDATE messages m SET text = v.text, data = v.data, edited_ts = v.ts,"
+       " search_vec = to_tsvector('simple', v.q)"
+       " FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[], $6::text[])"
+       " AS v(room, target, text, data, ts, q)"
        " WHERE m.room = v.room AND m.seq = v.target AND m.kind = 0 AND m.deleted = 0",
-       {text_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid}},
+       {text_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid,
+        text_array_oid}},
       {"chat_remove_reactions",
        "DELETE FROM reactions r USING unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[])"
        " AS v(room, seq, emoji, user_id) WHERE r.room = v.room AND r.seq = v.seq"
@@ -310,7 +336,7 @@ const std::vector<statement>& statements() {
        " ON CONFLICT (room, seq, emoji, user_id) DO UPDATE SET pos = EXCLUDED.pos",
        {text_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid}},
       {"chat_apply_deletes",
-       "UPDATE messages m SET text = '', data = '', deleted = 1"
+       "UPDATE messages m SET text = '', data = '', deleted = 1, search_vec = NULL"
        " FROM unnest($1::text[], $2::int8[]) AS v(room, target)"
        " WHERE m.room = v.room AND (m.seq = v.target OR (m.target = v.target AND m.kind = 1))",
        {text_array_oid, int8_array_oid}},
@@ -362,13 +388,16 @@ const std::vector<statement>& statements() {
        {text_array_oid}},
       {"chat_insert_msgs",
        "INSERT INTO messages(room, seq, ts, from_user, name, text, data, idem_key, kind, target,"
-       " reply_to, mentions, emoji, on_flag)"
-       " SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[],"
+       " reply_to, mentions, emoji, on_flag, search_vec)"
+       " SELECT r, s, t, f, n, x, d, i, k, g, p, mm, e, o,"
+       " CASE WHEN k = 0 THEN to_tsvector('simple', q) END"
+       " FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[],"
        " $6::bytea[], $7::bytea[], $8::bytea[], $9::int8[], $10::int8[], $11::int8[],"
-       " $12::bytea[], $13::bytea[], $14::int8[])",
+       " $12::bytea[], $13::bytea[], $14::int8[], $15::text[])"
+       " AS v(r, s, t, f, n, x, d, i, k, g, p, mm, e, o, q)",
        {text_array_oid, int8_array_oid, int8_array_oid, bytea_array_oid, bytea_array_oid,
         bytea_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid, int8_array_oid,
-        int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid}},
+        int8_array_oid, bytea_array_oid, bytea_array_oid, int8_array_oid, text_array_oid}},
       {"chat_set_last_seq",
        "UPDATE rooms SET last_seq = v.last FROM unnest($1::text[], $2::int8[]) AS v(name, last)"
        " WHERE rooms.name = v.name",
@@ -985,6 +1014,35 @@ class postgres_backend final : public store_backend {
     });
   }
 
+  bool search(const std::string& room, const std::string& query, uint64_t before, uint32_t limit,
+              std::vector<stored_msg>& out, std::string& err) override {
+    out.clear();
+    if (limit == 0) return true;
+    bool ok = guarded(kind::read, err, [&](pg_conn& c) {
+      params p;
+      p.text(room)
+          .i64(before == 0 ? max_i64 : clamp_i64(before))
+          .text(searchable(query))
+          .i64(static_cast<int64_t>(limit));
+      std::vector<pg_conn::step> steps = {
+          pg_conn::plain("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+          pg_conn::prepared("chat_search", p), pg_conn::prepared("chat_search_reactions", p),
+          pg_conn::plain("COMMIT")};
+      std::vector<result> rs;
+      std::string failed;
+      if (!c.pipeline(steps, rs, failed, err)) return false;
+      if (!failed.empty()) {
+        err = "search '" + room + "': " + failed;
+        return false;
+      }
+      read_msgs(rs[1], room, out);
+      add_reactions(rs[2], out);
+      return true;
+    });
+    if (!ok) out.clear();
+    return ok;
+  }
+
   bool count_unread(const std::string& room, const std::string& user, uint64_t after,
                     uint64_t upto, uint64_t& out, std::string& err) override {
     out = 0;
@@ -1213,7 +1271,8 @@ class postgres_backend final : public store_backend {
                                static_cast<uint64_t>(locked.i64(i, 2)), locked.str(i, 3)});
     array_builder room{text_oid}, seq{int8_oid}, ts{int8_oid}, from{bytea_oid}, name{bytea_oid},
         text{bytea_oid}, data{bytea_oid}, idem{bytea_oid}, kinds{int8_oid}, target{int8_oid},
-        reply_to{int8_oid}, mentions{bytea_oid}, emoji{bytea_oid}, on{int8_oid};
+        reply_to{int8_oid}, mentions{bytea_oid}, emoji{bytea_oid}, on{int8_oid},
+        search{text_oid};
     // The changes to apply to their targets. One statement may touch a row
     // only once: the last edit of a message wins, and a (message, emoji,
     // user) ends up as the last reaction event on it says.
@@ -1259,6 +1318,7 @@ class postgres_backend final : public store_backend {
         mentions.add(join_lines(m.mentions));
         emoji.add(m.emoji);
         on.add(static_cast<int64_t>(m.on ? 1 : 0));
+        search.add(m.kind == event_kind::message ? searchable(m.text) : std::string{});
         if (m.kind == event_kind::edited) edits[{b.room, m.target}] = &m;
         if (m.kind == event_kind::reaction) reacts[{b.room, m.target, m.emoji, m.from}] = &m;
         if (m.kind == event_kind::deleted) deletes.emplace_back(b.room, m.target);
@@ -1270,18 +1330,21 @@ class postgres_backend final : public store_backend {
     std::vector<pg_conn::step> second;
     if (room.size() > 0) {
       insert.array(room).array(seq).array(ts).array(from).array(name).array(text).array(data).array(
-          idem).array(kinds).array(target).array(reply_to).array(mentions).array(emoji).array(on);
+          idem).array(kinds).array(target).array(reply_to).array(mentions).array(emoji).array(on)
+          .array(search);
       second.push_back(pg_conn::prepared("chat_insert_msgs", insert, PGRES_COMMAND_OK));
       if (!edits.empty()) {
-        array_builder r{text_oid}, t{int8_oid}, x{bytea_oid}, d{bytea_oid}, when{int8_oid};
+        array_builder r{text_oid}, t{int8_oid}, x{bytea_oid}, d{bytea_oid}, when{int8_oid},
+            q{text_oid};
         for (auto& [key, m] : edits) {
           r.add(key.first);
           t.add(clamp_i64(key.second));
           x.add(m->text);
           d.add(m->data);
           when.add(m->ts);
+          q.add(searchable(m->text));
         }
-        edit_p.array(r).array(t).array(x).array(d).array(when);
+        edit_p.array(r).array(t).array(x).array(d).array(when).array(q);
         second.push_back(pg_conn::prepared("chat_apply_edits", edit_p, PGRES_COMMAND_OK));
       }
       if (!reacts.empty()) {

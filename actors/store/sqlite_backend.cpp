@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -73,9 +74,55 @@ const migration migrations[] = {
      " role INTEGER NOT NULL DEFAULT 0, read_seq INTEGER NOT NULL DEFAULT 0,"
      " PRIMARY KEY(room, user_id)) WITHOUT ROWID;"
      "CREATE INDEX members_by_user ON members(user_id);"},
+    // Search: an FTS5 index of every message's current text. search_rows
+    // maps (room, seq) to the index's rowid; `room_key` (the room name in hex:
+    // one token) lets a query stay inside its room. Existing messages are
+    // indexed here.
+    {5,
+     "CREATE TABLE search_rows(id INTEGER PRIMARY KEY, room TEXT NOT NULL, seq INTEGER NOT NULL,"
+     " UNIQUE(room, seq));"
+     "CREATE VIRTUAL TABLE search_index USING fts5(body, room_key,"
+     " tokenize = 'unicode61 remove_diacritics 2');"
+     "INSERT INTO search_rows(room, seq) SELECT room, seq FROM messages"
+     " WHERE kind = 0 AND deleted = 0;"
+     "INSERT INTO search_index(rowid, body, room_key) SELECT r.id, m.text, 'r' || hex(r.room)"
+     " FROM search_rows r JOIN messages m ON m.room = r.room AND m.seq = r.seq;"},
 };
 
-constexpr int latest_schema = 4;
+constexpr int latest_schema = 5;
+
+// A room name as one FTS5 token: 'r' and its bytes in upper-case hex, as
+// SQLite's hex() writes them (the migration indexes with hex()).
+std::string room_key(const std::string& room) {
+  static const char* digits = "0123456789ABCDEF";
+  std::string out = "r";
+  for (unsigned char c : room) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+// The words of a query as an FTS5 expression: each one a quoted string (so
+// that no word is read as an operator), all of them required.
+std::string fts_query(const std::string& room, const std::string& query) {
+  std::string out = "room_key : " + room_key(room) + " AND body : (";
+  size_t words = 0;
+  size_t i = 0;
+  while (i < query.size()) {
+    while (i < query.size() && std::isspace(static_cast<unsigned char>(query[i]))) ++i;
+    size_t start = i;
+    while (i < query.size() && !std::isspace(static_cast<unsigned char>(query[i]))) ++i;
+    if (i == start) break;
+    std::string w;
+    for (size_t k = start; k < i; ++k) {
+      if (query[k] == '"') w.push_back('"');
+      w.push_back(query[k]);
+    }
+    out += (words++ ? " \"" : "\"") + w + "\"";
+  }
+  return words ? out + ")" : std::string{};
+}
 
 
 int64_t clamp_i64(uint64_t v) {
@@ -339,6 +386,25 @@ class sqlite_backend final : public store_backend {
     }
   }
 
+  bool search(const std::string& room, const std::string& query, uint64_t before, uint32_t limit,
+              std::vector<stored_msg>& out, std::string& err) override {
+    out.clear();
+    try {
+      auto expr = fts_query(room, query);
+      if (expr.empty() || limit == 0) return true;
+      use u{*search_};
+      u.bind(1, expr);
+      u.bind(2, room);
+      u.bind(3, before == 0 ? max_i64 : clamp_i64(before));
+      u.bind(4, static_cast<int64_t>(limit));
+      return read_msgs(u, room, out, err, "search");
+    } catch (const std::exception& e) {
+      out.clear();
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
   bool user_rooms(const std::string& user, std::vector<user_room>& out, std::string& err) override {
     out.clear();
     try {
@@ -540,6 +606,7 @@ class sqlite_backend final : public store_backend {
             return abort_write(db_error(db_, "insert message into '" + b.room + "'"), err);
         }
         if (!apply_to_target(b.room, m, err)) return abort_write(err);
+        if (!index_event(b.room, m, err)) return abort_write(err);
       }
       use u{*set_last_seq_};
       u.bind(1, b.room);
@@ -587,6 +654,49 @@ class sqlite_backend final : public store_backend {
     if (rc == SQLITE_DONE) return true;
     err = db_error(db_, "read members of '" + room + "'");
     return false;
+  }
+
+  // The search index follows each message's current text: a message is
+  // indexed, an edit re-indexes its target, a delete takes it out.
+  bool index_event(const std::string& room, const stored_msg& m, std::string& err) {
+    auto fail = [&](const char* what) {
+      err = db_error(db_, std::string{what} + " in '" + room + "'");
+      return false;
+    };
+    if (m.kind == event_kind::message) {
+      {
+        use u{*search_row_add_};
+        u.bind(1, room);
+        u.bind(2, clamp_i64(m.seq));
+        if (u.step() != SQLITE_DONE) return fail("index a message");
+      }
+      auto key = room_key(room);
+      use u{*search_add_};
+      u.bind(1, static_cast<int64_t>(sqlite3_last_insert_rowid(db_)));
+      u.bind(2, m.text);
+      u.bind(3, key);
+      return u.step() == SQLITE_DONE || fail("index a message");
+    }
+    if (m.kind == event_kind::edited) {
+      use u{*search_edit_};
+      u.bind(1, room);
+      u.bind(2, clamp_i64(m.target));
+      u.bind(3, m.text);
+      return u.step() == SQLITE_DONE || fail("re-index an edit");
+    }
+    if (m.kind == event_kind::deleted) {
+      {
+        use u{*search_del_};
+        u.bind(1, room);
+        u.bind(2, clamp_i64(m.target));
+        if (u.step() != SQLITE_DONE) return fail("unindex a deleted message");
+      }
+      use u{*search_row_del_};
+      u.bind(1, room);
+      u.bind(2, clamp_i64(m.target));
+      return u.step() == SQLITE_DONE || fail("unindex a deleted message");
+    }
+    return true;
   }
 
   // A change event just inserted: its target's stored state follows it (as
@@ -714,6 +824,12 @@ class sqlite_backend final : public store_backend {
         u.bind(2, static_cast<int64_t>(keep_from));
         if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "delete messages"), err);
         removed += static_cast<uint64_t>(sqlite3_changes(db_));
+      }
+      for (auto* st : {&search_trim_, &search_row_trim_}) {
+        use u{**st};
+        u.bind(1, r.name);
+        u.bind(2, static_cast<int64_t>(keep_from));
+        if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "unindex trimmed messages"), err);
       }
       {
         use u{*trim_reactions_};
@@ -977,6 +1093,15 @@ class sqlite_backend final : public store_backend {
     auto desc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq DESC LIMIT ?4");
     auto asc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq LIMIT ?4");
     auto one = sel("room=?1 AND seq=?2");
+    std::string mcols;
+    for (auto c : {"seq", "ts", "from_user", "name", "text", "data", "idem_key", "kind", "target",
+                   "reply_to", "mentions", "emoji", "on_flag", "edited_ts", "deleted"})
+      mcols += std::string{mcols.empty() ? "" : ", "} + "m." + c;
+    auto search = "SELECT " + mcols +
+                  " FROM search_index s JOIN search_rows r ON r.id = s.rowid"
+                  " JOIN messages m ON m.room = r.room AND m.seq = r.seq"
+                  " WHERE search_index MATCH ?1 AND r.room = ?2 AND r.seq < ?3 AND m.deleted = 0"
+                  " ORDER BY r.seq DESC LIMIT ?4";
     return add(begin_, "BEGIN IMMEDIATE") && add(commit_, "COMMIT") &&
            add(get_room_,
                "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name=?1") &&
@@ -1007,6 +1132,20 @@ class sqlite_backend final : public store_backend {
                "SELECT seq, emoji, user_id FROM reactions WHERE room=?1 AND seq>=?2 AND seq<=?3"
                " ORDER BY seq, pos") &&
            add(trim_reactions_, "DELETE FROM reactions WHERE room=?1 AND seq<?2") &&
+           add(search_row_add_, "INSERT INTO search_rows(room, seq) VALUES(?1, ?2)") &&
+           add(search_add_, "INSERT INTO search_index(rowid, body, room_key) VALUES(?1, ?2, ?3)") &&
+           add(search_edit_,
+               "UPDATE search_index SET body=?3 WHERE rowid="
+               " (SELECT id FROM search_rows WHERE room=?1 AND seq=?2)") &&
+           add(search_del_,
+               "DELETE FROM search_index WHERE rowid="
+               " (SELECT id FROM search_rows WHERE room=?1 AND seq=?2)") &&
+           add(search_row_del_, "DELETE FROM search_rows WHERE room=?1 AND seq=?2") &&
+           add(search_trim_,
+               "DELETE FROM search_index WHERE rowid IN"
+               " (SELECT id FROM search_rows WHERE room=?1 AND seq<?2)") &&
+           add(search_row_trim_, "DELETE FROM search_rows WHERE room=?1 AND seq<?2") &&
+           add(search_, search.c_str()) &&
            add(set_member_,
                "INSERT INTO members(room, user_id, role, read_seq) VALUES(?1, ?2, ?3, ?4)"
                " ON CONFLICT(room, user_id) DO UPDATE SET role=excluded.role,"
@@ -1037,7 +1176,8 @@ class sqlite_backend final : public store_backend {
       range_desc_, range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
       delete_before_, schema_version_, health_probe_, get_event_, apply_edit_, apply_delete_,
       drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_,
-      set_member_, del_member_, members_of_, rooms_of_, unread_;
+      set_member_, del_member_, members_of_, rooms_of_, unread_, search_row_add_, search_add_,
+      search_edit_, search_del_, search_row_del_, search_trim_, search_row_trim_, search_;
 };
 
 }  // namespace

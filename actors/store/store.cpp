@@ -369,6 +369,30 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
         if (!r) return r.error();
         return {std::move(r->first), r->second};
       },
+      [=](search_atom, const std::string& room, const std::string& query, uint64_t before,
+          uint32_t limit) -> caf::result<std::vector<stored_msg>> {
+        auto read = [=]() -> caf::expected<std::vector<stored_msg>> {
+          std::vector<stored_msg> out;
+          std::string err;
+          if (!self->state.backend->search(room, query, before, limit, out, err))
+            return store_error(err);
+          return out;
+        };
+        if (must_wait(self, room)) {  // a message acked a moment ago is found
+          auto rp = self->make_response_promise<std::vector<stored_msg>>();
+          defer(self, room, [rp, read]() mutable {
+            auto r = read();
+            if (r)
+              rp.deliver(std::move(*r));
+            else
+              rp.deliver(r.error());
+          });
+          return rp;
+        }
+        auto r = read();
+        if (!r) return r.error();
+        return std::move(*r);
+      },
       [=](my_rooms_atom, const std::string& user) -> caf::result<std::vector<user_room>> {
         // Not ordered behind appends: a membership a room wrote a moment ago
         // may be missing, as it would be on another node.

@@ -41,6 +41,9 @@ using store_actor = caf::typed_actor<
     // One event with its current state (room, seq) and whether it exists;
     // answered after the appends of the room handed in before it.
     caf::replies_to<event_atom, std::string, uint64_t>::with<stored_msg, bool>,
+    // Search (room, query, before, limit): newest first.
+    caf::replies_to<search_atom, std::string, std::string, uint64_t, uint32_t>::with<
+        std::vector<stored_msg>>,
     // The rooms a user belongs to (my_rooms).
     caf::replies_to<my_rooms_atom, std::string>::with<std::vector<user_room>>,
     // Unread messages of (room, user) with after < seq <= upto.

@@ -473,3 +473,54 @@ TEST_F(Events, MembershipsAndReadPositionsSurviveARestart) {
   EXPECT_EQ(j["read_seq"], 3) << j;
   EXPECT_EQ(j["unread"], 6);  // seqs 4-9, most of them older than the window of 2
 }
+
+TEST_F(Events, SearchFindsEveryWordNewestFirstAndNeverDeletedText) {
+  ws_client a, b;
+  hello(a, "alice");
+  hello(b, "bob");
+  join(a, "s");
+  ASSERT_EQ(send(a, "s", "Deploy failed on staging")["seq"], 1);
+  ASSERT_EQ(send(a, "s", "deploy worked")["seq"], 2);
+  ASSERT_EQ(send(a, "s", "DEPLOY FAILED again, see ünïcödé")["seq"], 3);
+  ASSERT_EQ(send(a, "s", "Ошибка деплоя")["seq"], 4);
+  ASSERT_EQ(send(a, "s", "deploy failed: password hunter2")["seq"], 5);
+  ASSERT_TRUE(is_type(ask(a, {{"type", "delete"}, {"room", "s"}, {"seq", 5}}), "ack"));
+  ASSERT_TRUE(is_type(ask(a, {{"type", "edit"}, {"room", "s"}, {"seq", 2}, {"text", "rollout worked"}}), "ack"));
+  auto seqs = [](const json& r) {
+    std::vector<uint64_t> out;
+    for (auto& m : r["messages"]) out.push_back(m["seq"]);
+    return out;
+  };
+  // A public room: bob searches without joining.
+  auto r = ask(b, {{"type", "search"}, {"room", "s"}, {"query", "deploy failed"}, {"limit", 20}});
+  ASSERT_TRUE(is_type(r, "search")) << r;
+  EXPECT_EQ(r["room"], "s");
+  EXPECT_EQ(seqs(r), (std::vector<uint64_t>{3, 1}));
+  EXPECT_EQ(r["more"], false);
+  EXPECT_EQ(seqs(ask(b, {{"type", "search"}, {"room", "s"}, {"query", "ошибка"}})),
+            (std::vector<uint64_t>{4}));
+  EXPECT_EQ(seqs(ask(b, {{"type", "search"}, {"room", "s"}, {"query", "unicode"}})),
+            (std::vector<uint64_t>{3}));  // diacritics removed
+  EXPECT_TRUE(ask(b, {{"type", "search"}, {"room", "s"}, {"query", "hunter2"}})["messages"].empty());
+  EXPECT_TRUE(ask(b, {{"type", "search"}, {"room", "s"}, {"query", "deploy worked"}})["messages"].empty());
+  EXPECT_EQ(seqs(ask(b, {{"type", "search"}, {"room", "s"}, {"query", "rollout"}})),
+            (std::vector<uint64_t>{2}));
+  // Paged: newest first, `more`, then `before`.
+  auto p1 = ask(b, {{"type", "search"}, {"room", "s"}, {"query", "deploy"}, {"limit", 1}});
+  EXPECT_EQ(seqs(p1), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(p1["more"], true);
+  auto p2 = ask(b, {{"type", "search"}, {"room", "s"}, {"query", "deploy"}, {"before", 3}});
+  EXPECT_EQ(seqs(p2), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(code_of(ask(b, {{"type", "search"}, {"room", "s"}, {"query", "  "}})), "bad_request");
+  EXPECT_EQ(code_of(ask(b, {{"type", "search"}, {"room", "nowhere"}, {"query", "x"}})), "not_found");
+  EXPECT_EQ(code_of(ask(b, {{"type", "search"}, {"room", "s"}, {"query", std::string(600, 'x')}})),
+            "too_large");
+  // Messages stored before a restart are found after it.
+  ASSERT_EQ(server->terminate(), 0);
+  server.reset();
+  start();
+  ws_client c;
+  hello(c, "carol");
+  EXPECT_EQ(seqs(ask(c, {{"type", "search"}, {"room", "s"}, {"query", "staging"}})),
+            (std::vector<uint64_t>{1}));
+}

@@ -1085,7 +1085,7 @@ std::string check_decoded(const client_req& r, const limits& lim) {
                         r.type == req_type::presence || r.type == req_type::typing ||
                         r.type == req_type::edit || r.type == req_type::del ||
                         r.type == req_type::react || r.type == req_type::read ||
-                        r.type == req_type::part;
+                        r.type == req_type::part || r.type == req_type::search;
   if (has_room != !r.room.empty()) return "room set for the wrong type";
   const bool has_target =
       r.type == req_type::edit || r.type == req_type::del || r.type == req_type::react;
@@ -1113,9 +1113,10 @@ std::string check_decoded(const client_req& r, const limits& lim) {
   }
   if (r.type == req_type::dm && (r.to.empty() || r.to.size() > 256)) return "bad to";
   if (r.type != req_type::dm && !r.to.empty()) return "to set for the wrong type";
-  if (r.type == req_type::history && (r.limit < 1 || r.limit > lim.max_history))
-    return "bad limit";
-  if (r.type != req_type::history && (r.before != 0 || r.limit != 50)) return "stray history";
+  const bool paged = r.type == req_type::history || r.type == req_type::search;
+  if (paged && (r.limit < 1 || r.limit > lim.max_history)) return "bad limit";
+  if (!paged && (r.before != 0 || r.limit != 50)) return "stray history";
+  if ((r.type == req_type::search) != !r.query.empty()) return "query set for the wrong type";
   if (r.type != req_type::join && (r.has_since || !r.epoch.empty())) return "stray since";
   // The matching encoders.
   std::vector<std::string> frames;
@@ -1172,6 +1173,9 @@ std::string check_decoded(const client_req& r, const limits& lim) {
       break;
     case req_type::my_rooms:
       frames.push_back(encode(my_rooms_msg{0, r.id, {{"r", member_role::owner, 3, 1, 2}}}));
+      break;
+    case req_type::search:
+      frames.push_back(encode(history_page{0, r.id, r.room, {m}, true, 1, true, true}));
       break;
     case req_type::del:
     case req_type::react:

@@ -113,6 +113,14 @@ void check_one(std::string_view text, const chat::limits& lim) {
       require(one_object(chat::encode(chat::read_msg{0, r.id, r.room, r.seq})));
       require(one_object(chat::encode(chat::left_msg{0, r.id, r.room, true})));
       break;
+    case chat::req_type::search: {
+      require(valid_room(r.room));
+      require(!r.query.empty() && r.query.size() <= chat::max_query_bytes);
+      require(r.limit >= 1 && r.limit <= lim.max_history);
+      chat::history_page page{0, r.id, r.room, {m}, true, 1, true, true};
+      require(one_object(chat::encode(page)));
+      break;
+    }
     case chat::req_type::rooms:
     case chat::req_type::ping:
     case chat::req_type::my_rooms:

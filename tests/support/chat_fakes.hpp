@@ -272,6 +272,10 @@ class counting_backend : public chat::store_backend {
   bool room_exists(const std::string& room, bool& out, std::string& err) override {
     return inner_->room_exists(room, out, err);
   }
+  bool search(const std::string& room, const std::string& query, uint64_t before, uint32_t limit,
+              std::vector<chat::stored_msg>& out, std::string& err) override {
+    return inner_->search(room, query, before, limit, out, err);
+  }
   bool user_rooms(const std::string& user, std::vector<chat::user_room>& out,
                   std::string& err) override {
     return inner_->user_rooms(user, out, err);

