@@ -1,5 +1,6 @@
 // Web client for the chat server (protocol: docs/protocol.md, version 1; version 2 adds edits,
-// deletes, reactions, replies and mentions, used when `welcome` says "protocol":2).
+// deletes, reactions, replies, mentions and memberships (my_rooms, read positions, unread counts,
+// part), used when `welcome` says "protocol":2).
 // Plain JS, no build step. All user-provided text goes through textContent / createElement:
 // never innerHTML.
 'use strict';
@@ -19,6 +20,9 @@
   const MAX_SUGGESTIONS = 8;
   const MAX_MENTION_NOTES = 5;
   const MENTION_NOTE_MS = 30000;
+  const READ_DEBOUNCE_MS = 400;     // `read` goes out at most this often per room
+  const MY_ROOMS_TIMEOUT_MS = 5000; // no my_rooms by then: go on with the saved list
+  const AT_BOTTOM_PX = 48;
   // Objects that take a room's seq (protocol v2: changes to a message are events of their own).
   const ROOM_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction', 'moderation']);
   // Close codes after which reconnecting cannot help: say why instead.
@@ -49,6 +53,7 @@
     login: byId('login'), loginForm: byId('login-form'), nameInput: byId('name-input'),
     tokenInput: byId('token-input'), tokenBox: byId('token-box'), connectButton: byId('connect-button'),
     loginError: byId('login-error'), app: byId('app'), roomTitle: byId('room-title'),
+    roomRole: byId('room-role'), partButton: byId('part-button'),
     conn: byId('conn-state'), me: byId('me'), logout: byId('logout-button'),
     toggleRooms: byId('toggle-rooms'), togglePeople: byId('toggle-people'),
     joinForm: byId('join-form'), roomInput: byId('room-input'), roomList: byId('room-list'),
@@ -99,6 +104,8 @@
     mentionSeen: new Set(), // room + '\n' + seq of mention notifications shown
     jumpTo: null,         // {room, seq}: scroll there once that message is loaded
     suggest: null,        // {start, end, items, index}: the open @-completion
+    partQueue: new Set(), // v2: rooms left while offline; `part` goes out on the next welcome
+    newLine: null,        // the "new messages" <li> in the active room, when shown
   };
 
   function randomHex(bytes) {
@@ -151,6 +158,13 @@
       loadingOlder: false, joined: false, joining: false, joinable: true,
       unread: 0, members: new Map(), memberCount: 0, typing: new Map(),
       lastTypingSent: 0, noTyping: false,
+      // Protocol v2 memberships. unread = unreadBase (the server's count of the messages up to
+      // baseSeq) + unreadSeqs (messages of others after baseSeq counted here). Without a server
+      // count (v1, dm rooms) baseSeq stays Infinity and only live messages count.
+      member: false, role: null, readKnown: false, readSeq: 0, readSent: 0, readWant: 0, readTimer: null,
+      unreadBase: 0, baseSeq: Infinity, unreadSeqs: new Set(),
+      marker: null,         // the read position the "new messages" line follows (null: no line)
+      markerPending: false, // opened before its read position was known: decide on `joined`
     };
     if (r.dm) r.peer = dmPeer(name);
     S.rooms.set(name, r);
@@ -159,6 +173,8 @@
     return r;
   }
   function removeRoom(r) {
+    clearTimeout(r.readTimer);
+    r.readTimer = null;
     S.rooms.delete(r.name);
     S.outbox = S.outbox.filter((m) => m.room !== r.name);
     if (S.active === r) {
@@ -175,6 +191,10 @@
     r.minSeq = Infinity;
     r.seq = 0;
     r.more = true;
+    r.readWant = 0;
+    r.readSent = 0;
+    r.unreadSeqs = new Set();
+    r.marker = null;
     if (S.replyTo && S.replyTo.room === r.name) { S.replyTo = null; renderReplyPreview(); }
     if (S.active === r) renderMessages();
   }
@@ -279,10 +299,31 @@
     hideNotice();
     showApp();
     startPing(gen);
-    if (first && S.rooms.size === 0) {
-      const saved = store.get('rooms.' + S.me);
-      const names = saved && Array.isArray(saved.rooms) && saved.rooms.length ? saved.rooms : ['general'];
+    // Protocol v2: the rooms this user is a member of, from any device, with their unread counts.
+    let mine = null;
+    if (S.protocol >= 2) {
+      const parting = new Set(S.partQueue);
+      for (const name of parting) partRequest(name);
+      try {
+        const res = await request({ type: 'my_rooms' }, { timeout: MY_ROOMS_TIMEOUT_MS });
+        if (Array.isArray(res.rooms)) mine = res.rooms.filter((x) => x && typeof x.room === 'string' &&
+          ROOM_RE.test(x.room) && !isDmName(x.room) && !parting.has(x.room) && !S.partQueue.has(x.room));
+      } catch (e) {
+        if (gen !== S.gen) return;
+        console.warn('chat: my_rooms failed', e);
+      }
+      if (gen !== S.gen) return;
+    }
+    const saved = first ? store.get('rooms.' + S.me) : null;
+    if (first) {
+      const names = saved && Array.isArray(saved.rooms) ? saved.rooms : [];
       for (const n of names) if (typeof n === 'string' && (ROOM_RE.test(n) || (n.startsWith('dm:') && n.length <= 600))) addRoom(n);
+    }
+    if (mine) {
+      for (const x of mine) applyMembership(addRoom(x.room), x);
+    }
+    if (first && S.rooms.size === 0) addRoom('general');
+    if (first && !S.active) {
       const act = saved && saved.active && S.rooms.get(saved.active);
       setActive(act || S.rooms.values().next().value || null);
     }
@@ -433,6 +474,8 @@
         break;
       }
       case 'typing': onTyping(m); break;
+      case 'read': onReadElsewhere(m); break;
+      case 'parted': onPartedElsewhere(m); break;
       case 'pong': break;
       case 'error':
         if (m.code === 'token_expired' || S.state !== 'online') S.helloError = m.message || m.code;
@@ -451,14 +494,9 @@
       if (S.state === 'online') joinRoom(r, S.gen, false);
     }
     if (m.from != null && m.name) S.names.set(String(m.from), String(m.name));
-    if (!insertMessages(r, [m])) return;
+    if (!insertMessages(r, [m], live)) return;
     if (!live) return;
     if (m.from != null && r.typing.delete(String(m.from)) && r === S.active) renderTyping();
-    if (String(m.from) !== S.me && (r !== S.active || document.hidden)) {
-      r.unread++;
-      renderRoomList();
-      updateTitle();
-    }
   }
 
   // A change to a message (protocol v2), live or replayed in recovery: it takes a seq of the
@@ -466,7 +504,180 @@
   function onRoomEvent(m) {
     if (typeof m.room !== 'string' || typeof m.seq !== 'number') return;
     const r = S.rooms.get(m.room);
-    if (r) insertMessages(r, [m]);
+    if (!r) return;
+    const deletes = m.type === 'message_deleted' || (m.type === 'message_edited' && m.deleted === true);
+    const t = deletes ? r.bySeq.get(m.target) : null;
+    const wasDeleted = !!(t && t.deleted);
+    if (insertMessages(r, [m]) && deletes && !wasDeleted) uncountDeleted(r, m);
+  }
+
+  // ---------------------------------------------------------------- v2: unread counts, read positions
+  function recount(r) { r.unread = Math.max(0, r.unreadBase) + r.unreadSeqs.size; }
+
+  // The membership facts of a my_rooms entry or a `joined` (not for dm rooms: they keep none).
+  // `top`: the room's seq the server's unread count covers.
+  function applyMembership(r, x, top) {
+    if (r.dm || typeof x.read_seq !== 'number') return;
+    r.member = true;
+    if (typeof x.role === 'string') r.role = x.role;
+    r.readSeq = x.read_seq;
+    r.readSent = x.read_seq;
+    r.readKnown = true;
+    r.unreadBase = typeof x.unread === 'number' ? Math.max(0, x.unread) : 0;
+    r.baseSeq = typeof top === 'number' ? top : typeof x.last_seq === 'number' ? x.last_seq : r.seq;
+    r.unreadSeqs = new Set();
+    recount(r);
+    if (r.markerPending) decideMarker(r);
+    renderRoomList();
+    if (r === S.active) renderHeader();
+    updateTitle();
+    noteViewed(r);
+  }
+
+  // Newly loaded messages of others after what the server counted (or, without a server count,
+  // those that arrived live) are unread unless the user is looking at them.
+  function countFresh(r, fresh, live) {
+    const seqs = [];
+    for (const m of fresh) {
+      if (m.from === S.me || m.deleted || r.unreadSeqs.has(m.seq)) continue;
+      if (isFinite(r.baseSeq) ? m.seq <= r.baseSeq : !live) continue;
+      if (r.readKnown && m.seq <= r.readSeq) continue;
+      seqs.push(m.seq);
+    }
+    if (!seqs.length) return;
+    if (isViewing(r)) { noteViewed(r); return; }
+    for (const seq of seqs) r.unreadSeqs.add(seq);
+    recount(r);
+    // the open room, not looked at (window in the background, scrolled up): mark where new begins
+    if (r === S.active && r.marker == null) { r.marker = seqs[0] - 1; updateNewLine(); }
+    renderRoomList();
+    updateTitle();
+  }
+
+  // A message deleted after the server counted: it no longer counts (the author is a guess from
+  // `by` when the message is not loaded: mostly authors delete their own messages).
+  function uncountDeleted(r, ev) {
+    const target = ev.target;
+    if (typeof target !== 'number') return;
+    if (r.unreadSeqs.delete(target)) {
+      // counted here
+    } else if (isFinite(r.baseSeq) && ev.seq > r.baseSeq && target <= r.baseSeq && r.unreadBase > 0 &&
+               !(r.readKnown && target <= r.readSeq)) {
+      const t = r.bySeq.get(target);
+      const author = t ? t.from : ev.by != null ? String(ev.by) : '';
+      if (author === S.me) return;
+      r.unreadBase--;
+    } else {
+      return;
+    }
+    recount(r);
+    renderRoomList();
+    updateTitle();
+    if (r === S.active) updateNewLine();
+  }
+
+  // The user looks at the newest messages of the room: the open room, the window focused and
+  // visible, the list scrolled to the bottom, its first page loaded.
+  function isViewing(r) {
+    if (!r || r !== S.active || !r.loaded || document.hidden || !document.hasFocus()) return false;
+    const sc = ui.scroller;
+    return sc.scrollHeight - sc.scrollTop - sc.clientHeight < AT_BOTTOM_PX;
+  }
+
+  // When the user looks at the room: nothing is unread any more, and (v2) `read` with the newest
+  // seq seen goes out a little later, only when it moves the stored position forward.
+  function noteViewed(r) {
+    if (!isViewing(r)) return;
+    if (r.unread || r.mentioned || r.unreadBase || r.unreadSeqs.size) {
+      r.unreadBase = 0;
+      r.unreadSeqs.clear();
+      r.unread = 0;
+      r.mentioned = false;
+      renderRoomList();
+      updateTitle();
+    }
+    if (S.protocol < 2 || r.dm || !r.member) return;
+    if (r.seq > r.readWant) r.readWant = r.seq;
+    if (r.readWant > Math.max(r.readSeq, r.readSent) && !r.readTimer) {
+      r.readTimer = setTimeout(() => sendRead(r), READ_DEBOUNCE_MS);
+    }
+  }
+
+  async function sendRead(r) {
+    r.readTimer = null;
+    const seq = r.readWant;
+    if (S.rooms.get(r.name) !== r || S.state !== 'online' || !r.member || seq <= Math.max(r.readSeq, r.readSent)) return;
+    r.readSent = seq;
+    try {
+      const res = await request({ type: 'read', room: r.name, seq });
+      if (typeof res.seq === 'number' && res.seq > r.readSeq) { r.readSeq = res.seq; renderRoomList(); }
+    } catch (e) {
+      r.readSent = r.readSeq; // not stored: the next look sends it again
+      if (e.code === 'not_member') r.member = false;
+      else if (e.code !== 'disconnected') console.warn('chat: read', r.name, e.code, e.message);
+    }
+  }
+
+  // `{"type":"read","room","seq"}` without an id: another connection of this user (a tab, a
+  // device) read the room up to seq. What is loaded after it stays unread here.
+  function onReadElsewhere(m) {
+    const r = S.rooms.get(m.room);
+    if (!r || r.dm || typeof m.seq !== 'number') return;
+    if (r.readKnown && m.seq <= r.readSeq) return; // nothing moved
+    r.readSeq = m.seq;
+    r.readKnown = true;
+    if (r.readSent < r.readSeq) r.readSent = r.readSeq;
+    r.unreadBase = 0;
+    r.unreadSeqs = new Set(r.msgs.filter((x) => x.seq > r.readSeq && x.from !== S.me && !x.deleted).map((x) => x.seq));
+    recount(r);
+    if (!r.unread) r.mentioned = false;
+    if (r.marker != null && r.marker < r.readSeq) {
+      r.marker = r.readSeq;
+      if (r === S.active) updateNewLine();
+    }
+    renderRoomList();
+    updateTitle();
+    noteViewed(r);
+  }
+
+  // `{"type":"parted","room"}` without an id: this user left the room on another connection.
+  function onPartedElsewhere(m) {
+    const r = S.rooms.get(m.room);
+    S.partQueue.delete(m.room);
+    if (!r || r.dm) return;
+    removeRoom(r);
+    toast('You left #' + m.room + ' elsewhere');
+  }
+
+  // The "new messages" line goes above the first message of someone else after r.marker.
+  function decideMarker(r) {
+    r.markerPending = false;
+    if (r.readKnown) r.marker = r.unread > 0 ? r.readSeq : null;
+    else if (r.unreadSeqs.size) r.marker = Math.min(...r.unreadSeqs) - 1;
+    else { r.marker = null; r.markerPending = S.protocol >= 2 && !r.dm; }
+  }
+  function placeNewLine() {
+    const r = S.active;
+    let target = null;
+    if (r && r.marker != null) {
+      for (const m of r.msgs) if (m.seq > r.marker && m.from !== S.me && !m.deleted) { target = m; break; }
+    }
+    const el = target && S.els.get(target.seq);
+    if (!el) { if (S.newLine) { S.newLine.remove(); S.newLine = null; } return; }
+    if (!S.newLine) {
+      S.newLine = h('li', { class: 'new-line', 'data-testid': 'new-messages-line', role: 'separator',
+        'aria-label': 'New messages' }, h('span', { text: 'New messages' }));
+    }
+    S.newLine.setAttribute('data-after-seq', String(r.marker));
+    S.newLine.setAttribute('data-before-seq', String(target.seq));
+    if (el.previousSibling !== S.newLine) ui.messages.insertBefore(S.newLine, el);
+  }
+  // The same, keeping a list scrolled to the bottom at the bottom.
+  function updateNewLine() {
+    const sc = ui.scroller;
+    const atBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < AT_BOTTOM_PX;
+    placeNewLine();
+    if (atBottom) sc.scrollTop = sc.scrollHeight;
   }
 
   // `{"type":"mention","room","seq","from"}`: delivered to every connection of the mentioned user.
@@ -478,7 +689,7 @@
     const from = m.from != null ? String(m.from) : '';
     if (from && from === S.me) return;
     const r = S.rooms.get(m.room);
-    if (r && (r !== S.active || document.hidden)) { r.mentioned = true; renderRoomList(); }
+    if (r && !isViewing(r)) { r.mentioned = true; renderRoomList(); }
     showMentionNote(m.room, Number(m.seq), from);
   }
 
@@ -571,7 +782,7 @@
 
   // Merge messages (and v2 change events) into a room, deduplicated by seq; renders into the
   // active room. Returns how many new objects there were.
-  function insertMessages(r, list) {
+  function insertMessages(r, list, live) {
     const fresh = [];
     const events = [];
     let top = r.seq;
@@ -592,6 +803,9 @@
     const changed = new Set();
     for (const ev of events) { const t = applyEvent(r, ev); if (t) changed.add(t.seq); }
     if (r === S.active) for (const seq of changed) rerenderMessage(r, seq);
+    if (r === S.active && changed.size) updateNewLine();
+    if (fresh.length) countFresh(r, fresh, live);
+    noteViewed(r); // the newest seq seen moved
     return fresh.length + events.length;
   }
 
@@ -608,12 +822,13 @@
     });
     if (r === S.active) {
       const sc = ui.scroller;
-      const atBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < 48;
+      const atBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < AT_BOTTOM_PX;
       const fromBottom = sc.scrollHeight - sc.scrollTop;
       if (appendOnly) {
         const frag = document.createDocumentFragment();
         for (const m of fresh) frag.append(messageEl(r, m));
         ui.messages.append(frag);
+        placeNewLine();
         if (atBottom || fresh.some((m) => m.from === S.me)) sc.scrollTop = sc.scrollHeight;
       } else {
         let next = null; // walk backwards inserting the missing elements before their successor
@@ -623,6 +838,7 @@
           if (!e) { e = messageEl(r, m); ui.messages.insertBefore(e, next); }
           next = e;
         }
+        placeNewLine();
         sc.scrollTop = atBottom ? sc.scrollHeight : sc.scrollHeight - fromBottom;
       }
       // replies shown before the message they quote was loaded now have their quote
@@ -644,7 +860,7 @@
     const m = r.bySeq.get(seq);
     if (!old || !m) return;
     const sc = ui.scroller;
-    const atBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < 48;
+    const atBottom = sc.scrollHeight - sc.scrollTop - sc.clientHeight < AT_BOTTOM_PX;
     const focusEdit = document.activeElement && old.contains(document.activeElement) &&
       document.activeElement.getAttribute('data-testid') === 'edit-input';
     const e = messageEl(r, m);
@@ -719,6 +935,7 @@
           r.epoch = res.epoch != null ? res.epoch : r.epoch;
           r.joined = true;
           setMembers(r, res.members, res.member_count);
+          applyMembership(r, res, typeof res.seq === 'number' ? res.seq : undefined); // v2: role, read_seq, unread
         },
       });
     } catch (e) {
@@ -757,6 +974,7 @@
     }
     r.loaded = true;
     if (r === S.active) { renderHistoryMarker(); fillViewport(r); }
+    noteViewed(r);
   }
 
   function applyMore(r, res) {
@@ -1098,6 +1316,7 @@
     const name = raw.trim().replace(/^#/, '');
     if (!ROOM_RE.test(name)) { toast('Room names: 1–64 of A–Z a–z 0–9 _ - . :'); return false; }
     if (isDmName(name)) { toast('Names starting with dm: are for direct messages'); return false; }
+    S.partQueue.delete(name);
     const r = addRoom(name);
     setActive(r);
     if (S.state === 'online') joinRoom(r, S.gen, false);
@@ -1107,6 +1326,23 @@
   function leaveRoom(r) {
     if (!r.dm && (r.joined || r.joining) && S.state === 'online') request({ type: 'leave', room: r.name }).catch(() => {});
     removeRoom(r);
+  }
+
+  // Protocol v2: leaving a room ends the membership (`part`), on every device of the user, so it
+  // does not come back with my_rooms. Offline, the part goes out on the next welcome. A dm room
+  // (no membership) and protocol 1 only close the room here.
+  function partRoom(r) {
+    if (r.dm || S.protocol < 2) { leaveRoom(r); return; }
+    removeRoom(r);
+    if (S.state === 'online') partRequest(r.name); else S.partQueue.add(r.name);
+  }
+  function partRequest(name) {
+    S.partQueue.add(name);
+    request({ type: 'part', room: name }).then(() => { S.partQueue.delete(name); }, (e) => {
+      if (e.code === 'disconnected') return; // stays queued
+      S.partQueue.delete(name);
+      if (e.code !== 'not_found') reqError('Could not leave #' + name, e);
+    });
   }
 
   function openDm(user) {
@@ -1125,12 +1361,13 @@
       S.editing = null;
       S.confirmDelete = null;
       closeSuggestions();
+      if (r) decideMarker(r); // where "new messages" begins, from before this look
     }
     S.active = r;
-    if (r) { r.unread = 0; r.mentioned = false; }
     renderAll();
     saveRooms();
     if (r && r.loaded) fillViewport(r);
+    noteViewed(r);
   }
 
   function renderAll() {
@@ -1146,6 +1383,13 @@
   function renderHeader() {
     const r = S.active;
     ui.roomTitle.textContent = r ? roomLabel(r) : 'No room';
+    const role = r && !r.dm && r.role;
+    ui.roomRole.hidden = !role;
+    ui.roomRole.textContent = role || '';
+    ui.roomRole.setAttribute('data-role', role || '');
+    ui.roomRole.title = role ? 'Your role in #' + r.name : '';
+    ui.partButton.hidden = !r || r.dm;
+    ui.partButton.title = r && !r.dm ? 'Leave #' + r.name + (S.protocol >= 2 ? ' on all your devices' : '') : '';
     ui.composerInput.disabled = !r;
     ui.sendButton.disabled = !r;
     ui.composerInput.placeholder = r ? 'Message ' + roomLabel(r) : 'Join a room to chat';
@@ -1158,13 +1402,14 @@
       const badge = h('span', { class: 'badge', 'data-testid': 'unread-badge', hidden: r.unread === 0,
         'aria-label': r.unread + ' unread', text: r.unread > 99 ? '99+' : String(r.unread) });
       const close = h('button', { class: 'leave', type: 'button', 'data-testid': 'leave-button',
-        title: r.dm ? 'Close' : 'Leave ' + r.name, 'aria-label': 'Leave', text: '×' });
-      close.addEventListener('click', (ev) => { ev.stopPropagation(); leaveRoom(r); });
+        title: r.dm ? 'Close' : 'Leave ' + r.name, 'aria-label': r.dm ? 'Close' : 'Leave', text: '×' });
+      close.addEventListener('click', (ev) => { ev.stopPropagation(); partRoom(r); });
       const li = h('li', { class: 'room-item' + (r === S.active ? ' active' : '') + (r.unread ? ' has-unread' : '') +
           (r.mentioned ? ' has-mention' : ''),
         'data-testid': 'room-item', 'data-room': r.name, 'data-unread': r.unread,
         'data-mentioned': r.mentioned ? 'true' : null,
-        'data-joined': r.joined ? 'true' : 'false', tabindex: 0, role: 'button',
+        'data-joined': r.joined ? 'true' : 'false', 'data-role': r.role,
+        'data-read-seq': r.readKnown ? r.readSeq : null, tabindex: 0, role: 'button',
         'aria-current': r === S.active ? 'true' : null },
       h('span', { class: 'room-name', dir: 'auto', text: roomLabel(r) }),
       r.mentioned ? h('span', { class: 'mention-badge', 'data-testid': 'mention-badge', title: 'You were mentioned', text: '@' }) : null,
@@ -1347,9 +1592,11 @@
     const r = S.active;
     S.renderedRoom = r;
     S.els = new Map();
+    S.newLine = null;
     const frag = document.createDocumentFragment();
     if (r) for (const m of r.msgs) frag.append(messageEl(r, m));
     ui.messages.replaceChildren(frag);
+    placeNewLine();
     renderPending();
     renderHistoryMarker();
     ui.scroller.scrollTop = ui.scroller.scrollHeight;
@@ -1472,6 +1719,7 @@
   }
 
   function resetSession() {
+    for (const r of S.rooms.values()) clearTimeout(r.readTimer);
     S.rooms = new Map();
     S.active = null;
     S.outbox = [];
@@ -1483,6 +1731,8 @@
     S.confirmDelete = null;
     S.jumpTo = null;
     S.mentionSeen = new Set();
+    S.partQueue = new Set();
+    S.newLine = null;
     for (const e of mentionNotes.splice(0)) { clearTimeout(e.timer); e.note.remove(); }
     closeSuggestions();
   }
@@ -1530,14 +1780,8 @@
   window.addEventListener('online', () => {
     if (S.creds && !S.ws && !S.loggingOut && !S.final) { S.attempt = 0; connect(); }
   });
-  document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && S.active && (S.active.unread || S.active.mentioned)) {
-      S.active.unread = 0;
-      S.active.mentioned = false;
-      renderRoomList();
-      updateTitle();
-    }
-  });
+  document.addEventListener('visibilitychange', () => noteViewed(S.active));
+  window.addEventListener('focus', () => noteViewed(S.active));
 
   ui.joinForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -1573,7 +1817,9 @@
 
   ui.scroller.addEventListener('scroll', () => {
     if (ui.scroller.scrollTop < 80) loadOlder(S.active);
+    noteViewed(S.active);
   }, { passive: true });
+  ui.partButton.addEventListener('click', () => { if (S.active) { partRoom(S.active); closeDrawers(); } });
 
   ui.toggleRooms.addEventListener('click', () => {
     ui.app.classList.toggle('show-rooms');

@@ -29,7 +29,10 @@ const CHATD = process.env.CHATD || path.join(BUILD_DIR, 'bin', 'chatd');
 const JWT_SECRET = process.env.CHAT_TEST_JWT_SECRET || 'browser-test-secret-' + process.pid;
 const CHATD_ARGS = (process.env.CHATD_ARGS || `--allow-anonymous --store memory --jwt-secret ${JWT_SECRET}`)
   .split(/\s+/).filter(Boolean);
-const WEB_DIR = process.env.CHAT_WEB_DIR ? path.resolve(process.env.CHAT_WEB_DIR) : null;
+// CHAT_WEB_DIR relative to the current directory, else to the repository root (CHAT_WEB_DIR=web)
+const WEB_DIR = !process.env.CHAT_WEB_DIR ? null
+  : [path.resolve(process.env.CHAT_WEB_DIR), path.resolve(ROOT, process.env.CHAT_WEB_DIR)]
+    .find((d) => fs.existsSync(path.join(d, 'app.js'))) || path.resolve(process.env.CHAT_WEB_DIR);
 const WAIT = 15000;       // one ordinary wait
 const LONG_WAIT = 45000;  // waits that span a reconnect
 
@@ -211,15 +214,16 @@ async function messageSeqs(page) {
 }
 
 // A tiny protocol client inside a blank page (node 20 has no WebSocket): posts n messages, then
-// the `extra` sends (objects merged into a `send`, e.g. {text, reply_to}).
-async function seedMessages(room, n, extra = []) {
+// the `extra` sends (objects merged into a `send`, e.g. {text, reply_to}), as `name` (a socket
+// that never sends `read`).
+async function seedMessages(room, n, extra = [], { name = 'seeder' } = {}) {
   const ctx = await browser.newContext();
   contexts.push(ctx);
   const page = await ctx.newPage();
   // From a page of the server's own origin: chatd refuses browser upgrades from other origins
   // (about:blank's is "null").
   await page.goto(baseUrl() + 'healthz', { timeout: WAIT });
-  const result = await page.evaluate(async ({ url, room, n, extra }) => {
+  const result = await page.evaluate(async ({ url, room, n, extra, name }) => {
     const deadline = Date.now() + 60000;
     const ws = new WebSocket(url);
     const waiting = new Map();
@@ -238,7 +242,7 @@ async function seedMessages(room, n, extra = []) {
       waiting.set(id, (m) => { clearTimeout(t); res(m); });
       ws.send(JSON.stringify({ ...o, id }));
     });
-    const w = await req({ type: 'hello', name: 'seeder' });
+    const w = await req({ type: 'hello', name });
     if (w.type !== 'welcome') throw new Error('hello: ' + JSON.stringify(w));
     const j = await req({ type: 'join', room });
     if (j.type !== 'joined') throw new Error('join: ' + JSON.stringify(j));
@@ -267,7 +271,7 @@ async function seedMessages(room, n, extra = []) {
     }
     ws.close(1000);
     return { rateLimited, firstSeq: j.seq, acks };
-  }, { url: wsUrl(), room, n, extra });
+  }, { url: wsUrl(), room, n, extra, name });
   await ctx.close();
   return result;
 }
@@ -831,6 +835,216 @@ test('v2: edits, reactions and deletes made while disconnected arrive with recov
   await openRoom(alice.page, 'lobby');
   await openRoom(bob.page, 'lobby');
   await ctx.close();
+});
+
+// ------------------------------------------------------------------ protocol v2: memberships, read positions, unread, part
+// ivy has two pages (two browser contexts, as two devices): ivyA and ivyB, the same user.
+let ivyA, ivyB;
+
+const unreadOf = (page, room) => page.evaluate((room) => {
+  const li = document.querySelector(`[data-testid="room-item"][data-room="${room}"]`);
+  if (!li) return 'no room item';
+  const b = li.querySelector('[data-testid="unread-badge"]');
+  return { unread: Number(li.getAttribute('data-unread')), badge: b.hidden ? '' : b.textContent };
+}, room);
+// Wait until the room's item says n unread (the badge shows n, or is hidden for 0).
+async function waitForUnread(page, room, n) {
+  await page.waitForFunction(({ room, n }) => {
+    const li = document.querySelector(`[data-testid="room-item"][data-room="${room}"]`);
+    const b = li && li.querySelector('[data-testid="unread-badge"]');
+    return !!b && Number(li.getAttribute('data-unread')) === n && b.hidden === (n === 0) && (n === 0 || b.textContent === String(n));
+  }, { room, n }, { timeout: WAIT }).catch(async () => {
+    throw new Error(`${room}: unread is ${JSON.stringify(await unreadOf(page, room))}, wanted ${n}`);
+  });
+}
+// Wait until the server stored the user's read position in the room at least at seq (the page
+// shows the position it was told: the reply to its `read`, a `read` from elsewhere, joined, my_rooms).
+async function waitForReadSeq(page, room, seq) {
+  await page.waitForFunction(({ room, seq }) => {
+    const li = document.querySelector(`[data-testid="room-item"][data-room="${room}"]`);
+    return !!li && Number(li.getAttribute('data-read-seq')) >= seq;
+  }, { room, seq }, { timeout: WAIT }).catch(async () => {
+    const got = await page.locator(`[data-testid="room-item"][data-room="${room}"]`).getAttribute('data-read-seq').catch(() => null);
+    throw new Error(`${room}: read position ${got}, wanted at least ${seq}`);
+  });
+}
+async function reloadAs(who, name) {
+  await who.page.reload({ timeout: WAIT });
+  return signIn(who.page, { name });
+}
+// The "new messages" line(s) of the active room, with the seqs of the messages around each.
+const newLines = (page) => page.$$eval('[data-testid="new-messages-line"]', (els) => els.map((e) => ({
+  after: Number(e.getAttribute('data-after-seq')),
+  prev: e.previousElementSibling ? Number(e.previousElementSibling.getAttribute('data-seq')) : null,
+  next: e.nextElementSibling ? Number(e.nextElementSibling.getAttribute('data-seq')) : null,
+  text: e.textContent,
+})));
+
+test('v2: my_rooms brings the user\'s rooms (and roles) to a fresh browser profile', async () => {
+  ivyA = await signIn(await openClient('ivyA'), { name: 'ivy' });
+  // a first page starts in #general; the × in the list parts it (ivy is no member any more)
+  await ivyA.page.waitForSelector('[data-testid="room-item"][data-room="general"][data-joined="true"]', { timeout: WAIT });
+  await roomItem(ivyA.page, 'general').locator('[data-testid="leave-button"]').click();
+  await roomItem(ivyA.page, 'general').waitFor({ state: 'detached', timeout: WAIT });
+  await joinRoom(ivyA.page, 'mr-one');            // a new room: ivy owns it
+  await joinRoom(alice.page, 'mr-two');           // alice's room: ivy is a member
+  await joinRoom(ivyA.page, 'mr-two');
+  assert.equal(await tid(ivyA.page, 'room-role').textContent(), 'member');
+  await openRoom(ivyA.page, 'mr-one');
+  assert.equal(await tid(ivyA.page, 'room-role').textContent(), 'owner');
+
+  // another browser context: nothing saved locally, the same user
+  ivyB = await signIn(await openClient('ivyB'), { name: 'ivy' });
+  assert.equal(ivyB.user, ivyA.user, 'the same user on both pages');
+  for (const room of ['mr-one', 'mr-two']) {
+    await ivyB.page.waitForSelector(`[data-testid="room-item"][data-room="${room}"][data-joined="true"]`, { timeout: WAIT });
+  }
+  assert.deepEqual(await ivyB.page.$$eval('[data-testid="room-item"]', (els) => els.map((e) => e.getAttribute('data-room'))),
+    ['mr-one', 'mr-two'], 'the rooms from my_rooms; no default room, not the parted one');
+  assert.equal(await roomItem(ivyB.page, 'mr-one').getAttribute('data-role'), 'owner');
+  assert.equal(await roomItem(ivyB.page, 'mr-two').getAttribute('data-role'), 'member');
+  await openRoom(ivyB.page, 'mr-two');
+  assert.equal(await tid(ivyB.page, 'room-role').textContent(), 'member');
+  assert.equal(await tid(ivyB.page, 'room-title').textContent(), '#mr-two');
+  await openRoom(ivyB.page, 'mr-one');
+  assert.equal(await tid(ivyB.page, 'room-role').textContent(), 'owner');
+  await openRoom(alice.page, 'lobby');
+});
+
+test('v2: unread badges count the messages of others (not own, not deleted) and clear when viewed', async () => {
+  await joinRoom(ivyA.page, 'ur');
+  await joinRoom(alice.page, 'ur');
+  await openRoom(ivyA.page, 'mr-one');             // ivy looks elsewhere
+  for (const t of ['u1', 'u2', 'u3']) await sendMessage(alice.page, t);
+  await waitForUnread(ivyA.page, 'ur', 3);
+  // ivy's own message from another connection (one that never reads) does not count
+  await seedMessages('ur', 0, [{ text: 'ivy writes elsewhere' }], { name: 'ivy' });
+  await sendMessage(alice.page, 'u4');
+  const u2 = await waitForMessage(alice.page, 'u2');
+  const u4 = await waitForMessage(alice.page, 'u4');
+  await waitForUnread(ivyA.page, 'ur', 4);
+  assert.equal(await ivyA.page.title(), '(4) Chat');
+  // a deleted message no longer counts
+  await messageAction(alice.page, u2, 'delete-button');
+  await msgEl(alice.page, u2).locator('[data-testid="delete-confirm"]').click();
+  await waitForDeleted(alice.page, u2);
+  await waitForUnread(ivyA.page, 'ur', 3);
+
+  // the server counts the same after a reload (from my_rooms and joined)
+  ivyA = await reloadAs(ivyA, 'ivy');
+  await ivyA.page.waitForSelector('[data-testid="room-item"][data-room="ur"][data-joined="true"]', { timeout: WAIT });
+  await waitForUnread(ivyA.page, 'ur', 3);
+  assert.equal(await roomItem(ivyA.page, 'mr-one').getAttribute('class').then((c) => c.includes('active')), true);
+
+  // viewing the room clears the badge and stores the read position (the delete's seq is the newest)
+  await openRoom(ivyA.page, 'ur');
+  await waitForMessage(ivyA.page, 'u4');
+  await waitForUnread(ivyA.page, 'ur', 0);
+  await waitForReadSeq(ivyA.page, 'ur', u4 + 1);
+  assert.equal(await ivyA.page.title(), 'Chat');
+  // a message arriving while the room is viewed is read at once
+  await sendMessage(alice.page, 'u5 while ivy looks');
+  const u5 = await waitForMessage(ivyA.page, 'u5 while ivy looks');
+  await waitForReadSeq(ivyA.page, 'ur', u5);
+  assert.deepEqual(await unreadOf(ivyA.page, 'ur'), { unread: 0, badge: '' });
+  // and stays read after a reload
+  await openRoom(ivyA.page, 'mr-one');
+  ivyA = await reloadAs(ivyA, 'ivy');
+  await ivyA.page.waitForSelector('[data-testid="room-item"][data-room="ur"][data-joined="true"]', { timeout: WAIT });
+  assert.equal(Number(await roomItem(ivyA.page, 'ur').getAttribute('data-read-seq')), u5);
+  await waitForUnread(ivyA.page, 'ur', 0);
+  await openRoom(alice.page, 'lobby');
+});
+
+test('v2: a read on one page clears the badge on the other page of the same user', async () => {
+  await joinRoom(ivyA.page, 'rc');
+  await joinRoom(ivyB.page, 'rc');
+  await openRoom(ivyA.page, 'mr-one');
+  await openRoom(ivyB.page, 'mr-one');
+  await joinRoom(alice.page, 'rc');
+  await sendMessage(alice.page, 'rc one');
+  await sendMessage(alice.page, 'rc two');
+  const two = await waitForMessage(alice.page, 'rc two');
+  for (const p of [ivyA.page, ivyB.page]) await waitForUnread(p, 'rc', 2);
+
+  await openRoom(ivyA.page, 'rc');                 // ivy reads on page A...
+  await waitForMessage(ivyA.page, 'rc two');
+  await waitForUnread(ivyA.page, 'rc', 0);
+  await waitForUnread(ivyB.page, 'rc', 0);          // ...and page B follows
+  await waitForReadSeq(ivyB.page, 'rc', two);
+  assert.equal(await ivyB.page.title(), 'Chat');
+  // what A reads while B looks elsewhere does not stay unread on B
+  await sendMessage(alice.page, 'rc three');
+  const three = await waitForMessage(ivyA.page, 'rc three');
+  await waitForReadSeq(ivyB.page, 'rc', three);
+  await waitForUnread(ivyB.page, 'rc', 0);
+  // B opens the room: nothing new there, so no "new messages" line
+  await openRoom(ivyB.page, 'rc');
+  await waitForMessage(ivyB.page, 'rc three');
+  assert.deepEqual(await newLines(ivyB.page), []);
+  await openRoom(ivyA.page, 'mr-one');
+  await openRoom(ivyB.page, 'mr-one');
+  await openRoom(alice.page, 'lobby');
+});
+
+test('v2: the "new messages" line sits above the first unread message after a reload', async () => {
+  await joinRoom(ivyA.page, 'nl');
+  await joinRoom(alice.page, 'nl');
+  await sendMessage(alice.page, 'seen 1');
+  await sendMessage(alice.page, 'seen 2');
+  const seen2 = await waitForMessage(ivyA.page, 'seen 2');
+  await waitForReadSeq(ivyA.page, 'nl', seen2);    // ivy looked at them
+  assert.deepEqual(await newLines(ivyA.page), [], 'no line while everything is read');
+  await openRoom(ivyA.page, 'mr-one');
+  for (const t of ['fresh 1', 'fresh 2', 'fresh 3']) await sendMessage(alice.page, t);
+  const fresh1 = await waitForMessage(alice.page, 'fresh 1');
+  await waitForMessage(alice.page, 'fresh 3');
+  await waitForUnread(ivyA.page, 'nl', 3);
+
+  ivyA = await reloadAs(ivyA, 'ivy');
+  await ivyA.page.waitForSelector('[data-testid="room-item"][data-room="nl"][data-joined="true"]', { timeout: WAIT });
+  await waitForUnread(ivyA.page, 'nl', 3);
+  await openRoom(ivyA.page, 'nl');
+  await waitForMessage(ivyA.page, 'fresh 3');
+  assert.deepEqual(await newLines(ivyA.page), [{ after: seen2, prev: seen2, next: fresh1, text: 'New messages' }]);
+  await waitForUnread(ivyA.page, 'nl', 0);
+  await waitForReadSeq(ivyA.page, 'nl', fresh1 + 2);
+  // the line stays where it is while the room is open, as more arrives
+  await sendMessage(alice.page, 'fresh 4');
+  await waitForMessage(ivyA.page, 'fresh 4');
+  assert.deepEqual(await newLines(ivyA.page), [{ after: seen2, prev: seen2, next: fresh1, text: 'New messages' }]);
+  await ivyA.page.screenshot({ path: path.join(ARTIFACTS, 'chat-unread.png') });
+  // opened again with everything read: no line
+  await openRoom(ivyA.page, 'mr-one');
+  await openRoom(ivyA.page, 'nl');
+  await waitForMessage(ivyA.page, 'fresh 4');
+  assert.deepEqual(await newLines(ivyA.page), []);
+  await openRoom(ivyA.page, 'mr-one');
+  await openRoom(alice.page, 'lobby');
+});
+
+test('v2: leaving a room (part) on one page removes it on the other page of the same user', async () => {
+  await joinRoom(ivyA.page, 'pr');
+  await joinRoom(ivyB.page, 'pr');
+  await joinRoom(alice.page, 'pr');
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${ivyA.user}"]`, { timeout: WAIT });
+  await openRoom(ivyA.page, 'pr');
+  await tid(ivyA.page, 'part-button').click();
+  await roomItem(ivyA.page, 'pr').waitFor({ state: 'detached', timeout: WAIT });
+  await roomItem(ivyB.page, 'pr').waitFor({ state: 'detached', timeout: WAIT });    // told by the server
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${ivyA.user}"]`, { state: 'detached', timeout: WAIT });
+  assert.notEqual(await tid(ivyA.page, 'room-title').textContent(), '#pr');
+  assert.notEqual(await tid(ivyB.page, 'room-title').textContent(), '#pr');
+  // the membership is gone: not back after a reload, nor on a fresh profile (my_rooms)
+  ivyA = await reloadAs(ivyA, 'ivy');
+  const ivyC = await signIn(await openClient('ivyC'), { name: 'ivy' });
+  for (const p of [ivyA.page, ivyC.page]) {
+    await p.waitForSelector('[data-testid="room-item"][data-room="nl"][data-joined="true"]', { timeout: WAIT });
+    assert.equal(await roomItem(p, 'pr').count(), 0);
+  }
+  assert.equal(await roomItem(ivyB.page, 'pr').count(), 0);
+  for (const p of [ivyA.page, ivyB.page, ivyC.page]) await p.context().close();
+  await openRoom(alice.page, 'lobby');
 });
 
 test('sign in with a token from `chatd token`', async (t) => {

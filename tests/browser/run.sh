@@ -32,6 +32,16 @@ if ! fc-list 2>/dev/null | grep -qi emoji; then
     echo "run.sh: no emoji font; screenshots will show boxes for emoji" >&2
 fi
 
+# CHAT_WEB_DIR=web: relative to where run.sh was started, else to the repository root.
+if [ -n "${CHAT_WEB_DIR:-}" ]; then
+  case "$CHAT_WEB_DIR" in
+    /*) ;;
+    *) if [ -d "$CHAT_WEB_DIR" ]; then CHAT_WEB_DIR="$(cd "$CHAT_WEB_DIR" && pwd)"; else CHAT_WEB_DIR="$ROOT/$CHAT_WEB_DIR"; fi ;;
+  esac
+  [ -f "$CHAT_WEB_DIR/app.js" ] || { echo "run.sh: no app.js in CHAT_WEB_DIR=$CHAT_WEB_DIR" >&2; exit 1; }
+  export CHAT_WEB_DIR
+fi
+
 cd "$HERE"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if [ -f package-lock.json ]; then
