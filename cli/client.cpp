@@ -112,7 +112,7 @@ class cli_client {
   }
 
  private:
-  enum class kind { hello, join, leave, send, dm, history };
+  enum class kind { hello, join, leave, send, dm, history, search, my_rooms };
   struct pending {
     kind k = kind::send;
     json req;
@@ -350,6 +350,15 @@ class cli_client {
     } else if ((cmd == "/edit" || cmd == "/reply" || cmd == "/react" || cmd == "/delete") &&
                !arg.empty()) {
       change(cmd, arg);
+    } else if (cmd == "/search" && !arg.empty()) {
+      if (rooms_.empty()) {
+        std::cerr << "chat-cli: /search needs a room (use --room or /join ROOM)\n";
+        return;
+      }
+      enqueue(kind::search,
+              json{{"type", "search"}, {"room", rooms_.front()}, {"query", arg}, {"limit", 20}});
+    } else if (cmd == "/rooms") {
+      enqueue(kind::my_rooms, json{{"type", "my_rooms"}});
     } else if (cmd == "/history") {
       auto room = !arg.empty() ? arg : rooms_.empty() ? "" : rooms_.front();
       if (room.empty()) {
@@ -360,7 +369,7 @@ class cli_client {
     } else {
       std::cerr << "chat-cli: commands: /join ROOM, /leave ROOM, /dm USER TEXT, /history [ROOM], "
                    "/edit SEQ TEXT, /delete SEQ, /react SEQ EMOJI (-EMOJI removes), "
-                   "/reply SEQ TEXT, /quit (start a line with // to send a '/')\n";
+                   "/reply SEQ TEXT, /search WORDS, /rooms, /quit (start a line with // to send a '/')\n";
     }
   }
 
@@ -539,6 +548,30 @@ class cli_client {
                   << "\n";
         ++failed_;
         return;
+      case kind::search:
+      case kind::my_rooms: {
+        bool search = p.k == kind::search;
+        if (type != (search ? "search" : "my_rooms")) {
+          std::cerr << "chat-cli: " << (search ? "search" : "rooms") << ": " << why << "\n";
+          return;
+        }
+        if (opt_.json || opt_.send_only) return;
+        if (search) {
+          auto n = j.value("messages", json::array()).size();
+          std::cout << "--- " << n << (n == 1 ? " match" : " matches") << " in "
+                    << terminal_safe(str(j, "room"))
+                    << (j.value("more", false) ? " (older matches exist)" : "") << "\n";
+          for (auto& m : j.value("messages", json::array())) print_event("message", m);
+        } else {
+          std::cout << "--- your rooms\n";
+          for (auto& r : j.value("rooms", json::array()))
+            if (r.is_object())
+              std::cout << terminal_safe(r.value("room", "")) << "  " << r.value("role", "")
+                        << "  " << r.value("unread", 0) << " unread\n";
+        }
+        std::cout.flush();
+        return;
+      }
       case kind::history:
         if (type != "history") {
           std::cerr << "chat-cli: history: " << why << "\n";

@@ -157,6 +157,22 @@ TEST_F(Cli, EditDeleteReactAndReply) {
   EXPECT_EQ(msgs[5]["type"], "message_edited");
 }
 
+TEST_F(Cli, SearchAndRoomsWithUnreadCounts) {
+  ws_client alice;
+  hello(alice, "alice");
+  join(alice, "general");
+  ASSERT_TRUE(alice.request({{"type", "send"}, {"room", "general"}, {"text", "deploy failed"}}, 2));
+  ASSERT_TRUE(alice.request({{"type", "send"}, {"room", "general"}, {"text", "lunch?"}}, 3));
+  child_process p{cli({"--name", "alice", "--room", "general"})};
+  ASSERT_TRUE(p.write_stdin("/search deploy\n/rooms\n/quit\n"));
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  std::string out;
+  for (auto& l : p.rest_lines()) out += l + "\n";
+  EXPECT_NE(out.find("--- 1 match in general"), std::string::npos) << out;
+  EXPECT_NE(out.find("alice: deploy failed  #1"), std::string::npos) << out;
+  EXPECT_NE(out.find("general  owner  0 unread"), std::string::npos) << out;
+}
+
 TEST_F(Cli, TokenLogin) {
   chat::auth_config a;
   a.hs256_secret = kSecret;
