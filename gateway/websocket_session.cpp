@@ -815,15 +815,19 @@ send_req websocket_session::make_send(client_req& req, event_kind kind) {
   return s;
 }
 
+// The room's actor once joined, else its directory (null: answered unavailable).
+caf::actor websocket_session::room_or_directory(const std::string& room, const std::string& id) {
+  auto it = rooms_.find(room);
+  if (it != rooms_.end() && !it->second.pending) return it->second.actor;
+  return directory_for(room, id);
+}
+
 void websocket_session::handle_membership(client_req& req) {
   if (is_dm_room(req.room)) {
     send_error(req.id, "bad_request", "memberships and read positions are kept for rooms");
     return;
   }
-  auto it = rooms_.find(req.room);
-  caf::actor target = (it != rooms_.end() && !it->second.pending)
-                          ? it->second.actor
-                          : directory_for(req.room, req.id);
+  auto target = room_or_directory(req.room, req.id);
   if (!target) return;
   if (req.type == req_type::read)
     caf::anon_send(target, read_req{req.room, self_ref(), ident_.user, req.id, req.seq});
@@ -899,10 +903,7 @@ void websocket_session::handle_room_query(client_req& req) {
     send_error(req.id, "forbidden", "you may not read this room");
     return;
   }
-  auto it = rooms_.find(req.room);
-  caf::actor target = (it != rooms_.end() && !it->second.pending)
-                          ? it->second.actor
-                          : directory_for(req.room, req.id);
+  auto target = room_or_directory(req.room, req.id);
   if (!target) return;
   if (req.type == req_type::history)
     caf::anon_send(target, history_req{req.room, self_ref(), req.id, req.before, req.limit});

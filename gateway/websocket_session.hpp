@@ -143,6 +143,7 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   // read, part: to the room (joined or not); my_rooms: to every node.
   void handle_membership(client_req& req);
   void handle_my_rooms(client_req& req);
+  caf::actor room_or_directory(const std::string& room, const std::string& id);
   send_req make_send(client_req& req, event_kind kind);
   void handle_room_query(client_req& req);
   void handle_typing(client_req& req);

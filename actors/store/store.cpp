@@ -237,11 +237,13 @@ caf::expected<std::pair<std::vector<stored_msg>, uint64_t>> range(store_pointer 
   return std::make_pair(std::move(out), first);
 }
 
-// A snapshot read (load, claim) now, or later into a promise.
-caf::result<room_snapshot> snapshot_read(store_pointer self, const std::string& room,
-                                         std::function<caf::expected<room_snapshot>()> read) {
+// A read of one room (load, claim, search, unread, exists) now, or, while
+// appends of that room handed in before it are still committing, after them.
+template <class T>
+caf::result<T> ordered_read(store_pointer self, const std::string& room,
+                            std::function<caf::expected<T>()> read) {
   if (must_wait(self, room)) {
-    auto rp = self->make_response_promise<room_snapshot>();
+    auto rp = self->make_response_promise<T>();
     defer(self, room, [rp, read]() mutable {
       auto r = read();
       if (r)
@@ -254,6 +256,11 @@ caf::result<room_snapshot> snapshot_read(store_pointer self, const std::string& 
   auto r = read();
   if (!r) return r.error();
   return std::move(*r);
+}
+
+caf::result<room_snapshot> snapshot_read(store_pointer self, const std::string& room,
+                                         std::function<caf::expected<room_snapshot>()> read) {
+  return ordered_read<room_snapshot>(self, room, std::move(read));
 }
 
 void probe_health(store_pointer self) {
@@ -378,20 +385,7 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
             return store_error(err);
           return out;
         };
-        if (must_wait(self, room)) {  // a message acked a moment ago is found
-          auto rp = self->make_response_promise<std::vector<stored_msg>>();
-          defer(self, room, [rp, read]() mutable {
-            auto r = read();
-            if (r)
-              rp.deliver(std::move(*r));
-            else
-              rp.deliver(r.error());
-          });
-          return rp;
-        }
-        auto r = read();
-        if (!r) return r.error();
-        return std::move(*r);
+        return ordered_read<std::vector<stored_msg>>(self, room, read);
       },
       [=](my_rooms_atom, const std::string& user) -> caf::result<std::vector<user_room>> {
         // Not ordered behind appends: a membership a room wrote a moment ago
@@ -410,20 +404,7 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
             return store_error(err);
           return n;
         };
-        if (must_wait(self, room)) {
-          auto rp = self->make_response_promise<uint64_t>();
-          defer(self, room, [rp, read]() mutable {
-            auto r = read();
-            if (r)
-              rp.deliver(*r);
-            else
-              rp.deliver(r.error());
-          });
-          return rp;
-        }
-        auto r = read();
-        if (!r) return r.error();
-        return *r;
+        return ordered_read<uint64_t>(self, room, read);
       },
       [=](claims_atom, const claim_check& chk) -> caf::result<std::vector<std::string>> {
         std::vector<std::pair<std::string, uint64_t>> claims;
@@ -443,20 +424,7 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
           if (!self->state.backend->room_exists(room, found, err)) return store_error(err);
           return found;
         };
-        if (must_wait(self, room)) {
-          auto rp = self->make_response_promise<bool>();
-          defer(self, room, [rp, read]() mutable {
-            auto r = read();
-            if (r)
-              rp.deliver(*r);
-            else
-              rp.deliver(r.error());
-          });
-          return rp;
-        }
-        auto r = read();
-        if (!r) return r.error();
-        return *r;
+        return ordered_read<bool>(self, room, read);
       },
       [=](flush_now_atom) { flush(self); },
       [=](trim_atom) {
