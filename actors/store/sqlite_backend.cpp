@@ -909,13 +909,13 @@ class sqlite_backend final : public store_backend {
     use u{*idem_};
     u.bind(1, room);
     u.bind(2, idem_since_ms);
-    return read_msgs(u, room, out.idem, err, "read idempotency keys");
+    return read_msgs(u, room, out.idem, err, "read idempotency keys", /*reactions=*/false);
   }
 
-  // Columns: see prepare_all's `cols`. Then the reactions of what was read.
+  // Columns: see prepare_all's `cols`. Then, unless `reactions` is false
+  // (the idempotency window only needs keys), the reactions of what was read.
   bool read_msgs(use& u, const std::string& room, std::vector<stored_msg>& out, std::string& err,
-                 const char* what) {
-    size_t start = out.size();
+                 const char* what, bool reactions = true) {
     int rc;
     while ((rc = u.step()) == SQLITE_ROW) {
       stored_msg m;
@@ -943,13 +943,7 @@ class sqlite_backend final : public store_backend {
       err = db_error(db_, what);
       return false;
     }
-    if (start == 0) return read_reactions(room, out, err);
-    std::vector<stored_msg> tail(std::make_move_iterator(out.begin() + static_cast<std::ptrdiff_t>(start)),
-                                 std::make_move_iterator(out.end()));
-    out.resize(start);
-    if (!read_reactions(room, tail, err)) return false;
-    for (auto& m : tail) out.push_back(std::move(m));
-    return true;
+    return !reactions || read_reactions(room, out, err);
   }
 
   bool step_done(stmt& s, const char* what, std::string& err) {
