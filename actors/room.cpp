@@ -296,6 +296,33 @@ void resync(room_actor* self) {
           });
 }
 
+// What the rules say about one request, against the state its target has
+// after every event sequenced before it.
+struct verdict {
+  enum { ok, noop, refused } what = ok;
+  errc code = errc::internal;
+  std::string why;
+};
+
+verdict refuse(errc code, std::string why) { return {verdict::refused, code, std::move(why)}; }
+
+// Answers a request that takes no seq (refused, or a react that changes
+// nothing), and every duplicate of its key that waited for it.
+void answer_unsequenced(room_actor* self, pending_send& p, const verdict& v) {
+  auto& st = self->state;
+  std::vector<reply_to> waiters;
+  if (!p.key.empty()) waiters = st.idem.fail(p.key);
+  waiters.insert(waiters.begin(), std::move(p.to));
+  for (auto& to : waiters) {
+    if (v.what == verdict::noop) {
+      ack_msg a{0, {}, st.room, 0, 0, true};
+      answer(self, to, std::move(a));
+    } else {
+      answer_error(self, to, v.code, v.why);
+    }
+  }
+}
+
 void on_failed(room_actor* self, const caf::error& err) {
   auto& st = self->state;
   if (err == store_errc::fenced) {
@@ -305,12 +332,8 @@ void on_failed(room_actor* self, const caf::error& err) {
   }
   spdlog::error("event=room_append_failed room={} count={} error=\"{}\"", st.room, st.flying.size(),
                 self->system().render(err));
-  for (auto& p : st.flying) {
-    answer_error(self, p.to, errc::unavailable, "message not stored, try again");
-    if (!p.key.empty())
-      for (auto& to : st.idem.fail(p.key))
-        answer_error(self, to, errc::unavailable, "message not stored, try again");
-  }
+  for (auto& p : st.flying)
+    answer_unsequenced(self, p, refuse(errc::unavailable, "message not stored, try again"));
   st.flying.clear();
   requeue_members(self);
   resync(self);
@@ -329,16 +352,6 @@ const stored_msg* known_event(room_actor* self, uint64_t seq) {
   auto it = st.looked_up.find(seq);
   return it == st.looked_up.end() ? nullptr : &it->second;
 }
-
-// What the rules say about one request, against the state its target has
-// after every event sequenced before it.
-struct verdict {
-  enum { ok, noop, refused } what = ok;
-  errc code = errc::internal;
-  std::string why;
-};
-
-verdict refuse(errc code, std::string why) { return {verdict::refused, code, std::move(why)}; }
 
 verdict check_request(const send_req& r, const stored_msg* t) {
   bool message = t && t->kind == event_kind::message;
@@ -370,23 +383,6 @@ verdict check_request(const send_req& r, const stored_msg* t) {
       break;
   }
   return refuse(errc::bad_request, "not a request a room sequences");
-}
-
-// Answers a request that takes no seq (refused, or a react that changes
-// nothing), and every duplicate of its key that waited for it.
-void answer_unsequenced(room_actor* self, pending_send& p, const verdict& v) {
-  auto& st = self->state;
-  std::vector<reply_to> waiters;
-  if (!p.key.empty()) waiters = st.idem.fail(p.key);
-  waiters.insert(waiters.begin(), std::move(p.to));
-  for (auto& to : waiters) {
-    if (v.what == verdict::noop) {
-      ack_msg a{0, {}, st.room, 0, 0, true};
-      answer(self, to, std::move(a));
-    } else {
-      answer_error(self, to, v.code, v.why);
-    }
-  }
 }
 
 // Sequences what queued while the last append was in flight and hands it to
