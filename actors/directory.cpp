@@ -62,8 +62,8 @@ void answer_missing(directory_actor* self, caf::response_promise& rp, const join
   if (rp.pending())
     rp.deliver(make_chat_error(errc::not_found, "no such room"));
   else if (req.conn.gateway)
-    self->send(req.conn.gateway,
-               error_msg{req.conn.id, req.req_id, errc::not_found, "no such room", {}});
+    self->send(req.conn.gateway, error_msg{req.conn.id, req.req_id, errc::not_found,
+                                           "no such room", req.room, 0, true});
 }
 
 template <class Req>
@@ -209,6 +209,15 @@ caf::behavior directory_impl(directory_actor* self, room_deps deps) {
       [=](read_req& req) { forward_existing(self, req); },
       [=](search_req& req) { forward_existing(self, req); },
       [=](part_req& req) { forward_existing(self, req); },
+      [=](room_req& req) { forward_existing(self, req); },
+      [=](invite_req& req) {
+        // The server API creates a room with its owner; other memberships
+        // and every user's invite go into a room that exists.
+        if (req.by.empty() && req.role == member_role::owner)
+          forward(self, req);
+        else
+          forward_existing(self, req);
+      },
       [=](my_rooms_req& req) { answer_my_rooms(self, req); },
       [=](typing_req& req) {
         // Typing never creates a room (nor its row): only live rooms hear it.

@@ -35,13 +35,19 @@ void answer(room_actor* self, reply_to& to, T msg) {
     self->send(to.conn.gateway, std::move(msg));
 }
 
-void answer_error(room_actor* self, reply_to& to, errc code, std::string message) {
+void answer_error(room_actor* self, reply_to& to, errc code, std::string message,
+                  int64_t retry_ms = 0) {
   count(code);
   if (!to.rp.async())
     to.rp.deliver(make_chat_error(code, std::move(message)));
   else if (to.conn.gateway)
-    self->send(to.conn.gateway, error_msg{to.conn.id, to.req_id, code, std::move(message), {}});
+    self->send(to.conn.gateway,
+               error_msg{to.conn.id, to.req_id, code, std::move(message), {}, retry_ms});
 }
+
+// A private room answers a non-member's reads as a room that does not exist
+// (the directory's words), so that its name tells nothing.
+constexpr const char* no_such_room = "no such room";
 
 void answer_ack(room_actor* self, reply_to& to, uint64_t seq, int64_t ts) {
   answer(self, to, ack_msg{0, {}, self->state.room, seq, ts});
@@ -62,6 +68,26 @@ bool is_member(room_actor* self, const conn_ref& c) {
 
 bool is_participant(room_actor* self, const std::string& user) {
   return user == self->state.dm_a || user == self->state.dm_b;
+}
+
+// The user's role (member when they hold no membership).
+member_role role_of(room_actor* self, const std::string& user) {
+  auto it = self->state.memberships.find(user);
+  return it == self->state.memberships.end() ? member_role::member : it->second.role;
+}
+
+// Owner, moderators, server admins and the server API: above the room's rules.
+bool is_staff(room_actor* self, const std::string& user, bool admin, bool trusted) {
+  return admin || trusted || role_of(self, user) != member_role::member;
+}
+
+// Who may read a room (history, search, presence, settings): anyone, but a
+// private room only its members and admins. Empty `user`: the server API.
+bool may_read(room_actor* self, const std::string& user, bool admin) {
+  auto& st = self->state;
+  if (user.empty() || admin) return true;
+  if (st.dm) return is_participant(self, user);
+  return !st.settings.private_room || st.memberships.count(user) > 0;
 }
 
 // One CAF message per gateway that has members.
@@ -161,7 +187,7 @@ void notify_mentions(room_actor* self, const stored_msg& msg) {
   auto& st = self->state;
   std::map<caf::actor, std::vector<std::string>> by_registry;
   for (auto& u : msg.mentions)
-    if (u != msg.from)
+    if (u != msg.from && (!st.settings.private_room || st.memberships.count(u)))
       if (auto reg = st.deps.registry_for(u)) by_registry[reg].push_back(u);
   if (by_registry.empty()) return;
   auto frame = encode_mention(st.room, msg.seq, msg.from);
@@ -207,9 +233,16 @@ void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us
 
 void dispatch(room_actor* self);
 
-// A stored read position: the reply, and the user's other connections hear it.
+// A stored read position: the reply, and the user's other connections hear
+// it. A stored invite: an ack without seq, and the invited user hears it.
 void answer_read(room_actor* self, room_state::read_waiter& r) {
   auto& st = self->state;
+  if (r.invite) {
+    answer(self, r.to, ack_msg{0, {}, st.room, 0, 0});
+    if (auto reg = st.deps.registry_for(r.user))
+      self->send(reg, user_deliver{{r.user}, st.room, 0, encode_invited(st.room, r.invited_by)});
+    return;
+  }
   auto conn = r.to.conn;
   answer(self, r.to, read_msg{0, {}, st.room, r.seq});
   if (auto reg = st.deps.registry_for(r.user)) {
@@ -274,6 +307,7 @@ void resync(room_actor* self) {
               st.epoch = snap.epoch;
             }
             st.looked_up.clear();  // may have missed changes: read them again when needed
+            st.settings = snap.settings;  // as stored: a failed room_set did not happen
             for (auto& m : snap.recent)
               if (m.seq > st.last_seq) {
                 // Stored although the append reported a failure (a lost or late
@@ -302,6 +336,7 @@ struct verdict {
   enum { ok, noop, refused } what = ok;
   errc code = errc::internal;
   std::string why;
+  int64_t retry_ms = 0;  // slow mode
 };
 
 verdict refuse(errc code, std::string why) { return {verdict::refused, code, std::move(why)}; }
@@ -318,7 +353,7 @@ void answer_unsequenced(room_actor* self, pending_send& p, const verdict& v) {
       ack_msg a{0, {}, st.room, 0, 0, true};
       answer(self, to, std::move(a));
     } else {
-      answer_error(self, to, v.code, v.why);
+      answer_error(self, to, v.code, v.why, v.retry_ms);
     }
   }
 }
@@ -353,20 +388,54 @@ const stored_msg* known_event(room_actor* self, uint64_t seq) {
   return it == st.looked_up.end() ? nullptr : &it->second;
 }
 
-verdict check_request(const send_req& r, const stored_msg* t) {
+// A room_set: the owner changes anything, moderators the topic and slow mode.
+verdict check_settings(room_actor* self, const send_req& r) {
+  if (r.text != "settings") return refuse(errc::bad_request, "unknown moderation action");
+  if (r.admin || r.trusted) return {};
+  auto role = role_of(self, r.who.user);
+  if (role == member_role::owner) return {};
+  if (role == member_role::moderator && (r.set & ~(settings_topic | settings_slow_mode)) == 0)
+    return {};
+  return refuse(errc::forbidden, role == member_role::moderator
+                                     ? "only the room's owner may change private and read_only"
+                                     : "only the room's owner and moderators may change its settings");
+}
+
+// The rules for one request at `ts`, against the state its target `t` has
+// after every event sequenced before it (and the room's settings as they are
+// at that point of the sequence).
+verdict check_request(room_actor* self, const send_req& r, const stored_msg* t, int64_t ts) {
+  auto& st = self->state;
   bool message = t && t->kind == event_kind::message;
+  bool plain_member = !st.dm && !is_staff(self, r.who.user, r.admin, r.trusted);
   switch (r.kind) {
     case event_kind::message:
+      if (plain_member && st.settings.read_only)
+        return refuse(errc::forbidden, "the room is read-only: only its owner and moderators may send");
+      if (plain_member && st.settings.slow_mode > 0) {
+        auto last = st.last_sent.find(r.who.user);
+        int64_t gap = int64_t{st.settings.slow_mode} * 1000;
+        if (last != st.last_sent.end() && ts - last->second < gap) {
+          auto v = refuse(errc::rate_limited, "slow mode: one message every " +
+                                                  std::to_string(st.settings.slow_mode) + " s");
+          v.retry_ms = gap - (ts - last->second);
+          return v;
+        }
+      }
       if (r.reply_to && !message) return refuse(errc::not_found, "reply_to is not a message of this room");
       return {};
     case event_kind::edited:
       if (!message || t->deleted) return refuse(errc::not_found, "no such message");
-      if (t->from != r.who.user) return refuse(errc::forbidden, "only its author may edit a message");
+      // The server API edits as the system (any message) or as a user (theirs).
+      if (t->from != r.who.user && !(r.trusted && r.who.user == "system"))
+        return refuse(errc::forbidden, "only its author may edit a message");
+      if (plain_member && st.settings.read_only)
+        return refuse(errc::forbidden, "the room is read-only: only its owner and moderators may edit");
       return {};
     case event_kind::deleted:
       if (!message || t->deleted) return refuse(errc::not_found, "no such message");
-      if (t->from != r.who.user && !r.admin && !r.trusted)
-        return refuse(errc::forbidden, "only its author, the room's moderators or an admin may delete a message");
+      if (t->from != r.who.user && plain_member)
+        return refuse(errc::forbidden, "only its author, the room's owner and moderators or an admin may delete a message");
       return {};
     case event_kind::reaction: {
       if (!message || t->deleted) return refuse(errc::not_found, "no such message");
@@ -380,7 +449,8 @@ verdict check_request(const send_req& r, const stored_msg* t) {
       return {};
     }
     case event_kind::moderation:
-      break;
+      if (st.dm) return refuse(errc::bad_request, "a conversation has no settings");
+      return check_settings(self, r);
   }
   return refuse(errc::bad_request, "not a request a room sequences");
 }
@@ -423,7 +493,7 @@ void dispatch(room_actor* self) {
         else target = const_cast<stored_msg*>(k);  // a reply only reads it
       }
     }
-    auto v = check_request(p.req, target);
+    auto v = check_request(self, p.req, target, ts);
     if (v.what != verdict::ok) {
       answer_unsequenced(self, p, v);
       continue;
@@ -444,6 +514,18 @@ void dispatch(room_actor* self) {
     m.emoji = std::move(p.req.emoji);
     m.on = p.req.on;
     if (target && m.kind != event_kind::message) apply_change(*target, m);
+    if (m.kind == event_kind::message && !st.dm) st.last_sent[m.from] = ts;
+    if (m.kind == event_kind::moderation) {
+      // Settings take effect at this seq: later requests of the batch obey them.
+      auto& set = p.req.settings;
+      if (p.req.set & settings_topic) st.settings.topic = set.topic;
+      if (p.req.set & settings_private) st.settings.private_room = set.private_room;
+      if (p.req.set & settings_read_only) st.settings.read_only = set.read_only;
+      if (p.req.set & settings_slow_mode) st.settings.slow_mode = set.slow_mode;
+      m.data = encode_settings_detail(st.settings);
+      batch.set_settings = true;
+      batch.settings = st.settings;
+    }
     batch.msgs.push_back(std::move(m));
     st.flying.push_back(std::move(p));
     ++taken;
@@ -573,6 +655,7 @@ void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> 
     out.info.read_seq = m->second.read_seq;
     out.info.unread = unread;
   }
+  out.info.settings = st.settings;
   out.member = !st.dm;
   if (req.conn.gateway) self->send(req.conn.gateway, std::move(out));
 }
@@ -591,6 +674,15 @@ uint64_t window_unread(room_actor* self, const std::string& user, uint64_t after
 
 void join_with_unread(room_actor* self, const join_req& req, uint64_t unread);
 
+// A refused join names its room, so that the connection stops waiting for it.
+void refuse_join(room_actor* self, const join_req& req, errc code, const char* why) {
+  auto to = reply_target(self, req.conn, req.req_id);
+  if (!to.rp.async() || !req.conn.gateway) return answer_error(self, to, code, why);
+  count(code);
+  self->send(req.conn.gateway,
+             error_msg{req.conn.id, req.req_id, code, why, self->state.room, 0, true});
+}
+
 // A public room's first join of a user makes them a member (the owner, when
 // the join creates the room: no event and no member yet) with a read
 // position at the room's seq. `joined` tells their role, read position and
@@ -599,15 +691,14 @@ void join_with_unread(room_actor* self, const join_req& req, uint64_t unread);
 void handle_join(room_actor* self, const join_req& req) {
   auto& st = self->state;
   if (st.dm) {
-    if (!is_participant(self, req.who.user)) {
-      auto to = reply_target(self, req.conn, req.req_id);
-      answer_error(self, to, errc::forbidden, "not a participant of this conversation");
-      return;
-    }
+    if (!is_participant(self, req.who.user))
+      return refuse_join(self, req, errc::forbidden, "not a participant of this conversation");
     join_with_unread(self, req, 0);
     return;
   }
   auto it = st.memberships.find(req.who.user);
+  if (it == st.memberships.end() && st.settings.private_room && !req.admin)
+    return refuse_join(self, req, errc::forbidden, "this room is private: its members may invite you");
   if (it == st.memberships.end()) {
     membership m{req.who.user,
                  st.last_seq == 0 && st.memberships.empty() ? member_role::owner : member_role::member,
@@ -710,7 +801,7 @@ void handle_read(room_actor* self, const read_req& req) {
   }
   it->second.read_seq = seq;
   st.member_dirty[req.user] = it->second;
-  st.reads_waiting.push_back({std::move(to), req.user, seq});
+  st.reads_waiting.push_back({std::move(to), req.user, seq, {}, false});
   dispatch(self);
 }
 
@@ -736,9 +827,10 @@ void handle_part(room_actor* self, const part_req& req) {
   answer(self, to, left_msg{0, {}, st.room, true});
 }
 
-// A room exists for the server API when it has (or had) messages or members.
+// A room exists for the server API when it has (or had) events, memberships or members.
 bool room_exists(room_actor* self) {
-  return self->state.last_seq > 0 || !self->state.members.users.empty();
+  auto& st = self->state;
+  return st.last_seq > 0 || !st.memberships.empty() || !st.members.users.empty();
 }
 
 // What a message costs on the wire, roughly: its fields, JSON escaping of the
@@ -769,6 +861,7 @@ void answer_history(room_actor* self, reply_to& to, std::vector<stored_msg> msgs
 
 void handle_history(room_actor* self, const history_req& req, reply_to to) {
   auto& st = self->state;
+  if (!may_read(self, req.user, req.admin)) return answer_error(self, to, errc::not_found, no_such_room);
   uint64_t before = req.before == 0 ? st.last_seq + 1 : std::min(req.before, st.last_seq + 1);
   uint64_t lo = before > req.limit ? before - req.limit : 1;
   lo = std::max(lo, st.first_seq);
@@ -800,6 +893,7 @@ void handle_history(room_actor* self, const history_req& req, reply_to to) {
 
 void handle_search(room_actor* self, const search_req& req, reply_to to) {
   auto& st = self->state;
+  if (!may_read(self, req.user, req.admin)) return answer_error(self, to, errc::not_found, no_such_room);
   self->request(st.deps.store, st.deps.cfg.store_timeout, search_atom_v, st.room, req.query,
                 req.before, req.limit + 1)
       .then(
@@ -829,9 +923,54 @@ void handle_search(room_actor* self, const search_req& req, reply_to to) {
 void handle_presence(room_actor* self, const presence_req& req) {
   auto& st = self->state;
   auto to = reply_target(self, req.conn, req.req_id);
+  if (!may_read(self, req.user, req.admin)) return answer_error(self, to, errc::not_found, no_such_room);
   answer(self, to,
          presence_list{0, {}, st.room, list_members(self, st.deps.cfg.presence_members_listed),
                        room_exists(self)});
+}
+
+// `room`: the settings, for whoever may read the room.
+void handle_room_info(room_actor* self, const room_req& req, reply_to to) {
+  auto& st = self->state;
+  if (!may_read(self, req.user, req.admin)) return answer_error(self, to, errc::not_found, no_such_room);
+  room_info info{0, {}, st.room, st.settings, st.last_seq, st.memberships.size()};
+  if (req.members)
+    for (auto& [user, m] : st.memberships) info.members.push_back(m);
+  answer(self, to, std::move(info));
+}
+
+// `invite`: the owner or a moderator (or an admin, or the server API, which
+// may give any role) makes a user a member; answered once stored.
+void handle_invite(room_actor* self, const invite_req& req) {
+  auto& st = self->state;
+  auto to = reply_target(self, req.conn, req.req_id);
+  if (st.dm) return answer_error(self, to, errc::bad_request, "nobody is invited into a conversation");
+  bool api = req.by.empty();
+  if (!api && !req.admin && role_of(self, req.by) == member_role::member) {
+    if (!may_read(self, req.by, false)) return answer_error(self, to, errc::not_found, no_such_room);
+    return answer_error(self, to, errc::forbidden, "only the room's owner and moderators may invite");
+  }
+  auto it = st.memberships.find(req.user);
+  if (it != st.memberships.end() && (!api || it->second.role == req.role)) {
+    answer(self, to, ack_msg{0, {}, st.room, 0, 0});  // a member already: nothing to store
+    return;
+  }
+  if (it == st.memberships.end())
+    it = st.memberships.emplace(req.user, membership{req.user, member_role::member, st.last_seq}).first;
+  if (api) {
+    // One owner: handing ownership on leaves the old owner a moderator.
+    if (req.role == member_role::owner)
+      for (auto& [user, m] : st.memberships)
+        if (m.role == member_role::owner && user != req.user) {
+          m.role = member_role::moderator;
+          st.member_dirty[user] = m;
+        }
+    it->second.role = req.role;
+  }
+  st.member_dirty[req.user] = it->second;
+  room_state::read_waiter w{std::move(to), req.user, 0, api ? std::string("system") : req.by, true};
+  st.reads_waiting.push_back(std::move(w));
+  dispatch(self);
 }
 
 void handle_leave(room_actor* self, const leave_req& req) {
@@ -870,6 +1009,7 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
   st.looked_up.clear();
   st.memberships.clear();
   for (auto& m : snap.members) st.memberships.emplace(m.user, m);
+  st.settings = snap.settings;
   for (auto& m : snap.idem) {
     auto key = idem_key(m.from, m.idem_key);
     if (!key.empty()) st.idem.remember(key, m.seq, m.ts);
@@ -925,6 +1065,8 @@ caf::behavior failed_behavior(room_actor* self, std::string why, bool moved = fa
       [=](read_req& r) { fail(r.conn, r.req_id); },
       [=](search_req& r) { fail(r.conn, r.req_id); },
       [=](part_req& r) { fail(r.conn, r.req_id); },
+      [=](invite_req& r) { fail(r.conn, r.req_id); },
+      [=](room_req& r) { fail(r.conn, r.req_id); },
       [=](leave_req& r) {
         if (!r.reply) return;
         auto to = reply_target(self, r.conn, r.req_id);
@@ -1098,6 +1240,19 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
       [=](part_req& req) {
         from_directory();
         handle_part(self, req);
+      },
+      [=](invite_req& req) {
+        from_directory();
+        handle_invite(self, req);
+      },
+      [=](room_req& req) {
+        from_directory();
+        auto to = reply_target(self, req.conn, req.req_id);
+        with_fresh_claim(
+            self, [=]() mutable { handle_room_info(self, req, to); },
+            [=]() mutable {
+              answer_error(self, to, errc::unavailable, "the room moved to another node, try again");
+            });
       },
       [=](typing_req& req) {
         from_directory();

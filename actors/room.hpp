@@ -133,13 +133,23 @@ struct room_state {
   // `read` is answered once the batch that stores it commits.
   std::map<std::string, membership> memberships;
   std::map<std::string, std::optional<membership>> member_dirty, member_flying;
+  // A `read` (or an `invite`) answered once the batch that stores it commits.
   struct read_waiter {
     reply_to to;
     std::string user;
     uint64_t seq = 0;
+    std::string invited_by;  // an invite: the user is told who invited them
+    bool invite = false;
   };
   std::vector<read_waiter> reads_waiting, reads_flying;
   bool in_flight = false;
+
+  // Settings (protocol v2 room_set): applied when a settings event is
+  // sequenced, so that the requests after it in seq order obey them; a failed
+  // append reloads them from the store (resync).
+  room_settings settings;
+  // Slow mode: the ts of each member's last message sequenced here.
+  std::unordered_map<std::string, int64_t> last_sent;
 
   presence_batcher presence;  // presence batching in big rooms, and in any room during a storm
 

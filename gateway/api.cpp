@@ -157,39 +157,50 @@ route_result match_api_route(std::string_view method, std::string_view path, api
   for (auto s : seg)
     if (s.empty()) return route_result::not_found;
   out = api_route{};
-  std::string want;
-  if (seg.size() == 1 && seg[0] == "rooms") {
-    out.op = api_op::rooms;
-    want = "GET";
-  } else if (seg.size() == 3 && seg[0] == "rooms") {
+  // The methods a path takes, each with its operation.
+  std::vector<std::pair<std::string_view, api_op>> ops;
+  auto n = seg.size();
+  if (n == 1 && seg[0] == "rooms") {
+    ops = {{"GET", api_op::rooms}, {"POST", api_op::room_create}};
+  } else if (n >= 2 && seg[0] == "rooms") {
     if (!percent_decode(seg[1], out.room)) return route_result::not_found;
-    if (seg[2] == "messages") {
-      out.op = api_op::publish;
-      want = "POST";
-    } else if (seg[2] == "presence") {
-      out.op = api_op::presence;
-      want = "GET";
-    } else if (seg[2] == "history") {
-      out.op = api_op::history;
-      want = "GET";
-    } else {
-      return route_result::not_found;
+    if (n == 2) {
+      ops = {{"GET", api_op::room_get}, {"PATCH", api_op::room_update}};
+    } else if (n == 3 && seg[2] == "messages") {
+      ops = {{"POST", api_op::publish}};
+    } else if (n == 4 && seg[2] == "messages") {
+      if (!parse_uint(seg[3], out.seq) || out.seq == 0) return route_result::not_found;
+      ops = {{"PATCH", api_op::edit}, {"DELETE", api_op::del}};
+    } else if (n == 3 && seg[2] == "presence") {
+      ops = {{"GET", api_op::presence}};
+    } else if (n == 3 && seg[2] == "history") {
+      ops = {{"GET", api_op::history}};
+    } else if (n == 3 && seg[2] == "search") {
+      ops = {{"GET", api_op::search}};
+    } else if (n == 3 && seg[2] == "members") {
+      ops = {{"GET", api_op::members}};
+    } else if (n == 4 && seg[2] == "members") {
+      if (!percent_decode(seg[3], out.user)) return route_result::not_found;
+      ops = {{"PUT", api_op::member_set}, {"DELETE", api_op::member_del}};
     }
-  } else if (seg.size() == 1 && seg[0] == "dm") {
-    out.op = api_op::dm;
-    want = "POST";
-  } else if (seg.size() == 3 && seg[0] == "users" && seg[2] == "disconnect") {
+  } else if (n == 1 && seg[0] == "dm") {
+    ops = {{"POST", api_op::dm}};
+  } else if (n == 3 && seg[0] == "users" && seg[2] == "disconnect") {
     if (!percent_decode(seg[1], out.user)) return route_result::not_found;
-    out.op = api_op::disconnect;
-    want = "POST";
-  } else {
-    return route_result::not_found;
+    ops = {{"POST", api_op::disconnect}};
   }
-  if (method != want) {
-    allow = want;
-    return route_result::bad_method;
+  if (ops.empty()) return route_result::not_found;
+  for (auto& [m, op] : ops)
+    if (method == m) {
+      out.op = op;
+      return route_result::ok;
+    }
+  allow.clear();
+  for (auto& [m, op] : ops) {
+    if (!allow.empty()) allow += ", ";
+    allow += m;
   }
-  return route_result::ok;
+  return route_result::bad_method;
 }
 
 bool parse_room_param(const std::string& room, bool allow_dm, api_error& err) {
@@ -308,6 +319,164 @@ bool parse_history_query(std::string_view query, const std::string& room, const 
 
 namespace {
 
+// A body that may be empty (DELETE): {} then.
+bool parse_optional_object(std::string_view body, const limits& lim, json& out, api_error& err) {
+  if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    out = json::object();
+    return true;
+  }
+  return parse_object(body, lim, out, err);
+}
+
+// A change the backend vouches for (trusted): as the system, or as `from`.
+void set_trusted_change(api_call& call, api_op op, const std::string& room, member_info who,
+                        client_req& req, event_kind kind) {
+  call.op = op;
+  call.room = room;
+  call.send = send_req{};
+  call.send.room = room;
+  call.send.who = std::move(who);
+  call.send.text = std::move(req.text);
+  call.send.data = std::move(req.data);
+  call.send.idem_key = std::move(req.idem_key);
+  call.send.trusted = true;
+  call.send.kind = kind;
+  call.send.target = req.seq;
+  if (kind == event_kind::moderation) {
+    call.send.text = "settings";
+    call.send.settings = std::move(req.settings);
+    call.send.set = req.set;
+  }
+}
+
+// The settings keys of a body, decoded as the protocol's room_set.
+bool settings_of(const json& j, const std::string& room, const limits& lim, bool required,
+                 client_req& req, api_error& err) {
+  json set = json::object();
+  for (auto key : {"topic", "private", "read_only", "slow_mode", "idempotency_key"})
+    if (j.contains(key)) set[key] = j[key];
+  if (!required && set.empty()) return true;
+  set["room"] = room;
+  return decode_as(std::move(set), "room_set", lim, req, err);
+}
+
+bool role_of(const json& j, member_role& out, api_error& err) {
+  std::string role;
+  if (!opt_string(j, "role", role, err)) return false;
+  if (role == "member" || role.empty()) out = member_role::member;
+  else if (role == "moderator") out = member_role::moderator;
+  else if (role == "owner") out = member_role::owner;
+  else return bad(err, "'role' must be member, moderator or owner");
+  return true;
+}
+
+}  // namespace
+
+bool parse_room_create(std::string_view body, const limits& lim, api_call& call, api_error& err) {
+  json j;
+  std::string room, owner;
+  if (!parse_object(body, lim, j, err) || !opt_string(j, "room", room, err) ||
+      !opt_string(j, "owner", owner, err))
+    return false;
+  if (!parse_room_param(room, false, err)) return false;
+  if (!valid_user_id(owner)) return bad(err, "'owner' (the room's owner, a user id) is required");
+  client_req req;
+  if (!settings_of(j, room, lim, false, req, err)) return false;
+  set_trusted_change(call, api_op::room_create, room, member_info{"system", "system"}, req,
+                     event_kind::moderation);
+  call.invite = invite_req{room, {}, {}, {}, owner, false, member_role::owner};
+  return true;
+}
+
+bool parse_room_update(std::string_view body, const std::string& room, const limits& lim,
+                       api_call& call, api_error& err) {
+  json j;
+  member_info who;
+  client_req req;
+  if (!parse_room_param(room, false, err) || !parse_object(body, lim, j, err) ||
+      !sender(j, false, who, err) || !settings_of(j, room, lim, true, req, err))
+    return false;
+  set_trusted_change(call, api_op::room_update, room, std::move(who), req, event_kind::moderation);
+  return true;
+}
+
+bool parse_member_set(std::string_view body, const std::string& room, const std::string& user,
+                      api_call& call, api_error& err) {
+  json j;
+  member_role role = member_role::member;
+  if (!parse_room_param(room, false, err)) return false;
+  if (!valid_user_id(user)) return bad(err, "not a user id: " + user.substr(0, 64));
+  if (!parse_optional_object(body, limits{}, j, err) || !role_of(j, role, err)) return false;
+  call.op = api_op::member_set;
+  call.room = room;
+  call.invite = invite_req{room, {}, {}, {}, user, false, role};
+  return true;
+}
+
+bool parse_edit(std::string_view body, const api_route& route, const limits& lim, api_call& call,
+                api_error& err) {
+  json j;
+  member_info who;
+  client_req req;
+  if (!parse_room_param(route.room, true, err) || !parse_object(body, lim, j, err) ||
+      !sender(j, false, who, err))
+    return false;
+  j["room"] = route.room;
+  j["seq"] = route.seq;
+  if (!decode_as(std::move(j), "edit", lim, req, err)) return false;
+  set_trusted_change(call, api_op::edit, route.room, std::move(who), req, event_kind::edited);
+  return true;
+}
+
+bool parse_delete(std::string_view body, const api_route& route, const limits& lim,
+                  api_call& call, api_error& err) {
+  json j;
+  member_info who;
+  client_req req;
+  if (!parse_room_param(route.room, true, err) || !parse_optional_object(body, lim, j, err) ||
+      !sender(j, false, who, err))
+    return false;
+  j["room"] = route.room;
+  j["seq"] = route.seq;
+  if (!decode_as(std::move(j), "delete", lim, req, err)) return false;
+  set_trusted_change(call, api_op::del, route.room, std::move(who), req, event_kind::deleted);
+  return true;
+}
+
+bool parse_search_query(std::string_view query, const std::string& room, const limits& lim,
+                        api_call& call, api_error& err) {
+  if (!parse_room_param(room, true, err)) return false;
+  json j = json::object();
+  j["room"] = room;
+  for (auto pair : split(query, '&')) {
+    auto eq = pair.find('=');
+    auto key = pair.substr(0, eq);
+    std::string value;
+    if (eq != std::string_view::npos && !percent_decode(pair.substr(eq + 1), value))
+      return bad(err, "bad percent-encoding in the query");
+    for (auto& c : value)
+      if (c == '+') c = ' ';  // a form-encoded space
+    uint64_t v = 0;
+    if (key == "q") {
+      j["query"] = value;
+    } else if ((key == "before" || key == "limit") && !value.empty()) {
+      if (!parse_uint(value, v)) return bad(err, "'" + std::string(key) + "' must be an integer");
+      j[std::string(key)] = v;
+    }
+  }
+  if (!j.contains("query")) return bad(err, "'q' (the words to find) is required");
+  client_req req;
+  if (!decode_as(std::move(j), "search", lim, req, err)) return false;
+  call.op = api_op::search;
+  call.room = room;
+  call.query = std::move(req.query);
+  call.before = req.before;
+  call.limit = req.limit;
+  return true;
+}
+
+namespace {
+
 http_response api_response(unsigned version, bool keep_alive, unsigned status, std::string body) {
   http_response res{static_cast<http::status>(status), version};
   res.set(http::field::server, "chatd");
@@ -383,6 +552,37 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
       break;
     case api_op::rooms:
       call.op = api_op::rooms;
+      break;
+    case api_op::room_create:
+      ok = parse_room_create(body, ctx.lim, call, err);
+      break;
+    case api_op::room_update:
+      ok = parse_room_update(body, route.room, ctx.lim, call, err);
+      break;
+    case api_op::room_get:
+    case api_op::members:
+      ok = parse_room_param(route.room, false, err);
+      call.op = route.op;
+      call.room = route.room;
+      break;
+    case api_op::member_set:
+      ok = parse_member_set(body, route.room, route.user, call, err);
+      break;
+    case api_op::member_del:
+      ok = parse_room_param(route.room, false, err);
+      if (ok && !valid_user_id(route.user)) ok = bad(err, "not a user id");
+      call.op = api_op::member_del;
+      call.room = route.room;
+      call.user = route.user;
+      break;
+    case api_op::edit:
+      ok = parse_edit(body, route, ctx.lim, call, err);
+      break;
+    case api_op::del:
+      ok = parse_delete(body, route, ctx.lim, call, err);
+      break;
+    case api_op::search:
+      ok = parse_search_query(query, route.room, ctx.lim, call, err);
       break;
   }
   if (!ok) return reply_now(err);

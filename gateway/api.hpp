@@ -23,6 +23,7 @@ struct api_route {
   api_op op = api_op::rooms;
   std::string room;  // percent-decoded path segment
   std::string user;  // percent-decoded path segment
+  uint64_t seq = 0;  // /messages/{seq}
 };
 
 enum class route_result { ok, not_found, bad_method };
@@ -52,6 +53,18 @@ bool parse_disconnect(std::string_view body, const std::string& user, api_call& 
 bool parse_history_query(std::string_view query, const std::string& room, const limits& lim,
                          api_call& call, api_error& err);
 bool parse_room_param(const std::string& room, bool allow_dm, api_error& err);
+// Protocol v2: rooms with an owner and settings, memberships, edits, deletes, search.
+bool parse_room_create(std::string_view body, const limits& lim, api_call& call, api_error& err);
+bool parse_room_update(std::string_view body, const std::string& room, const limits& lim,
+                       api_call& call, api_error& err);
+bool parse_member_set(std::string_view body, const std::string& room, const std::string& user,
+                      api_call& call, api_error& err);
+bool parse_edit(std::string_view body, const api_route& route, const limits& lim, api_call& call,
+                api_error& err);
+bool parse_delete(std::string_view body, const api_route& route, const limits& lim,
+                  api_call& call, api_error& err);
+bool parse_search_query(std::string_view query, const std::string& room, const limits& lim,
+                        api_call& call, api_error& err);
 
 // Serves one /api/* request. `done` gets the response exactly once, on the
 // thread that runs `ioc` (the session's), or not at all if the server stops first.

@@ -59,6 +59,91 @@ struct responder {
   }
 };
 
+// The room's settings (and memberships) as the answer's body.
+void answer_room(api_actor* self, const caf::actor& dir, const std::string& room, bool members,
+                 const responder& done) {
+  room_req q{room, {}, {}, {}, false, members};
+  self->request(dir, self->state.timeout, std::move(q))
+      .then(
+          [=](const room_info& info) {
+            if (!members) return done.ok(encode_body(info));
+            ordered list = ordered::array();
+            for (auto& m : info.members)
+              list.push_back({{"user", m.user}, {"role", to_string(m.role)}, {"read_seq", m.read_seq}});
+            done.ok(dump(ordered{{"room", info.room}, {"members", std::move(list)}}));
+          },
+          [=](caf::error& err) { done.fail(err, "the room"); });
+}
+
+// Protocol v2 operations: every one goes to the room through its home directory.
+void start_v2(api_actor* self, api_call& call, const responder& done) {
+  auto& ctx = *self->state.ctx;
+  auto timeout = self->state.timeout;
+  auto dir = ctx.routes->directory_for(call.room);
+  if (!dir) return done.fail(errc::unavailable, "the room's node is unreachable");
+  auto room = call.room;
+  switch (call.op) {
+    case api_op::room_create: {
+      // The owner's membership makes the room; then its settings, if any, as
+      // a moderation event by the system; the answer is what the room holds.
+      auto settings = std::move(call.send);
+      self->request(dir, timeout, std::move(call.invite))
+          .then(
+              [=](const ack_msg&) mutable {
+                if (settings.set == 0) return answer_room(self, dir, room, false, done);
+                self->request(dir, self->state.timeout, std::move(settings))
+                    .then([=](const ack_msg&) { answer_room(self, dir, room, false, done); },
+                          [=](caf::error& err) { done.fail(err, "the room"); });
+              },
+              [=](caf::error& err) { done.fail(err, "the room"); });
+      return;
+    }
+    case api_op::room_get:
+    case api_op::members:
+      return answer_room(self, dir, room, call.op == api_op::members, done);
+    case api_op::room_update:
+      self->request(dir, timeout, std::move(call.send))
+          .then([=](const ack_msg&) { answer_room(self, dir, room, false, done); },
+                [=](caf::error& err) { done.fail(err, "the room"); });
+      return;
+    case api_op::member_set: {
+      auto user = call.invite.user;
+      auto role = call.invite.role;
+      self->request(dir, timeout, std::move(call.invite))
+          .then(
+              [=](const ack_msg&) {
+                done.ok(dump(ordered{{"room", room}, {"user", user}, {"role", to_string(role)}}));
+              },
+              [=](caf::error& err) { done.fail(err, "the room"); });
+      return;
+    }
+    case api_op::member_del: {
+      auto user = call.user;
+      self->request(dir, timeout, part_req{room, {}, user, {}})
+          .then(
+              [=](const left_msg&) {
+                done.ok(dump(ordered{{"room", room}, {"user", user}, {"parted", true}}));
+              },
+              [=](caf::error& err) { done.fail(err, "the room"); });
+      return;
+    }
+    case api_op::edit:
+    case api_op::del:
+      self->request(dir, timeout, std::move(call.send))
+          .then([=](const ack_msg& a) { done.ok(encode_body(a)); },
+                [=](caf::error& err) { done.fail(err, "the room"); });
+      return;
+    case api_op::search:
+      self->request(dir, timeout,
+                    search_req{room, {}, {}, std::move(call.query), call.before, call.limit})
+          .then([=](const history_page& h) { done.ok(encode_body(h)); },
+                [=](caf::error& err) { done.fail(err, "the room"); });
+      return;
+    default:
+      return done.fail(errc::internal, "not a protocol v2 operation");
+  }
+}
+
 void start(api_actor* self, api_call& call) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
@@ -123,6 +208,16 @@ void start(api_actor* self, api_call& call) {
       }
       return;
     }
+    case api_op::room_create:
+    case api_op::room_get:
+    case api_op::room_update:
+    case api_op::members:
+    case api_op::member_set:
+    case api_op::member_del:
+    case api_op::edit:
+    case api_op::del:
+    case api_op::search:
+      return start_v2(self, call, done);
   }
 }
 

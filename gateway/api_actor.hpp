@@ -17,7 +17,11 @@ namespace chat {
 
 struct server_context;
 
-enum class api_op { publish, dm, disconnect, presence, history, rooms };
+enum class api_op {
+  publish, dm, disconnect, presence, history, rooms,
+  // protocol v2
+  room_create, room_get, room_update, members, member_set, member_del, edit, del, search,
+};
 
 // Completes one HTTP request with a status and a JSON body. Called at most once,
 // from a CAF thread: it must post to the session's own thread (and keep that
@@ -32,6 +36,11 @@ struct api_call {
   kick_user kick;       // disconnect
   uint64_t before = 0;  // history: exclusive, 0 = newest
   uint32_t limit = 50;  // history
+  // room_create: the owner (invite with role owner) and send (the settings, set != 0 if any);
+  // member_set: invite (user, role); member_del: the user to part.
+  invite_req invite;
+  std::string user;
+  std::string query;  // search
   api_reply reply;
 };
 

@@ -24,6 +24,7 @@ void post_reply(io_shard* shard, Reply&& r) {
         // A room that moved to another node refused a send: a keyed one goes
         // again where the room lives, once the room is joined there.
         if (!r.room.empty() && s->keep_for_resend(r.room, r.req_id)) return;
+        if (r.join) s->on_join_refused(r.room, r.req_id);
         s->on_answered({}, r.req_id);
       }
       if constexpr (std::is_same_v<reply_type, left_msg>)
@@ -64,6 +65,7 @@ gateway_actor::behavior_type gateway_impl(gateway_actor::stateful_pointer<gatewa
       [=](left_msg& m) { post_reply(shard, std::move(m)); },
       [=](read_msg& m) { post_reply(shard, std::move(m)); },
       [=](my_rooms_msg& m) { post_reply(shard, std::move(m)); },
+      [=](room_info& m) { post_reply(shard, std::move(m)); },
       [=](history_page& m) { post_reply(shard, std::move(m)); },
       [=](presence_list& m) { post_reply(shard, std::move(m)); },
       [=](joined_msg& m) {

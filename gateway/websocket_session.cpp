@@ -417,7 +417,11 @@ void websocket_session::handle(std::string_view text) {
       break;
     case req_type::read:
     case req_type::part:
+    case req_type::invite:
       handle_membership(req);
+      break;
+    case req_type::room_set:
+      handle_change(req);
       break;
     case req_type::my_rooms:
       handle_my_rooms(req);
@@ -425,6 +429,7 @@ void websocket_session::handle(std::string_view text) {
     case req_type::history:
     case req_type::presence:
     case req_type::search:
+    case req_type::room:
       handle_room_query(req);
       break;
     case req_type::typing:
@@ -534,7 +539,7 @@ void websocket_session::handle_join(client_req& req) {
   } else {
     caf::anon_send(dir,
                    join_req{req.room, self_ref(), member_info{ident_.user, ident_.name}, req.id,
-                            req.has_since, req.since, req.epoch});
+                            req.has_since, req.since, req.epoch, ident_.has_role("admin")});
   }
 }
 
@@ -548,7 +553,8 @@ void websocket_session::send_join(const std::string& room, room_sub& sub, const 
     sub.epoch = epoch;
   }
   caf::anon_send(dir, join_req{room, self_ref(), member_info{ident_.user, ident_.name},
-                               sub.rejoin ? std::string{} : sub.join_id, has_since, since, epoch});
+                               sub.rejoin ? std::string{} : sub.join_id, has_since, since, epoch,
+                               ident_.has_role("admin")});
   arm_join_timer();
 }
 
@@ -831,6 +837,9 @@ void websocket_session::handle_membership(client_req& req) {
   if (!target) return;
   if (req.type == req_type::read)
     caf::anon_send(target, read_req{req.room, self_ref(), ident_.user, req.id, req.seq});
+  else if (req.type == req_type::invite)
+    caf::anon_send(target, invite_req{req.room, self_ref(), ident_.user, req.id,
+                                      std::move(req.user), ident_.has_role("admin")});
   else
     caf::anon_send(target, part_req{req.room, self_ref(), ident_.user, req.id});
 }
@@ -873,9 +882,10 @@ void websocket_session::handle_change(client_req& req) {
     send_error(req.id, "rate_limited", "too many messages, slow down");
     return;
   }
-  auto kind = req.type == req_type::edit  ? event_kind::edited
-              : req.type == req_type::del ? event_kind::deleted
-                                          : event_kind::reaction;
+  auto kind = req.type == req_type::edit       ? event_kind::edited
+              : req.type == req_type::del      ? event_kind::deleted
+              : req.type == req_type::room_set ? event_kind::moderation
+                                               : event_kind::reaction;
   if (is_dm_room(req.room)) {
     // A conversation is not joined: its room checks that this user is in it.
     std::string a, b;
@@ -895,7 +905,13 @@ void websocket_session::handle_change(client_req& req) {
     send_error(req.id, "not_member", "join the room first");
     return;
   }
-  send_to_room(it->second, make_send(req, kind));
+  auto s = make_send(req, kind);
+  if (kind == event_kind::moderation) {
+    s.text = "settings";
+    s.settings = std::move(req.settings);
+    s.set = req.set;
+  }
+  send_to_room(it->second, std::move(s));
 }
 
 void websocket_session::handle_room_query(client_req& req) {
@@ -905,13 +921,18 @@ void websocket_session::handle_room_query(client_req& req) {
   }
   auto target = room_or_directory(req.room, req.id);
   if (!target) return;
+  // The reader, so that a private room can answer its non-members as a room that does not exist.
+  bool admin = ident_.has_role("admin");
   if (req.type == req_type::history)
-    caf::anon_send(target, history_req{req.room, self_ref(), req.id, req.before, req.limit});
+    caf::anon_send(target, history_req{req.room, self_ref(), req.id, req.before, req.limit,
+                                       ident_.user, admin});
   else if (req.type == req_type::search)
     caf::anon_send(target, search_req{req.room, self_ref(), req.id, std::move(req.query),
-                                      req.before, req.limit});
+                                      req.before, req.limit, ident_.user, admin});
+  else if (req.type == req_type::room)
+    caf::anon_send(target, room_req{req.room, self_ref(), ident_.user, req.id, admin});
   else
-    caf::anon_send(target, presence_req{req.room, self_ref(), req.id});
+    caf::anon_send(target, presence_req{req.room, self_ref(), req.id, ident_.user, admin});
 }
 
 // Dm rooms a connection remembers a typing time for (the map is per connection).
@@ -1027,6 +1048,21 @@ void websocket_session::on_answered(const std::string& room, const std::string& 
   }
   for (auto& [name, sub] : rooms_)  // an error names no room: rare, few rooms
     if (!sub.unanswered.empty() && forget(sub)) return;
+}
+
+void websocket_session::on_join_refused(const std::string& room, const std::string& req_id) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end() || !it->second.pending) return;
+  if (it->second.rejoin) {
+    on_room_gone(room);
+    return;
+  }
+  if (it->second.join_id != req_id) return;
+  auto sub = std::move(it->second);
+  rooms_.erase(it);
+  unsubscribe(room, sub);
+  for (auto& s : sub.held) send_error(s.req_id, "not_member", "the join was refused");
+  arm_join_timer();
 }
 
 void websocket_session::on_room_gone(const std::string& room) {

@@ -82,6 +82,9 @@ class websocket_session : public std::enable_shared_from_this<websocket_session>
   bool keep_for_resend(const std::string& room, const std::string& req_id);
   // An ack (room set) or an error (room unknown) answered request `req_id`.
   void on_answered(const std::string& room, const std::string& req_id);
+  // The room refused join `req_id` (private room, not a participant): the
+  // connection does not wait for it any longer.
+  void on_join_refused(const std::string& room, const std::string& req_id);
   // The cluster's view changed (a node down or back): re-register with the
   // user's home registry, move joins and rooms whose home moved.
   void on_placement_change();

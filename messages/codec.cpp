@@ -14,7 +14,8 @@ namespace {
 
 const char* type_names[] = {"hello",    "refresh", "join", "leave", "send",  "history",
                             "presence", "typing",  "dm",   "rooms", "ping",  "edit",
-                            "delete",   "react",   "read", "my_rooms", "part", "search"};
+                            "delete",   "react",   "read", "my_rooms", "part", "search",
+                            "room_set", "room",   "invite"};
 
 // At most `n` bytes of valid UTF-8 `s`, never cutting a character in half (the
 // result goes into an error message, which must stay valid UTF-8).
@@ -106,6 +107,14 @@ bool target_field(const json& j, client_req& out, decode_error& err) {
   return true;
 }
 
+// A user id as a request may name one (mentions, invite): 1-256 bytes of
+// UTF-8 without control characters. The server checks the user's own rules.
+bool user_id_shape(const std::string& id) {
+  return !id.empty() && id.size() <= 256 && for_each_code_point(id, [](uint32_t cp) {
+    return cp >= 0x20 && !(cp >= 0x7F && cp <= 0x9F);
+  });
+}
+
 // send's reply_to and mentions (protocol v2).
 bool send_extras(const json& j, client_req& out, decode_error& err) {
   bool present = false;
@@ -121,16 +130,58 @@ bool send_extras(const json& j, client_req& out, decode_error& err) {
   for (auto& u : *m) {
     if (!u.is_string()) return fail(err, errc::bad_request, "'mentions' must hold user ids");
     auto& id = u.get_ref<const std::string&>();
-    size_t n = 0;
-    bool ok = !id.empty() && id.size() <= 256 && for_each_code_point(id, [&n](uint32_t cp) {
-      ++n;
-      return cp >= 0x20 && !(cp >= 0x7F && cp <= 0x9F);
-    });
-    if (!ok) return fail(err, errc::bad_request, "'mentions' holds an invalid user id");
+    if (!user_id_shape(id)) return fail(err, errc::bad_request, "'mentions' holds an invalid user id");
     if (std::find(out.mentions.begin(), out.mentions.end(), id) == out.mentions.end())
       out.mentions.push_back(id);
   }
   return true;
+}
+
+bool opt_bool(const json& j, const char* key, bool& present, bool& out, decode_error& err) {
+  present = false;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return true;
+  if (!it->is_boolean()) return fail(err, errc::bad_request, std::string("'") + key + "' must be true or false");
+  out = it->get<bool>();
+  present = true;
+  return true;
+}
+
+// room_set: at least one of topic, private, read_only, slow_mode.
+bool settings_fields(const json& j, client_req& out, decode_error& err) {
+  bool present = false;
+  auto t = j.find("topic");
+  if (t != j.end() && !t->is_null()) {
+    if (!t->is_string()) return fail(err, errc::bad_request, "'topic' must be a string");
+    out.settings.topic = t->get<std::string>();
+    size_t n = 0;
+    bool ok = for_each_code_point(out.settings.topic, [&n](uint32_t cp) {
+      ++n;
+      return cp >= 0x20 && cp != 0x7F;  // one line: no control characters
+    });
+    if (!ok) return fail(err, errc::bad_request, "'topic' must be one line of valid UTF-8");
+    if (n > max_topic_chars)
+      return fail(err, errc::too_large,
+                  "'topic' is longer than " + std::to_string(max_topic_chars) + " characters");
+    out.set |= settings_topic;
+  }
+  if (!opt_bool(j, "private", present, out.settings.private_room, err)) return false;
+  if (present) out.set |= settings_private;
+  if (!opt_bool(j, "read_only", present, out.settings.read_only, err)) return false;
+  if (present) out.set |= settings_read_only;
+  uint64_t v = 0;
+  if (!opt_uint(j, "slow_mode", present, v, err)) return false;
+  if (present) {
+    if (v > max_slow_mode)
+      return fail(err, errc::bad_request,
+                  "'slow_mode' is at most " + std::to_string(max_slow_mode) + " seconds");
+    out.settings.slow_mode = static_cast<uint32_t>(v);
+    out.set |= settings_slow_mode;
+  }
+  if (out.set == 0)
+    return fail(err, errc::bad_request,
+                "room_set needs at least one of topic, private, read_only, slow_mode");
+  return idem_field(j, limits{}, out, err);
 }
 
 }  // namespace
@@ -233,7 +284,17 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       if (!present) return fail(err, errc::bad_request, "'seq' is required");
       return true;
     case req_type::part:
+    case req_type::room:
       return room_field(j, out.room, err);
+    case req_type::room_set:
+      if (!room_field(j, out.room, err)) return false;
+      if (is_dm_room(out.room)) return fail(err, errc::bad_request, "a conversation has no settings");
+      return settings_fields(j, out, err);
+    case req_type::invite:
+      if (!room_field(j, out.room, err) || !req_string(j, "user", out.user, err)) return false;
+      if (is_dm_room(out.room)) return fail(err, errc::bad_request, "nobody is invited into a conversation");
+      if (!user_id_shape(out.user)) return fail(err, errc::bad_request, "'user' must name a user");
+      return true;
     case req_type::search: {
       if (!room_field(j, out.room, err) || !req_string(j, "query", out.query, err)) return false;
       size_t n = 0;
@@ -317,6 +378,26 @@ void put_reactions(std::string& out, const std::vector<reaction_set>& rs) {
   out.push_back(']');
 }
 
+void put_bool(std::string& out, const char* key, bool v) {
+  out.append(",\"").append(key).append(v ? "\":true" : "\":false");
+}
+
+// topic (when set), private, read_only, slow_mode.
+void put_settings(std::string& out, const room_settings& s) {
+  if (!s.topic.empty()) put_str(out, "topic", s.topic);
+  put_bool(out, "private", s.private_room);
+  put_bool(out, "read_only", s.read_only);
+  put_num(out, "slow_mode", s.slow_mode);
+}
+
+std::string settings_object(const room_settings& s) {
+  std::string out;
+  put_settings(out, s);
+  out[0] = '{';  // the leading comma
+  out.push_back('}');
+  return out;
+}
+
 void put_head(std::string& out, const char* type, const stored_msg& m) {
   out.append("{\"type\":\"").append(type).push_back('"');
   put_str(out, "room", m.room);
@@ -371,7 +452,10 @@ void append_message(std::string& out, const stored_msg& m) {
       break;
     case event_kind::moderation:
       put_head(out, "moderation", m);
+      put_str(out, "action", m.text);
       put_str(out, "by", m.from);
+      // The detail is our own JSON object ({"settings":…}): its members go in as they are.
+      if (m.data.size() > 2) out.append(",").append(m.data, 1, m.data.size() - 2);
       break;
   }
   out.push_back('}');
@@ -443,7 +527,9 @@ std::string encode(const my_rooms_msg& m) {
     put_num(out, "last_seq", r.last_seq);
     put_num(out, "read_seq", r.read_seq);
     put_num(out, "unread", std::min(r.unread, max_unread));
-    out.append(",\"private\":false}");
+    if (!r.topic.empty()) put_str(out, "topic", r.topic);
+    put_bool(out, "private", r.private_room);
+    out.push_back('}');
   }
   out.append("]}");
   return out;
@@ -472,6 +558,29 @@ std::string encode_noop_ack(const std::string& id, const std::string& room) {
   put_id(out, id);
   put_str(out, "room", room);
   out.append(",\"noop\":true}");
+  return out;
+}
+
+std::string encode_invited(const std::string& room, const std::string& by) {
+  std::string out = "{\"type\":\"invited\"";
+  put_str(out, "room", room);
+  put_str(out, "by", by);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_settings_detail(const room_settings& s) {
+  return "{\"settings\":" + settings_object(s) + "}";
+}
+
+std::string encode(const room_info& m) {
+  std::string out = "{\"type\":\"room\"";
+  put_id(out, m.req_id);
+  put_str(out, "room", m.room);
+  put_settings(out, m.settings);
+  put_num(out, "last_seq", m.last_seq);
+  put_num(out, "member_count", m.member_count);
+  out.push_back('}');
   return out;
 }
 
@@ -577,7 +686,15 @@ std::string encode_presence_diff(const std::string& room, const std::vector<memb
 // --- replies ---------------------------------------------------------------------
 
 std::string encode(const ack_msg& m) {
-  return m.noop ? encode_noop_ack(m.req_id, m.room) : encode_ack(m.req_id, m.room, m.seq, m.ts);
+  if (m.noop) return encode_noop_ack(m.req_id, m.room);
+  if (m.seq == 0) {  // stored no event (invite)
+    std::string out = "{\"type\":\"ack\"";
+    put_id(out, m.req_id);
+    put_str(out, "room", m.room);
+    out.push_back('}');
+    return out;
+  }
+  return encode_ack(m.req_id, m.room, m.seq, m.ts);
 }
 
 std::string encode(const error_msg& m) {
@@ -586,6 +703,7 @@ std::string encode(const error_msg& m) {
   put_str(out, "code", to_string(m.code));
   if (!m.room.empty()) put_str(out, "room", m.room);
   put_str(out, "message", m.message);
+  if (m.retry_ms > 0) put_num(out, "retry_ms", static_cast<uint64_t>(m.retry_ms));
   out.push_back('}');
   return out;
 }
@@ -625,6 +743,10 @@ std::string encode(const joined_info& m) {
     put_str(out, "role", to_string(m.role));
     out.push_back('}');
   }
+  if (!is_dm_room(m.room)) {
+    out.pop_back();
+    out.append(",\"settings\":").append(settings_object(m.settings)).push_back('}');
+  }
   return out;
 }
 
@@ -642,8 +764,11 @@ std::string without_type(Reply m, std::string_view type) {
 
 }  // namespace
 
-std::string encode_body(const history_page& m) { return without_type(m, "history"); }
+std::string encode_body(const history_page& m) {
+  return without_type(m, m.search ? "search" : "history");
+}
 std::string encode_body(const presence_list& m) { return without_type(m, "presence"); }
 std::string encode_body(const ack_msg& m) { return without_type(m, "ack"); }
+std::string encode_body(const room_info& m) { return without_type(m, "room"); }
 
 }  // namespace chat

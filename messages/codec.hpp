@@ -25,7 +25,7 @@ struct limits {
 // Protocol v2 adds edit, del ("delete") and react.
 enum class req_type {
   hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping,
-  edit, del, react, read, my_rooms, part, search,
+  edit, del, react, read, my_rooms, part, search, room_set, room, invite,
 };
 
 // A search query: at most this many bytes.
@@ -55,6 +55,9 @@ struct client_req {
   std::string emoji;                  // react
   bool on = true;                     // react: false removes
   std::string query;                  // search
+  std::string user;                   // invite
+  room_settings settings;             // room_set: the fields in `set`
+  uint8_t set = 0;                    // settings_* bits (messages/model.hpp)
 };
 
 struct decode_error {
@@ -123,6 +126,10 @@ std::string encode_rooms(const std::string& id, const std::vector<std::string>& 
 std::string encode_pong(const std::string& id);
 // To every connection of a user named in a message's `mentions`.
 std::string encode_mention(const std::string& room, uint64_t seq, const std::string& from);
+// To every connection of a user invited into a room.
+std::string encode_invited(const std::string& room, const std::string& by);
+// A moderation event's detail (stored as its `data`): {"settings":{…}}.
+std::string encode_settings_detail(const room_settings& s);
 // type: "member_joined" or "member_left"
 std::string encode_member_event(std::string_view type, const std::string& room,
                                 const member_info& who);
@@ -142,10 +149,12 @@ std::string encode(const presence_list& m);
 std::string encode(const joined_info& m);
 std::string encode(const read_msg& m);
 std::string encode(const my_rooms_msg& m);
+std::string encode(const room_info& m);
 // The server API's body for a reply: the same object without "type" and "id".
 std::string encode_body(const history_page& m);
 std::string encode_body(const presence_list& m);
 std::string encode_body(const ack_msg& m);
+std::string encode_body(const room_info& m);
 
 // A JSON string literal (quotes included), UTF-8 kept byte for byte.
 std::string json_quote(std::string_view s);

@@ -101,6 +101,24 @@ inline bool operator==(const membership& a, const membership& b) {
   return a.user == b.user && a.role == b.role && a.read_seq == b.read_seq;
 }
 
+// A room's settings (protocol v2 `room_set`): stored with the room, changed
+// only by a `moderation` event with action "settings" (in seq order).
+struct room_settings {
+  std::string topic;          // "" = none; at most max_topic_chars code points
+  bool private_room = false;  // only members join, read, search, see presence
+  bool read_only = false;     // only the owner and moderators send
+  uint32_t slow_mode = 0;     // seconds between two messages of a member, 0 = off
+};
+inline bool operator==(const room_settings& a, const room_settings& b) {
+  return a.topic == b.topic && a.private_room == b.private_room && a.read_only == b.read_only &&
+         a.slow_mode == b.slow_mode;
+}
+inline constexpr size_t max_topic_chars = 512;
+// Which settings a room_set changes.
+inline constexpr uint8_t settings_topic = 1, settings_private = 2, settings_read_only = 4,
+                         settings_slow_mode = 8;
+inline constexpr uint32_t max_slow_mode = 24 * 3600;
+
 // One row of `my_rooms`.
 struct user_room {
   std::string room;
@@ -108,6 +126,8 @@ struct user_room {
   uint64_t last_seq = 0;
   uint64_t read_seq = 0;
   uint64_t unread = 0;  // messages of others after read_seq, not deleted, at most max_unread
+  std::string topic{};
+  bool private_room = false;
 };
 
 // A larger unread count is reported as this.
@@ -126,6 +146,7 @@ struct ack_msg {
   uint64_t seq = 0;
   int64_t ts = 0;
   bool noop = false;  // react that changed nothing: no seq, no ts
+  // seq 0 without noop: an ack that stored no event (invite).
 };
 
 struct error_msg {
@@ -134,6 +155,8 @@ struct error_msg {
   errc code = errc::internal;
   std::string message;
   std::string room;  // set when the error is about a room the client is in (room lost)
+  int64_t retry_ms = 0;  // rate_limited by a room's slow mode: when the next send may go
+  bool join = false;     // a refused join of `room`: the connection stops waiting for it
 };
 
 struct left_msg {
@@ -158,6 +181,17 @@ struct my_rooms_msg {
   uint64_t conn = 0;
   std::string req_id;
   std::vector<user_room> rooms;
+};
+
+// The answer to `room` (protocol v2): the room's settings.
+struct room_info {
+  uint64_t conn = 0;
+  std::string req_id;
+  std::string room;
+  room_settings settings;
+  uint64_t last_seq = 0;
+  uint64_t member_count = 0;  // memberships (not connections)
+  std::vector<membership> members{};  // when asked for (server API)
 };
 
 struct history_page {
@@ -193,6 +227,7 @@ struct joined_info {
   member_role role = member_role::member;
   uint64_t read_seq = 0;
   uint64_t unread = 0;
+  room_settings settings{};  // not for dm rooms
 };
 
 }  // namespace chat

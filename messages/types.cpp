@@ -49,6 +49,10 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<reaction_set>("chat::reaction_set");
   cfg.add_message_type<membership>("chat::membership");
   cfg.add_message_type<read_req>("chat::read_req");
+  cfg.add_message_type<room_settings>("chat::room_settings");
+  cfg.add_message_type<invite_req>("chat::invite_req");
+  cfg.add_message_type<room_req>("chat::room_req");
+  cfg.add_message_type<room_info>("chat::room_info");
   cfg.add_message_type<search_req>("chat::search_req");
   cfg.add_message_type<part_req>("chat::part_req");
   cfg.add_message_type<my_rooms_req>("chat::my_rooms_req");

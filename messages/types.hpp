@@ -90,8 +90,15 @@ typename Inspector::result_type inspect(Inspector& f, membership& x) {
   return f(caf::meta::type_name("membership"), x.user, x.role, x.read_seq);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_settings& x) {
+  return f(caf::meta::type_name("room_settings"), x.topic, x.private_room, x.read_only,
+           x.slow_mode);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, user_room& x) {
-  return f(caf::meta::type_name("user_room"), x.room, x.role, x.last_seq, x.read_seq, x.unread);
+  return f(caf::meta::type_name("user_room"), x.room, x.role, x.last_seq, x.read_seq, x.unread,
+           x.topic, x.private_room);
 }
 // What a room needs from the store when it starts.
 struct room_snapshot {
@@ -103,11 +110,12 @@ struct room_snapshot {
   uint64_t term = 0;                  // the room's fencing term (0: never claimed)
   std::string owner;                  // the node that claimed it last ("" if never)
   std::vector<membership> members;    // every membership of the room
+  room_settings settings;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
   return f(caf::meta::type_name("room_snapshot"), x.epoch, x.last_seq, x.first_seq, x.recent,
-           x.idem, x.term, x.owner, x.members);
+           x.idem, x.term, x.owner, x.members, x.settings);
 }
 
 // --- room / registry -> gateway ----------------------------------------------
@@ -118,9 +126,16 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ack_msg& x) {
   return f(caf::meta::type_name("ack_msg"), x.conn, x.req_id, x.room, x.seq, x.ts, x.noop);
 }
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_info& x) {
+  return f(caf::meta::type_name("room_info"), x.conn, x.req_id, x.room, x.settings, x.last_seq,
+           x.member_count, x.members);
+}
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, error_msg& x) {
-  return f(caf::meta::type_name("error_msg"), x.conn, x.req_id, x.code, x.message, x.room);
+  return f(caf::meta::type_name("error_msg"), x.conn, x.req_id, x.code, x.message, x.room,
+           x.retry_ms, x.join);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, left_msg& x) {
@@ -146,7 +161,8 @@ typename Inspector::result_type inspect(Inspector& f, presence_list& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, joined_info& x) {
   return f(caf::meta::type_name("joined_info"), x.req_id, x.room, x.seq, x.epoch, x.member_count,
-           x.members, x.recovered, x.first_seq, x.member, x.role, x.read_seq, x.unread);
+           x.members, x.recovered, x.first_seq, x.member, x.role, x.read_seq, x.unread,
+           x.settings);
 }
 
 // Join accepted: the connection becomes a member; the `recovered` messages, then
@@ -209,7 +225,8 @@ using gateway_actor =
                      caf::reacts_to<history_page>, caf::reacts_to<presence_list>,
                      caf::reacts_to<joined_msg>, caf::reacts_to<deliver>,
                      caf::reacts_to<conns_deliver>, caf::reacts_to<close_conn>,
-                     caf::reacts_to<read_msg>, caf::reacts_to<my_rooms_msg>>;
+                     caf::reacts_to<read_msg>, caf::reacts_to<my_rooms_msg>,
+                     caf::reacts_to<room_info>>;
 
 // One WebSocket connection: the gateway actor that owns it and its id there.
 // Only handles cross the gateway<->room edge, never pointers to sessions.
@@ -236,11 +253,12 @@ struct join_req {
   bool recover = false;
   uint64_t since = 0;
   std::string epoch;
+  bool admin = false;  // a server admin joins private rooms too
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, join_req& x) {
   return f(caf::meta::type_name("join_req"), x.room, x.conn, x.who, x.req_id, x.recover, x.since,
-           x.epoch);
+           x.epoch, x.admin);
 }
 
 struct leave_req {
@@ -273,13 +291,49 @@ struct send_req {
   std::vector<std::string> mentions{};  // message
   std::string emoji{};                  // reaction
   bool on = false;                    // reaction
-  bool admin = false;                 // a server admin (token role): may delete anything
+  bool admin = false;                 // a server admin (token role): may do anything
+  // moderation (room_set): `text` is the action ("settings"); `set` says
+  // which of `settings` the request changes (settings_* bits).
+  room_settings settings{};
+  uint8_t set = 0;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, send_req& x) {
   return f(caf::meta::type_name("send_req"), x.room, x.conn, x.who, x.req_id, x.text, x.data,
            x.idem_key, x.dm_to, x.trusted, x.kind, x.target, x.reply_to, x.mentions, x.emoji,
-           x.on, x.admin);
+           x.on, x.admin, x.settings, x.set);
+}
+
+// `invite` (protocol v2): makes `user` a member; `by` must be the room's
+// owner or a moderator, or a server admin (empty `by`: the server API).
+struct invite_req {
+  std::string room;
+  conn_ref conn;
+  std::string by;
+  std::string req_id;
+  std::string user;
+  bool admin = false;
+  member_role role = member_role::member;  // the server API may set any role
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, invite_req& x) {
+  return f(caf::meta::type_name("invite_req"), x.room, x.conn, x.by, x.req_id, x.user, x.admin,
+           x.role);
+}
+
+// `room` (protocol v2): read the settings. Empty `user`: the server API.
+struct room_req {
+  std::string room;
+  conn_ref conn;
+  std::string user;
+  std::string req_id;
+  bool admin = false;
+  bool members = false;  // the server API: list every membership too
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, room_req& x) {
+  return f(caf::meta::type_name("room_req"), x.room, x.conn, x.user, x.req_id, x.admin,
+           x.members);
 }
 
 // Protocol v2: the user's read position (`seq`), and the end of a membership.
@@ -323,10 +377,14 @@ struct history_req {
   std::string req_id;
   uint64_t before = 0;  // exclusive; 0 = newest
   uint32_t limit = 50;
+  // Who reads (a private room answers its non-members not_found); empty: the server API.
+  std::string user{};
+  bool admin = false;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, history_req& x) {
-  return f(caf::meta::type_name("history_req"), x.room, x.conn, x.req_id, x.before, x.limit);
+  return f(caf::meta::type_name("history_req"), x.room, x.conn, x.req_id, x.before, x.limit,
+           x.user, x.admin);
 }
 
 // `search` (protocol v2): messages whose current text holds every word.
@@ -337,21 +395,25 @@ struct search_req {
   std::string query;
   uint64_t before = 0;  // exclusive; 0 = newest
   uint32_t limit = 20;
+  std::string user{};  // as history_req
+  bool admin = false;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, search_req& x) {
   return f(caf::meta::type_name("search_req"), x.room, x.conn, x.req_id, x.query, x.before,
-           x.limit);
+           x.limit, x.user, x.admin);
 }
 
 struct presence_req {
   std::string room;
   conn_ref conn;
   std::string req_id;
+  std::string user{};  // as history_req
+  bool admin = false;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, presence_req& x) {
-  return f(caf::meta::type_name("presence_req"), x.room, x.conn, x.req_id);
+  return f(caf::meta::type_name("presence_req"), x.room, x.conn, x.req_id, x.user, x.admin);
 }
 
 struct typing_req {
@@ -462,12 +524,17 @@ struct append_batch {
   uint64_t term = 0;
   std::vector<membership> member_set{};  // upserts (role, read_seq)
   std::vector<std::string> member_del{};  // memberships that end
-  bool empty() const { return msgs.empty() && member_set.empty() && member_del.empty(); }
+  // The room's settings after this batch (a room_set in it), stored with it.
+  bool set_settings = false;
+  room_settings settings{};
+  bool empty() const {
+    return msgs.empty() && member_set.empty() && member_del.empty() && !set_settings;
+  }
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, append_batch& x) {
   return f(caf::meta::type_name("append_batch"), x.room, x.msgs, x.owner, x.term, x.member_set,
-           x.member_del);
+           x.member_del, x.set_settings, x.settings);
 }
 
 struct range_query {

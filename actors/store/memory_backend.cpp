@@ -30,6 +30,7 @@ struct mem_room {
   std::string owner;
   std::deque<stored_msg> msgs;  // seqs first_seq()..last_seq, gapless
   std::map<std::string, membership> members;
+  room_settings settings;
 
   uint64_t first_seq() const { return last_seq + 1 - msgs.size(); }
 };
@@ -115,6 +116,7 @@ class memory_backend final : public store_backend {
         auto& room = rooms_[b.room];
         for (auto& m : b.member_set) room.members[m.user] = m;
         for (auto& u : b.member_del) room.members.erase(u);
+        if (b.set_settings) room.settings = b.settings;
         if (b.msgs.empty()) continue;
         staged.emplace_back(&room, b.msgs);
         for (auto& m : staged.back().second) m.room = b.room;
@@ -196,7 +198,8 @@ class memory_backend final : public store_backend {
     for (auto& [name, r] : rooms_) {
       auto m = r.members.find(user);
       if (m == r.members.end()) continue;
-      user_room ur{name, m->second.role, r.last_seq, m->second.read_seq, 0};
+      user_room ur{name, m->second.role, r.last_seq, m->second.read_seq, 0, r.settings.topic,
+                   r.settings.private_room};
       if (!count_unread(name, user, ur.read_seq, ur.last_seq, ur.unread, err)) return false;
       out.push_back(std::move(ur));
     }
@@ -280,6 +283,7 @@ class memory_backend final : public store_backend {
     for (auto& m : r.msgs)
       if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
     for (auto& [user, m] : r.members) out.members.push_back(m);
+    out.settings = r.settings;
   }
 
   // The lower case of the letters the memory store folds: ASCII, Latin-1,

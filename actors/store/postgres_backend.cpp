@@ -108,9 +108,15 @@ const migration migrations[] = {
      "UPDATE messages SET search_vec = to_tsvector('simple', convert_from(text, 'UTF8'))"
      " WHERE kind = 0 AND deleted = 0 AND position('\\x00'::bytea in text) = 0;"
      "CREATE INDEX messages_search ON messages USING GIN(search_vec);"},
+    // Room settings, as SQLite's version 6.
+    {6,
+     "ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE rooms ADD COLUMN private BIGINT NOT NULL DEFAULT 0;"
+     "ALTER TABLE rooms ADD COLUMN read_only BIGINT NOT NULL DEFAULT 0;"
+     "ALTER TABLE rooms ADD COLUMN slow_mode BIGINT NOT NULL DEFAULT 0;"},
 };
 
-constexpr int latest_schema = 5;
+constexpr int latest_schema = 6;
 
 // Text for a tsvector or tsquery: PostgreSQL text holds no NUL.
 std::string searchable(const std::string& s) {
@@ -359,7 +365,7 @@ const std::vector<statement>& statements() {
        " WHERE m.room = v.room AND m.user_id = v.user_id",
        {text_array_oid, text_array_oid}},
       {"chat_rooms_of",
-       "SELECT m.room, m.role, m.read_seq, r.last_seq FROM members m"
+       "SELECT m.room, m.role, m.read_seq, r.last_seq, r.topic, r.private FROM members m"
        " JOIN rooms r ON r.name = m.room WHERE m.user_id = $1 ORDER BY m.room",
        {text_oid}},
       {"chat_unread",
@@ -367,7 +373,8 @@ const std::vector<statement>& statements() {
        " AND seq <= $3 AND kind = 0 AND deleted = 0 AND from_user <> $4 LIMIT $5) AS u",
        {text_oid, int8_oid, int8_oid, bytea_oid, int8_oid}},
       {"chat_get_room",
-       "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name = $1",
+       "SELECT epoch, last_seq, first_seq, term, owner, topic, private, read_only, slow_mode"
+       " FROM rooms WHERE name = $1",
        {text_oid}},
       {"chat_insert_room",
        "INSERT INTO rooms(name, epoch, last_seq, first_seq, created_ms) VALUES($1, $2, 0, 1, $3)"
@@ -375,8 +382,13 @@ const std::vector<statement>& statements() {
        {text_oid, text_oid, int8_oid}},
       {"chat_claim",
        "UPDATE rooms SET term = term + 1, owner = $2 WHERE name = $1"
-       " RETURNING epoch, last_seq, first_seq, term, owner",
+       " RETURNING epoch, last_seq, first_seq, term, owner, topic, private, read_only, slow_mode",
        {text_oid, text_oid}},
+      {"chat_set_settings",
+       "UPDATE rooms SET topic = v.topic, private = v.p, read_only = v.ro, slow_mode = v.sm"
+       " FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])"
+       " AS v(name, topic, p, ro, sm) WHERE rooms.name = v.name",
+       {text_array_oid, text_array_oid, int8_array_oid, int8_array_oid, int8_array_oid}},
       {"chat_recent", recent.c_str(), {text_oid, int8_oid}},
       {"chat_idem", idem.c_str(), {text_oid, int8_oid}},
       {"chat_range_asc", asc.c_str(), {text_oid, int8_oid, int8_oid, int8_oid}},
@@ -750,6 +762,7 @@ struct room_row {
   uint64_t first_seq = 1;
   uint64_t term = 0;
   std::string owner;
+  room_settings settings;
 };
 
 void read_row(const result& r, int row, room_row& out) {
@@ -758,6 +771,11 @@ void read_row(const result& r, int row, room_row& out) {
   out.first_seq = static_cast<uint64_t>(r.i64(row, 2));
   out.term = static_cast<uint64_t>(r.i64(row, 3));
   out.owner = r.str(row, 4);
+  out.settings.topic = r.str(row, 5);
+  out.settings.private_room = r.i64(row, 6) != 0;
+  out.settings.read_only = r.i64(row, 7) != 0;
+  out.settings.slow_mode =
+      static_cast<uint32_t>(std::clamp<int64_t>(r.i64(row, 8), 0, max_slow_mode));
 }
 
 // Columns: msg_cols.
@@ -1062,6 +1080,8 @@ class postgres_backend final : public store_backend {
         ur.role = role >= 0 && role <= 2 ? static_cast<member_role>(role) : member_role::member;
         ur.read_seq = static_cast<uint64_t>(r.i64(i, 2));
         ur.last_seq = static_cast<uint64_t>(r.i64(i, 3));
+        ur.topic = r.str(i, 4);
+        ur.private_room = r.i64(i, 5) != 0;
         out.push_back(std::move(ur));
       }
       for (auto& ur : out)
@@ -1226,6 +1246,7 @@ class postgres_backend final : public store_backend {
     out.first_seq = row.first_seq;
     out.term = row.term;
     out.owner = row.owner;
+    out.settings = row.settings;
     if (recent) {
       read_msgs(*recent, room, out.recent);
       std::reverse(out.recent.begin(), out.recent.end());
@@ -1281,6 +1302,7 @@ class postgres_backend final : public store_backend {
     std::vector<std::pair<std::string, uint64_t>> deletes;
     // Memberships as the batches leave them, in order (null: ended).
     std::map<std::pair<std::string, std::string>, const membership*> members;
+    std::map<std::string, const room_settings*> settings;  // the last of each room
     for (size_t i = 0; i < batches.size(); ++i) {
       auto& b = batches[i];
       if (b.empty()) continue;
@@ -1296,6 +1318,7 @@ class postgres_backend final : public store_backend {
       }
       for (auto& m : b.member_set) members[{b.room, m.user}] = &m;
       for (auto& u : b.member_del) members[{b.room, u}] = nullptr;
+      if (b.set_settings) settings[b.room] = &b.settings;
       if (b.msgs.empty()) continue;
       // A room in two batches chains: the second continues the first.
       if (b.msgs.front().seq != row.last_seq + 1) {
@@ -1393,7 +1416,19 @@ class postgres_backend final : public store_backend {
       set_last.array(set_name).array(set_seq);
       second.push_back(pg_conn::prepared("chat_set_last_seq", set_last, PGRES_COMMAND_OK));
     }
-    params set_m, del_m;
+    params set_m, del_m, set_s;
+    if (!settings.empty()) {
+      array_builder n{text_oid}, t{text_oid}, p{int8_oid}, ro{int8_oid}, sm{int8_oid};
+      for (auto& [room_name, x] : settings) {
+        n.add(room_name);
+        t.add(x->topic);
+        p.add(static_cast<int64_t>(x->private_room));
+        ro.add(static_cast<int64_t>(x->read_only));
+        sm.add(static_cast<int64_t>(x->slow_mode));
+      }
+      set_s.array(n).array(t).array(p).array(ro).array(sm);
+      second.push_back(pg_conn::prepared("chat_set_settings", set_s, PGRES_COMMAND_OK));
+    }
     {
       array_builder sr{text_oid}, su{text_oid}, sro{int8_oid}, srs{int8_oid}, dr{text_oid},
           du{text_oid};

@@ -87,9 +87,15 @@ const migration migrations[] = {
      " WHERE kind = 0 AND deleted = 0;"
      "INSERT INTO search_index(rowid, body, room_key) SELECT r.id, m.text, 'r' || hex(r.room)"
      " FROM search_rows r JOIN messages m ON m.room = r.room AND m.seq = r.seq;"},
+    // Room settings (room_set): written with the moderation event that changes them.
+    {6,
+     "ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE rooms ADD COLUMN private INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE rooms ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE rooms ADD COLUMN slow_mode INTEGER NOT NULL DEFAULT 0;"},
 };
 
-constexpr int latest_schema = 5;
+constexpr int latest_schema = 6;
 
 // A room name as one FTS5 token: 'r' and its bytes in upper-case hex, as
 // SQLite's hex() writes them (the migration indexes with hex()).
@@ -193,6 +199,7 @@ struct room_row {
   uint64_t first_seq = 1;
   uint64_t term = 0;
   std::string owner;
+  room_settings settings;
 };
 
 class sqlite_backend final : public store_backend {
@@ -419,6 +426,8 @@ class sqlite_backend final : public store_backend {
           r.role = role >= 0 && role <= 2 ? static_cast<member_role>(role) : member_role::member;
           r.read_seq = static_cast<uint64_t>(u.i64(2));
           r.last_seq = static_cast<uint64_t>(u.i64(3));
+          r.topic = u.text(4);
+          r.private_room = u.i64(5) != 0;
           out.push_back(std::move(r));
         }
         if (rc != SQLITE_DONE) {
@@ -576,6 +585,16 @@ class sqlite_backend final : public store_backend {
         continue;
       }
       if (!write_members(b, err)) return abort_write(err);
+      if (b.set_settings) {
+        use u{*set_settings_};
+        u.bind(1, b.room);
+        u.bind(2, b.settings.topic);
+        u.bind(3, static_cast<int64_t>(b.settings.private_room));
+        u.bind(4, static_cast<int64_t>(b.settings.read_only));
+        u.bind(5, static_cast<int64_t>(b.settings.slow_mode));
+        if (u.step() != SQLITE_DONE)
+          return abort_write(db_error(db_, "store the settings of '" + b.room + "'"), err);
+      }
       if (b.msgs.empty()) continue;
       // Read inside the transaction, so a room in two batches chains correctly.
       if (b.msgs.front().seq != row.last_seq + 1) {
@@ -865,6 +884,10 @@ class sqlite_backend final : public store_backend {
     row.first_seq = static_cast<uint64_t>(u.i64(2));
     row.term = static_cast<uint64_t>(u.i64(3));
     row.owner = u.text(4);
+    row.settings.topic = u.text(5);
+    row.settings.private_room = u.i64(6) != 0;
+    row.settings.read_only = u.i64(7) != 0;
+    row.settings.slow_mode = static_cast<uint32_t>(std::clamp<int64_t>(u.i64(8), 0, max_slow_mode));
     return true;
   }
 
@@ -899,6 +922,7 @@ class sqlite_backend final : public store_backend {
     out.first_seq = row.first_seq;
     out.term = row.term;
     out.owner = row.owner;
+    out.settings = row.settings;
     if (recent_limit > 0) {
       use u{*recent_};
       u.bind(1, room);
@@ -1098,7 +1122,10 @@ class sqlite_backend final : public store_backend {
                   " ORDER BY r.seq DESC LIMIT ?4";
     return add(begin_, "BEGIN IMMEDIATE") && add(commit_, "COMMIT") &&
            add(get_room_,
-               "SELECT epoch, last_seq, first_seq, term, owner FROM rooms WHERE name=?1") &&
+               "SELECT epoch, last_seq, first_seq, term, owner, topic, private, read_only, slow_mode"
+               " FROM rooms WHERE name=?1") &&
+           add(set_settings_,
+               "UPDATE rooms SET topic=?2, private=?3, read_only=?4, slow_mode=?5 WHERE name=?1") &&
            add(claim_, "UPDATE rooms SET term=term+1, owner=?2 WHERE name=?1") &&
            add(insert_room_,
                "INSERT OR IGNORE INTO rooms(name, epoch, last_seq, first_seq, created_ms)"
@@ -1147,7 +1174,7 @@ class sqlite_backend final : public store_backend {
            add(del_member_, "DELETE FROM members WHERE room=?1 AND user_id=?2") &&
            add(members_of_, "SELECT user_id, role, read_seq FROM members WHERE room=?1") &&
            add(rooms_of_,
-               "SELECT m.room, m.role, m.read_seq, r.last_seq FROM members m"
+               "SELECT m.room, m.role, m.read_seq, r.last_seq, r.topic, r.private FROM members m"
                " JOIN rooms r ON r.name = m.room WHERE m.user_id=?1 ORDER BY m.room") &&
            add(unread_,
                "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room=?1 AND seq>?2 AND seq<=?3"
@@ -1171,7 +1198,8 @@ class sqlite_backend final : public store_backend {
       delete_before_, schema_version_, health_probe_, get_event_, apply_edit_, apply_delete_,
       drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_,
       set_member_, del_member_, members_of_, rooms_of_, unread_, search_row_add_, search_add_,
-      search_edit_, search_del_, search_row_del_, search_trim_, search_row_trim_, search_;
+      search_edit_, search_del_, search_row_del_, search_trim_, search_row_trim_, search_,
+      set_settings_;
 };
 
 }  // namespace

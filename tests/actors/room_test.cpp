@@ -1601,3 +1601,154 @@ TEST_F(RoomEventsTest, TheCreatorOwnsAndReadPositionsOnlyMoveForward) {
   sched.run();
   EXPECT_EQ(reply("10")["code"], "not_member");
 }
+
+// --- protocol v2: settings, private rooms, invites -----------------------------------
+
+namespace {
+
+send_req settings_req(const std::string& room, conn_ref c, const std::string& user,
+                      const std::string& id, room_settings s, uint8_t set) {
+  auto r = make_send(room, std::move(c), member_info{user, display(user)}, id, "");
+  r.kind = event_kind::moderation;
+  r.text = "settings";
+  r.settings = std::move(s);
+  r.set = set;
+  return r;
+}
+
+}  // namespace
+
+struct RoomSettingsTest : RoomEventsTest {
+  // carol joins as a third member; bob becomes a moderator through the server API.
+  void SetUp() override {
+    RoomEventsTest::SetUp();
+    join(r, gw, 3, "carol");
+    self->send(r, invite_req{"general", {}, {}, {}, "bob", false, member_role::moderator});
+    sched.run();
+  }
+  void set(uint64_t c, const std::string& user, const std::string& id, room_settings s,
+           uint8_t bits) {
+    self->send(r, settings_req("general", conn(c), user, id, std::move(s), bits));
+  }
+};
+
+TEST_F(RoomSettingsTest, TheOwnerSetsEverythingModeratorsTopicAndSlowModeMembersNothing) {
+  auto& st = state_of<room_state>(r);
+  ASSERT_EQ(st.memberships.at("bob").role, member_role::moderator);
+  set(3, "carol", "1", {"mine now", false, false, 0}, settings_topic);
+  set(2, "bob", "2", {"", false, true, 0}, settings_read_only);
+  set(2, "bob", "3", {"release day", false, false, 30}, settings_topic | settings_slow_mode);
+  set(1, "alice", "4", {"", true, false, 0}, settings_private);
+  sched.run();
+  EXPECT_EQ(reply("1")["code"], "forbidden");
+  EXPECT_EQ(reply("2")["code"], "forbidden");
+  EXPECT_EQ(reply("3")["seq"], 1);
+  EXPECT_EQ(reply("4")["seq"], 2);
+  EXPECT_EQ(st.settings, (room_settings{"release day", true, false, 30}));
+  // Each change is a moderation event with the settings after it, in seq order.
+  auto ev = delivered(gw, "moderation");
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[0], json::parse(R"({"type":"moderation","room":"general","seq":1,"ts":)" +
+                               ev[0]["ts"].dump() +
+                               R"(,"action":"settings","by":"bob","settings":{"topic":"release day",)"
+                               R"("private":false,"read_only":false,"slow_mode":30}})"));
+  EXPECT_EQ(ev[1]["settings"]["private"], true);
+  EXPECT_EQ(ev[1]["by"], "alice");
+  // Stored with the event: a fresh room actor (a restart) has them.
+  room_snapshot snap;
+  std::string err;
+  ASSERT_TRUE(backend->load_room("general", 0, 0, snap, err)) << err;
+  EXPECT_EQ(snap.settings, st.settings);
+  self->send(r, room_req{"general", conn(3), "carol", "5"});
+  sched.run();
+  EXPECT_EQ(reply("5"), json::parse(R"({"type":"room","id":5,"room":"general","topic":"release day",)"
+                                    R"("private":true,"read_only":false,"slow_mode":30,"last_seq":2,)"
+                                    R"("member_count":3})"));
+  // History keeps the audit trail.
+  history(r, gw, 1, 0, 10, "6");
+  sched.run();
+  EXPECT_EQ(reply("6")["messages"][0]["action"], "settings");
+}
+
+TEST_F(RoomSettingsTest, ReadOnlyAndSlowModeBindMembersInSeqOrder) {
+  say(r, gw, 3, "carol", "before", "1");
+  sched.run();
+  // In one batch: read-only, then carol's send (refused), her reaction (allowed),
+  // and the moderator's send (allowed).
+  say(r, gw, 1, "alice", "in flight", "2");
+  set(1, "alice", "3", {"", false, true, 0}, settings_read_only);
+  say(r, gw, 3, "carol", "too late", "4");
+  react(3, "carol", 1, "👍", true, "5");
+  say(r, gw, 2, "bob", "mods may", "6");
+  sched.run();
+  EXPECT_EQ(reply("3")["seq"], 3);
+  EXPECT_EQ(reply("4")["code"], "forbidden");
+  EXPECT_EQ(reply("5")["seq"], 4);
+  EXPECT_EQ(reply("6")["seq"], 5);
+  // Slow mode: a member may send once per 60 s (carol sent "before" just
+  // now: not yet; erin, new, once); bob is exempt.
+  set(1, "alice", "7", {"", false, false, 60}, settings_read_only | settings_slow_mode);
+  join(r, gw, 5, "erin");
+  sched.run();
+  say(r, gw, 3, "carol", "again", "12");
+  say(r, gw, 5, "erin", "one", "8");
+  sched.run();
+  EXPECT_EQ(reply("12")["code"], "rate_limited");
+  say(r, gw, 5, "erin", "two", "9");
+  say(r, gw, 2, "bob", "b1", "10");
+  say(r, gw, 2, "bob", "b2", "11");
+  sched.run();
+  EXPECT_TRUE(reply("8").contains("seq"));
+  auto refused = reply("9");
+  EXPECT_EQ(refused["code"], "rate_limited");
+  ASSERT_TRUE(refused.contains("retry_ms")) << refused;
+  EXPECT_GT(refused["retry_ms"].get<int64_t>(), 0);
+  EXPECT_LE(refused["retry_ms"].get<int64_t>(), 60000);
+  EXPECT_TRUE(reply("10").contains("seq"));
+  EXPECT_TRUE(reply("11").contains("seq"));
+}
+
+TEST_F(RoomSettingsTest, APrivateRoomLooksAbsentToOutsidersUntilInvited) {
+  set(1, "alice", "1", {"", true, false, 0}, settings_private);
+  sched.run();
+  auto outsider = conn_ref{as_gw(gw), 9};
+  self->send(r, make_join("general", outsider, member_info{"dave", "Dave"}, "2"));
+  self->send(r, room_req{"general", outsider, "dave", "4"});
+  auto h = make_history("general", outsider, "5", 0, 10);
+  h.user = "dave";
+  self->send(r, h);
+  self->send(r, presence_req{"general", outsider, "6", "dave"});
+  self->send(r, search_req{"general", outsider, "7", "x", 0, 10, "dave"});
+  self->send(r, invite_req{"general", outsider, "dave", "8", "eve"});
+  sched.run();
+  EXPECT_EQ(reply("2")["code"], "forbidden");
+  EXPECT_EQ(reply("2")["room"], "general");  // the connection stops waiting for it
+  for (auto id : {"4", "5", "6", "7", "8"}) {
+    EXPECT_EQ(reply(id)["code"], "not_found") << id;
+    EXPECT_EQ(reply(id)["message"], "no such room") << id;
+  }
+  // A member may not invite; the owner may: an ack without seq, and dave hears of it.
+  self->send(r, invite_req{"general", conn(3), "carol", "9", "dave"});
+  self->send(r, invite_req{"general", conn(1), "alice", "10", "dave"});
+  sched.run();
+  EXPECT_EQ(reply("9")["code"], "forbidden");
+  EXPECT_EQ(reply("10"), json::parse(R"({"type":"ack","id":10,"room":"general"})"));
+  ASSERT_FALSE(rec(reg).user_delivers.empty());
+  auto& told = rec(reg).user_delivers.back();
+  EXPECT_EQ(told.users, std::vector<std::string>{"dave"});
+  EXPECT_EQ(parse(told.frame), json::parse(R"({"type":"invited","room":"general","by":"alice"})"));
+  self->send(r, make_join("general", outsider, member_info{"dave", "Dave"}, "11"));
+  sched.run();
+  auto j = last_join_frames(gw).back();
+  EXPECT_EQ(j["id"], 11);
+  EXPECT_EQ(j["role"], "member");
+  EXPECT_EQ(j["settings"]["private"], true);
+  // Mentions reach members only.
+  auto m = make_send("general", conn(1), member_info{"alice", "Alice"}, "12", "hi @dave @zed");
+  m.mentions = {"dave", "zed"};
+  auto before = rec(reg).user_delivers.size();
+  self->send(r, std::move(m));
+  sched.run();
+  ASSERT_EQ(rec(reg).user_delivers.size(), before + 1);
+  EXPECT_EQ(rec(reg).user_delivers.back().users, std::vector<std::string>{"dave"});
+}

@@ -98,7 +98,8 @@ TEST_F(Api, UnknownEndpointsAndMethods) {
   std::map<std::string, std::string> headers;
   EXPECT_EQ(call("GET", "/api/rooms/general/messages", "", out, "Bearer " + kKey, &headers), 405);
   EXPECT_EQ(headers["Allow"], "POST");
-  EXPECT_EQ(call("POST", "/api/rooms", "{}", out), 405);
+  EXPECT_EQ(call("PUT", "/api/rooms", "{}", out, "Bearer " + kKey, &headers), 405);
+  EXPECT_EQ(headers["Allow"], "GET, POST");
   EXPECT_EQ(call("DELETE", "/api/dm", "", out), 405);
 }
 
@@ -300,4 +301,78 @@ TEST_F(Api, PresenceHistoryAndRooms) {
   post("/api/rooms/archive/messages", {{"text", "old news"}});
   EXPECT_EQ(get("/api/rooms/archive/presence"), json::parse(R"({"room":"archive","members":[]})"));
   EXPECT_EQ(get("/api/rooms/archive/history?before=1")["messages"], json::array());
+}
+
+// --- protocol v2: rooms with owners and settings, memberships, edits, deletes, search ---
+
+TEST_F(Api, RoomsWithOwnersSettingsMembersEditsDeletesAndSearch) {
+  json out;
+  auto call_json = [&](const std::string& method, const std::string& target, const json& body) {
+    auto status = call(method, target, body.is_null() ? "" : body.dump(), out);
+    return std::make_pair(status, out);
+  };
+  EXPECT_EQ(call_json("POST", "/api/rooms", {{"room", "news"}}).first, 400);  // no owner
+  auto [st, made] = call_json("POST", "/api/rooms",
+                              {{"room", "news"}, {"owner", "alice"}, {"topic", "News"}, {"read_only", true}});
+  ASSERT_EQ(st, 200) << made;
+  EXPECT_EQ(made, json::parse(R"({"room":"news","topic":"News","private":false,"read_only":true,)"
+                              R"("slow_mode":0,"last_seq":1,"member_count":1})"));
+  EXPECT_EQ(get("/api/rooms/news"), made);
+  get("/api/rooms/no-such-room", 404);
+  ws_client a, b;
+  hello(a, "alice");
+  hello(b, "bob");
+  auto ja = a.request({{"type", "join"}, {"room", "news"}}, 3);
+  ASSERT_TRUE(ja);
+  EXPECT_EQ((*ja)["role"], "owner") << *ja;
+  join(b, "news");
+  auto refused = b.request({{"type", "send"}, {"room", "news"}, {"text", "hi"}}, 4);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ((*refused)["code"], "forbidden");
+  // A moderator may send in a read-only room.
+  auto [ps, promoted] = call_json("PUT", "/api/rooms/news/members/bob", {{"role", "moderator"}});
+  EXPECT_EQ(ps, 200) << promoted;
+  EXPECT_EQ(promoted, json::parse(R"({"room":"news","user":"bob","role":"moderator"})"));
+  auto ok = b.request({{"type", "send"}, {"room", "news"}, {"text", "hi"}}, 5);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ((*ok)["seq"], 2) << *ok;
+  EXPECT_EQ(call_json("PUT", "/api/rooms/news/members/carol", {{"role", "boss"}}).first, 400);
+  auto members = get("/api/rooms/news/members");
+  EXPECT_EQ(members, json::parse(R"({"room":"news","members":[{"user":"alice","role":"owner","read_seq":0},)"
+                                 R"({"user":"bob","role":"moderator","read_seq":1}]})"));
+  // Edit and delete as the system (any message) or as a user (their own).
+  auto posted = post("/api/rooms/news/messages", {{"text", "hello world"}});
+  uint64_t seq = posted["seq"];
+  auto [es, edited] = call_json("PATCH", "/api/rooms/news/messages/" + std::to_string(seq),
+                                {{"text", "hello there"}});
+  EXPECT_EQ(es, 200) << edited;
+  EXPECT_EQ(edited["seq"], seq + 1);
+  auto live = b.recv_until([](const json& x) { return is_type(x, "message_edited"); });
+  ASSERT_TRUE(live);
+  EXPECT_EQ((*live)["text"], "hello there");
+  EXPECT_EQ(call_json("PATCH", "/api/rooms/news/messages/" + std::to_string(seq),
+                      {{"text", "bob's now"}, {"from", "bob"}}).first, 403);
+  EXPECT_EQ(call_json("PATCH", "/api/rooms/news/messages/999", {{"text", "x"}}).first, 404);
+  auto found = get("/api/rooms/news/search?q=there");
+  ASSERT_EQ(found["messages"].size(), 1u) << found;
+  EXPECT_EQ(found["messages"][0]["seq"], seq);
+  EXPECT_EQ(get("/api/rooms/news/search?q=world")["messages"].size(), 0u);
+  get("/api/rooms/news/search", 400);
+  auto [ds, deleted] = call_json("DELETE", "/api/rooms/news/messages/" + std::to_string(seq), json());
+  EXPECT_EQ(ds, 200) << deleted;
+  EXPECT_EQ(get("/api/rooms/news/search?q=there")["messages"].size(), 0u);
+  // Settings change as a moderation event; a membership ends.
+  auto [us, updated] = call_json("PATCH", "/api/rooms/news", {{"read_only", false}, {"topic", "Old news"}});
+  EXPECT_EQ(us, 200) << updated;
+  EXPECT_EQ(updated["read_only"], false);
+  EXPECT_EQ(updated["topic"], "Old news");
+  auto mod = b.recv_until([](const json& x) { return is_type(x, "moderation"); });
+  ASSERT_TRUE(mod);
+  EXPECT_EQ((*mod)["by"], "system");
+  auto [xs, parted] = call_json("DELETE", "/api/rooms/news/members/bob", json());
+  EXPECT_EQ(xs, 200) << parted;
+  auto gone = b.recv_until([](const json& x) { return is_type(x, "parted"); });
+  ASSERT_TRUE(gone);
+  EXPECT_EQ((*gone)["room"], "news");
+  EXPECT_EQ(get("/api/rooms/news")["member_count"], 1);
 }

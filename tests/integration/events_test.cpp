@@ -343,8 +343,10 @@ TEST(EventsCluster, ChangesAndMentionsAcrossThreeNodes) {
   EXPECT_EQ(ask(b, {{"type", "react"}, {"room", room}, {"seq", 1}, {"emoji", "🙌"}})["noop"], true);
   auto reply = ask(b, {{"type", "send"}, {"room", room}, {"text", "yo"}, {"reply_to", 1}});
   EXPECT_EQ(reply["seq"], 4);
-  EXPECT_EQ(ask(a, {{"type", "delete"}, {"room", room}, {"seq", 4}})["code"], "forbidden");
-  EXPECT_EQ(ask(b, {{"type", "delete"}, {"room", room}, {"seq", 4}})["seq"], 5);
+  // bob may not delete alice's message; alice owns the room and may delete his.
+  EXPECT_EQ(ask(b, {{"type", "delete"}, {"room", room}, {"seq", 1}})["code"], "forbidden");
+  auto del = ask(a, {{"type", "delete"}, {"room", room}, {"seq", 4}});
+  EXPECT_EQ(del["seq"], 5) << del;
   auto h = ask(a, {{"type", "history"}, {"room", room}});
   ASSERT_EQ(h["messages"].size(), 5u) << h;
   EXPECT_EQ(h["messages"][0]["text"], "hi all");
@@ -362,7 +364,7 @@ TEST(EventsCluster, ChangesAndMentionsAcrossThreeNodes) {
   for (auto& r : mr["rooms"]) by_room[r["room"]] = r;
   EXPECT_EQ(by_room[room]["read_seq"], 4);
   EXPECT_EQ(by_room[room]["last_seq"], 5);
-  EXPECT_EQ(by_room[room]["unread"], 0);  // seq 5 is bob's own delete, not a message
+  EXPECT_EQ(by_room[room]["unread"], 0);  // seq 5 is a delete, not a message
   EXPECT_EQ(by_room[local]["role"], "owner");
   EXPECT_EQ(ask(a, {{"type", "my_rooms"}})["rooms"][0]["role"], "owner");
 }
@@ -523,4 +525,88 @@ TEST_F(Events, SearchFindsEveryWordNewestFirstAndNeverDeletedText) {
   hello(c, "carol");
   EXPECT_EQ(seqs(ask(c, {{"type", "search"}, {"room", "s"}, {"query", "staging"}})),
             (std::vector<uint64_t>{1}));
+}
+
+// --- room settings, private rooms, invites ---------------------------------------------
+
+TEST_F(Events, RoomSettingsPrivateRoomsAndInvites) {
+  ws_client a, b, c;
+  hello(a, "alice");
+  hello(b, "bob");
+  hello(c, "carol");
+  ASSERT_EQ(join(a, "club")["role"], "owner");
+  auto jb = join(b, "club");
+  ASSERT_EQ(jb["role"], "member") << jb;
+  EXPECT_EQ(jb["settings"], json::parse(R"({"private":false,"read_only":false,"slow_mode":0})"));
+  EXPECT_EQ(code_of(ask(b, {{"type", "room_set"}, {"room", "club"}, {"topic", "mine"}})), "forbidden");
+  EXPECT_EQ(code_of(ask(a, {{"type", "room_set"}, {"room", "club"}})), "bad_request");
+  auto set = ask(a, {{"type", "room_set"}, {"room", "club"}, {"topic", "Weekly sync ✓"}, {"read_only", true}});
+  ASSERT_EQ(set["type"], "ack") << set;
+  EXPECT_EQ(set["seq"], 1);
+  auto ev = event(b, "moderation");
+  EXPECT_EQ(ev["seq"], 1);
+  EXPECT_EQ(ev["action"], "settings");
+  EXPECT_EQ(ev["by"], "alice");
+  EXPECT_EQ(ev["settings"], json::parse(R"({"topic":"Weekly sync ✓","private":false,"read_only":true,"slow_mode":0})"));
+  // Read-only: members react and read, only the owner (and moderators) send.
+  EXPECT_EQ(code_of(send(b, "club", "me too")), "forbidden");
+  EXPECT_EQ(send(a, "club", "agenda")["seq"], 2);
+  EXPECT_EQ(ask(b, {{"type", "react"}, {"room", "club"}, {"seq", 2}, {"emoji", "👍"}})["seq"], 3);
+  auto info = ask(b, {{"type", "room"}, {"room", "club"}});
+  EXPECT_EQ(info, json::parse(R"({"type":"room","id":)" + info["id"].dump() +
+                              R"(,"room":"club","topic":"Weekly sync ✓","private":false,)"
+                              R"("read_only":true,"slow_mode":0,"last_seq":3,"member_count":2})"));
+  ASSERT_EQ(ask(a, {{"type", "room_set"}, {"room", "club"}, {"private", true}, {"read_only", false},
+                    {"slow_mode", 3600}})["seq"], 4);
+  // A private room is a room that does not exist to outsiders, but for join.
+  auto refused = join(c, "club");
+  EXPECT_EQ(code_of(refused), "forbidden") << refused;
+  auto missing = ask(c, {{"type", "history"}, {"room", "no-such-room-here"}});
+  ASSERT_EQ(code_of(missing), "not_found") << missing;
+  for (auto type : {"history", "search", "presence", "room"}) {
+    json req{{"type", type}, {"room", "club"}};
+    if (std::string(type) == "search") req["query"] = "agenda";
+    auto r = ask(c, req);
+    EXPECT_EQ(code_of(r), "not_found") << type << " " << r;
+    EXPECT_EQ(r["message"], missing["message"]) << type;
+  }
+  // Only the owner and moderators invite; the invitee hears of it.
+  EXPECT_EQ(code_of(ask(b, {{"type", "invite"}, {"room", "club"}, {"user", "carol"}})), "forbidden");
+  auto inv = ask(a, {{"type", "invite"}, {"room", "club"}, {"user", "carol"}});
+  EXPECT_EQ(inv["type"], "ack") << inv;
+  EXPECT_FALSE(inv.contains("seq")) << inv;
+  auto told = event(c, "invited");
+  EXPECT_EQ(told, json::parse(R"({"type":"invited","room":"club","by":"alice"})"));
+  auto jc = join(c, "club");
+  ASSERT_TRUE(is_type(jc, "joined")) << jc;
+  EXPECT_EQ(jc["settings"]["private"], true);
+  EXPECT_EQ(jc["settings"]["slow_mode"], 3600);
+  // Slow mode: one message per hour for a member, none for the owner.
+  EXPECT_TRUE(send(c, "club", "hello all").contains("seq"));
+  auto slow = send(c, "club", "and again");
+  EXPECT_EQ(code_of(slow), "rate_limited") << slow;
+  EXPECT_GT(slow.value("retry_ms", 0), 3500000) << slow;
+  EXPECT_TRUE(send(a, "club", "owner 1").contains("seq"));
+  EXPECT_TRUE(send(a, "club", "owner 2").contains("seq"));
+  auto mine = ask(c, {{"type", "my_rooms"}});
+  ASSERT_EQ(mine["rooms"].size(), 1u) << mine;
+  EXPECT_EQ(mine["rooms"][0]["topic"], "Weekly sync ✓");
+  EXPECT_EQ(mine["rooms"][0]["private"], true);
+  // A restart keeps every setting and membership.
+  a.close();
+  b.close();
+  c.close();
+  server.reset();
+  start();
+  ws_client a2, d;
+  hello(a2, "alice");
+  hello(d, "dave");
+  auto after = ask(a2, {{"type", "room"}, {"room", "club"}});
+  EXPECT_EQ(after["topic"], "Weekly sync ✓") << after;
+  EXPECT_EQ(after["private"], true);
+  EXPECT_EQ(after["member_count"], 3);
+  EXPECT_EQ(code_of(join(d, "club")), "forbidden");
+  auto h = history(a2, "club");
+  ASSERT_GE(h["messages"].size(), 4u) << h;
+  EXPECT_EQ(h["messages"][0]["type"], "moderation");
 }

@@ -1085,7 +1085,9 @@ std::string check_decoded(const client_req& r, const limits& lim) {
                         r.type == req_type::presence || r.type == req_type::typing ||
                         r.type == req_type::edit || r.type == req_type::del ||
                         r.type == req_type::react || r.type == req_type::read ||
-                        r.type == req_type::part || r.type == req_type::search;
+                        r.type == req_type::part || r.type == req_type::search ||
+                        r.type == req_type::room_set || r.type == req_type::room ||
+                        r.type == req_type::invite;
   if (has_room != !r.room.empty()) return "room set for the wrong type";
   const bool has_target =
       r.type == req_type::edit || r.type == req_type::del || r.type == req_type::react;
@@ -1097,7 +1099,9 @@ std::string check_decoded(const client_req& r, const limits& lim) {
   if (has_room && !is_room(r.room)) return "bad room " + r.room;
   const bool has_text =
       r.type == req_type::send || r.type == req_type::dm || r.type == req_type::edit;
-  if (r.type == req_type::del || r.type == req_type::react) {
+  if ((r.type == req_type::invite) != !r.user.empty()) return "user set for the wrong type";
+  if ((r.type == req_type::room_set) != (r.set != 0)) return "settings set for the wrong type";
+  if (r.type == req_type::del || r.type == req_type::react || r.type == req_type::room_set) {
     if (!r.text.empty() || !r.data.empty()) return "text set for the wrong type";
     if (r.idem_key.size() > lim.max_idem_key) return "long idempotency_key";
   } else if (has_text) {
@@ -1184,6 +1188,26 @@ std::string check_decoded(const client_req& r, const limits& lim) {
       m.emoji = r.emoji;
       frames.push_back(encode_noop_ack(r.id, r.room));
       frames.push_back(encode_message(m));
+      break;
+    case req_type::room_set: {
+      if (r.set == 0) return "room_set without a setting";
+      m.kind = event_kind::moderation;
+      m.text = "settings";
+      m.data = encode_settings_detail(r.settings);
+      frames.push_back(encode_ack(r.id, r.room, 2, 1));
+      frames.push_back(encode_message(m));
+      auto j = json::parse(frames.back());
+      if ((r.set & settings_topic) && !r.settings.topic.empty() &&
+          j["settings"]["topic"] != r.settings.topic)
+        return "topic changed on the way out";
+      break;
+    }
+    case req_type::room:
+      frames.push_back(encode(room_info{0, r.id, r.room, {"a topic", true, false, 5}, 3, 2}));
+      break;
+    case req_type::invite:
+      frames.push_back(encode(ack_msg{0, r.id, r.room, 0, 0}));
+      frames.push_back(encode_invited(r.room, r.user));
       break;
   }
   for (const auto& f : frames)

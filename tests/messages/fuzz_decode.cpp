@@ -121,6 +121,26 @@ void check_one(std::string_view text, const chat::limits& lim) {
       require(one_object(chat::encode(page)));
       break;
     }
+    case chat::req_type::room_set: {
+      require(valid_room(r.room) && r.set != 0);
+      m.kind = chat::event_kind::moderation;
+      m.text = "settings";
+      m.data = chat::encode_settings_detail(r.settings);
+      auto out = chat::encode_message(m);
+      require(one_object(out));
+      if (r.set & chat::settings_topic) {
+        auto j = json::parse(out);
+        require(r.settings.topic.empty() || j["settings"]["topic"] == r.settings.topic);
+      }
+      break;
+    }
+    case chat::req_type::room:
+      require(valid_room(r.room));
+      break;
+    case chat::req_type::invite:
+      require(valid_room(r.room) && !r.user.empty());
+      require(one_object(chat::encode_invited(r.room, r.user)));
+      break;
     case chat::req_type::rooms:
     case chat::req_type::ping:
     case chat::req_type::my_rooms:

@@ -105,6 +105,7 @@ inline caf::behavior recorder_impl(recorder_actor* self, std::string label) {
       [=](chat::left_msg& x) { reply(x); },
       [=](chat::read_msg& x) { reply(x); },
       [=](chat::my_rooms_msg& x) { reply(x); },
+      [=](chat::room_info& x) { reply(x); },
       [=](chat::history_page& x) {
         reply(x);
         self->state.histories.push_back(std::move(x));

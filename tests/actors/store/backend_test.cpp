@@ -757,6 +757,46 @@ using results = std::vector<append_result>;
 constexpr auto committed = append_result::committed;
 constexpr auto refused = append_result::fenced;
 
+// Settings ride with the moderation event that changes them, fenced the same
+// way; my_rooms shows the topic and whether the room is private.
+TYPED_TEST(store_backend_test, settings_are_stored_with_their_event_and_fenced_with_it) {
+  EXPECT_EQ(this->load("general").settings, room_settings{});
+  auto claim = this->claim("general", "n1");
+  append_batch b = fenced("general", 1, 1, claim);
+  b.msgs[0].kind = event_kind::moderation;
+  b.msgs[0].text = "settings";
+  b.msgs[0].data = R"({"settings":{"topic":"ünïcode ✓","private":true}})";
+  b.member_set = {{"alice", member_role::owner, 0}};
+  b.set_settings = true;
+  b.settings = {"ünïcode ✓", true, false, 30};
+  this->append_ok({b});
+  // A node that lost the room cannot change them.
+  auto stale = b;
+  stale.msgs[0].seq = 2;
+  stale.settings = {"hijacked", false, false, 0};
+  this->claim("general", "n2");
+  std::vector<append_result> res;
+  std::string err;
+  ASSERT_TRUE(this->b_->append({stale}, res, err)) << err;
+  EXPECT_EQ(res, std::vector<append_result>{append_result::fenced});
+  if (TypeParam::persistent) this->reopen();
+  auto snap = this->load("general");
+  EXPECT_EQ(snap.settings, (room_settings{"ünïcode ✓", true, false, 30}));
+  ASSERT_EQ(snap.recent.size(), 1u);
+  EXPECT_EQ(snap.recent[0].kind, event_kind::moderation);
+  EXPECT_EQ(snap.recent[0].data, b.msgs[0].data);
+  std::vector<user_room> rooms;
+  ASSERT_TRUE(this->b_->user_rooms("alice", rooms, err)) << err;
+  ASSERT_EQ(rooms.size(), 1u);
+  EXPECT_EQ(rooms[0].topic, "ünïcode ✓");
+  EXPECT_TRUE(rooms[0].private_room);
+  // A moderation event is not a message: never unread, never found.
+  EXPECT_EQ(rooms[0].unread, 0u);
+  std::vector<stored_msg> found;
+  ASSERT_TRUE(this->b_->search("general", "settings", 0, 10, found, err)) << err;
+  EXPECT_TRUE(found.empty());
+}
+
 TYPED_TEST(store_backend_test, claim_raises_the_term_and_sets_the_owner) {
   auto s = this->load("general");
   EXPECT_EQ(s.term, 0u);
@@ -1116,7 +1156,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "5");
+  EXPECT_EQ(v, "6");
   ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
   EXPECT_EQ(v, "wal");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
@@ -1136,7 +1176,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "5");
+  EXPECT_EQ(v, "6");
 }
 
 TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
@@ -1159,7 +1199,7 @@ TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "5");
+  EXPECT_EQ(v, "6");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
@@ -1400,13 +1440,13 @@ class postgres_backend : public ::testing::Test {
 TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
                     "members", "members_by_user"})
     EXPECT_EQ(sql(std::string{"SELECT to_regclass('"} + name + "') IS NOT NULL"), "t") << name;
   EXPECT_EQ(sql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM"
                 " information_schema.columns WHERE table_name = 'rooms'"),
-            "name,epoch,last_seq,first_seq,created_ms,owner,term");
+            "name,epoch,last_seq,first_seq,created_ms,owner,term,topic,private,read_only,slow_mode");
   // The idempotency lookup can use its partial index (without the ORDER BY:
   // on an empty table the planner may prefer the primary key for the order).
   auto plan =
@@ -1417,7 +1457,7 @@ TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
   std::string err;
   EXPECT_TRUE(b->healthy(err)) << err;
   EXPECT_EQ(err, "ok");
@@ -1435,7 +1475,7 @@ TEST_F(postgres_backend, nodes_starting_together_on_a_fresh_database_all_open) {
     threads.emplace_back([&, i] { opened[i] = make_postgres_backend(url_, 1, errs[i]); });
   for (auto& t : threads) t.join();
   for (int i = 0; i < nodes; ++i) EXPECT_NE(opened[i], nullptr) << "node " << i << ": " << errs[i];
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
 }
 
 TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
@@ -1454,7 +1494,7 @@ TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
       " ('general', 1, 1000, 'alice', 'Alice', 'old')");
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "5");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
