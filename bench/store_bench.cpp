@@ -5,7 +5,13 @@
 //
 //   store-bench [--backend sqlite|postgres] [--messages N] [--batch B] [--rooms R]
 //               [--text-bytes T] [--claim] [--sync full|normal] [--path FILE]
-//               [--pragma SQL]... [--pg-url URL]
+//               [--pragma SQL]... [--pg-url URL] [--members-per-user M [--users U]]
+//
+// --members-per-user M: after the appends, U users (default 100) each become
+// a member of M rooms with a read position half-way through each room, and
+// the bench times user_rooms (what `my_rooms` costs: every room with its
+// unread count) and count_unread (what a `joined` with an old read position
+// costs), per call.
 //
 // --claim claims every room first and fences every batch with its term, as a
 // cluster node does. PostgreSQL: --pg-url (default $CHAT_PG_URL); each run
@@ -42,13 +48,15 @@ struct options {
   std::string sync = "full";
   std::string path = "/tmp/store_bench_data/chat.db";
   std::vector<std::string> pragmas;  // extra SQL run on the connection after open
+  uint64_t members_per_user = 0;
+  uint64_t users = 100;
 };
 
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--backend sqlite|postgres] [--messages N] [--batch B] [--rooms R]"
                " [--text-bytes T] [--claim] [--sync full|normal] [--path FILE] [--pragma SQL]..."
-               " [--pg-url URL]\n",
+               " [--pg-url URL] [--members-per-user M [--users U]]\n",
                argv0);
   std::exit(2);
 }
@@ -82,6 +90,10 @@ options parse(int argc, char** argv) {
       o.backend = v;
     else if (a == "--pg-url")
       o.pg_url = v;
+    else if (a == "--members-per-user")
+      o.members_per_user = std::stoull(v);
+    else if (a == "--users")
+      o.users = std::stoull(v);
     else
       usage(argv[0]);
   }
@@ -189,5 +201,55 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(o.batch), static_cast<unsigned long long>(done), o.text_bytes,
       o.backend == "sqlite" ? (" sync=" + o.sync).c_str() : "", o.claim ? " fenced" : "",
       static_cast<double>(done) / secs, static_cast<double>(commits) / secs, p50, p99);
+  if (o.members_per_user == 0) return 0;
+
+  // Memberships: user u is in rooms (u * 7 + j * 13) % R, read half-way.
+  uint64_t per_user = std::min(o.members_per_user, o.rooms);
+  std::vector<chat::append_batch> members(o.rooms);
+  for (uint64_t u = 0; u < o.users; ++u)
+    for (uint64_t j = 0; j < per_user; ++j) {
+      auto r = (u * 7 + j * 13) % o.rooms;
+      members[r].room = names[r];
+      members[r].owner = "bench";
+      members[r].term = terms[r];
+      members[r].member_set.push_back(
+          {"reader-" + std::to_string(u), chat::member_role::member, last[r] / 2});
+    }
+  members.erase(std::remove_if(members.begin(), members.end(),
+                               [](const chat::append_batch& x) { return x.member_set.empty(); }),
+                members.end());
+  if (!b->append(members, err)) {
+    std::fprintf(stderr, "memberships: %s\n", err.c_str());
+    return 1;
+  }
+  std::vector<double> list_ms, count_ms;
+  uint64_t listed = 0, unread = 0;
+  for (uint64_t u = 0; u < o.users; ++u) {
+    std::vector<chat::user_room> rooms;
+    auto t0 = clock::now();
+    if (!b->user_rooms("reader-" + std::to_string(u), rooms, err)) {
+      std::fprintf(stderr, "user_rooms: %s\n", err.c_str());
+      return 1;
+    }
+    list_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+    listed += rooms.size();
+    for (auto& r : rooms) unread += r.unread;
+    auto r = (u * 7) % o.rooms;
+    uint64_t n = 0;
+    t0 = clock::now();
+    if (!b->count_unread(names[r], "reader-" + std::to_string(u), 0, last[r], n, err)) {
+      std::fprintf(stderr, "count_unread: %s\n", err.c_str());
+      return 1;
+    }
+    count_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  }
+  std::printf(
+      "%s users=%llu rooms/user=%llu: user_rooms (my_rooms) p50=%.3f ms p99=%.3f ms"
+      " (%.0f rooms, %.0f unread per call); count_unread of a whole room p50=%.3f ms p99=%.3f ms\n",
+      o.backend.c_str(), static_cast<unsigned long long>(o.users),
+      static_cast<unsigned long long>(per_user), percentile(list_ms, 0.50),
+      percentile(list_ms, 0.99), static_cast<double>(listed) / static_cast<double>(o.users),
+      static_cast<double>(unread) / static_cast<double>(o.users), percentile(count_ms, 0.50),
+      percentile(count_ms, 0.99));
   return 0;
 }
