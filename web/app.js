@@ -1,6 +1,7 @@
 // Web client for the chat server (protocol: docs/protocol.md, version 1; version 2 adds edits,
-// deletes, reactions, replies, mentions and memberships (my_rooms, read positions, unread counts,
-// part), used when `welcome` says "protocol":2).
+// deletes, reactions, replies, mentions, memberships (my_rooms, read positions, unread counts,
+// part), search, room settings (topic, private, read-only, slow mode) and invites, used when
+// `welcome` says "protocol":2).
 // Plain JS, no build step. All user-provided text goes through textContent / createElement:
 // never innerHTML.
 'use strict';
@@ -23,6 +24,10 @@
   const READ_DEBOUNCE_MS = 400;     // `read` goes out at most this often per room
   const MY_ROOMS_TIMEOUT_MS = 5000; // no my_rooms by then: go on with the saved list
   const AT_BOTTOM_PX = 48;
+  const SEARCH_LIMIT = 20;
+  const MAX_SLOW_MODE = 24 * 3600;  // seconds (the server's limit)
+  const MAX_INVITE_NOTES = 5;
+  const DEFAULT_SETTINGS = Object.freeze({ topic: '', private: false, read_only: false, slow_mode: 0 });
   // Objects that take a room's seq (protocol v2: changes to a message are events of their own).
   const ROOM_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction', 'moderation']);
   // Close codes after which reconnecting cannot help: say why instead.
@@ -66,6 +71,17 @@
     replyPreview: byId('reply-preview'), replyPreviewText: byId('reply-preview-text'),
     replyCancel: byId('reply-cancel'), suggestions: byId('mention-suggestions'),
     mentionNotes: byId('mention-notes'),
+    roomBadges: byId('room-badges'), topicRow: byId('topic-row'), roomTopic: byId('room-topic'),
+    settingsButton: byId('settings-button'), searchForm: byId('search-form'), searchInput: byId('search-input'),
+    searchPanel: byId('search-panel'), searchSummary: byId('search-summary'), searchClose: byId('search-close'),
+    searchResults: byId('search-results'), searchStatus: byId('search-status'), searchMore: byId('search-more'),
+    readOnlyNote: byId('read-only-note'), slowNote: byId('slow-mode-note'),
+    inviteForm: byId('invite-form'), inviteInput: byId('invite-input'), inviteButton: byId('invite-button'),
+    inviteStatus: byId('invite-status'), inviteUsers: byId('invite-users'),
+    settingsDialog: byId('settings-dialog'), settingsForm: byId('settings-form'), settingsTopic: byId('settings-topic'),
+    settingsPrivate: byId('settings-private'), settingsReadOnly: byId('settings-read-only'),
+    settingsSlow: byId('settings-slow-mode'), settingsNote: byId('settings-note'), settingsError: byId('settings-error'),
+    settingsSave: byId('settings-save'), settingsCancel: byId('settings-cancel'),
   };
 
   // ---------------------------------------------------------------- state
@@ -106,6 +122,9 @@
     suggest: null,        // {start, end, items, index}: the open @-completion
     partQueue: new Set(), // v2: rooms left while offline; `part` goes out on the next welcome
     newLine: null,        // the "new messages" <li> in the active room, when shown
+    search: null,         // v2: {room, query, results, seqs, more, loading, error, selected}: the open search
+    settingsForm: null,   // v2: {room, base, touched, busy}: the open settings dialog
+    slowTimer: null,      // ticks the slow mode countdown of the active room
   };
 
   function randomHex(bytes) {
@@ -165,6 +184,11 @@
       unreadBase: 0, baseSeq: Infinity, unreadSeqs: new Set(),
       marker: null,         // the read position the "new messages" line follows (null: no line)
       markerPending: false, // opened before its read position was known: decide on `joined`
+      // Protocol v2 room settings, as of the room's seq settingsSeq (null: not known yet); the
+      // role as of roleSeq (moderation events after it change it).
+      settings: null, settingsSeq: 0, roleSeq: 0,
+      invitedBy: null,      // an `invited` not followed by a join yet: who invited the user
+      slowUntil: 0,         // slow mode: the next send is allowed from this time (ms)
     };
     if (r.dm) r.peer = dmPeer(name);
     S.rooms.set(name, r);
@@ -177,6 +201,8 @@
     r.readTimer = null;
     S.rooms.delete(r.name);
     S.outbox = S.outbox.filter((m) => m.room !== r.name);
+    if (S.search && S.search.room === r.name) closeSearch();
+    if (S.settingsForm && S.settingsForm.room === r.name) closeSettings();
     if (S.active === r) {
       const next = S.rooms.values().next().value || null;
       setActive(next);
@@ -195,6 +221,9 @@
     r.readSent = 0;
     r.unreadSeqs = new Set();
     r.marker = null;
+    r.settingsSeq = 0; // a new epoch numbers from 1 again: its `joined` brings the settings
+    r.roleSeq = 0;
+    if (S.search && S.search.room === r.name) renderSearch();
     if (S.replyTo && S.replyTo.room === r.name) { S.replyTo = null; renderReplyPreview(); }
     if (S.active === r) renderMessages();
   }
@@ -320,7 +349,12 @@
       for (const n of names) if (typeof n === 'string' && (ROOM_RE.test(n) || (n.startsWith('dm:') && n.length <= 600))) addRoom(n);
     }
     if (mine) {
-      for (const x of mine) applyMembership(addRoom(x.room), x);
+      for (const x of mine) {
+        const r = addRoom(x.room);
+        applyMembership(r, x);
+        // my_rooms names the topic and whether the room is private (not read_only, slow_mode)
+        applySettings(r, { topic: x.topic, private: x.private }, typeof x.last_seq === 'number' ? x.last_seq : 0);
+      }
     }
     if (first && S.rooms.size === 0) addRoom('general');
     if (first && !S.active) {
@@ -476,6 +510,7 @@
       case 'typing': onTyping(m); break;
       case 'read': onReadElsewhere(m); break;
       case 'parted': onPartedElsewhere(m); break;
+      case 'invited': onInvited(m); break;
       case 'pong': break;
       case 'error':
         if (m.code === 'token_expired' || S.state !== 'online') S.helloError = m.message || m.code;
@@ -511,6 +546,150 @@
     if (insertMessages(r, [m]) && deletes && !wasDeleted) uncountDeleted(r, m);
   }
 
+  // ---------------------------------------------------------------- v2: room settings, moderation events
+  const isStaff = (r) => !!r && !r.dm && (r.role === 'owner' || r.role === 'moderator');
+  // A plain member in a read-only room: the composer is off (reactions stay on).
+  const writeLocked = (r) => !!r && !r.dm && !!r.settings && r.settings.read_only && !isStaff(r);
+  const slowApplies = (r) => !!r && !r.dm && !!r.settings && r.settings.slow_mode > 0 && !isStaff(r);
+
+  // The settings of `s` over those of `base` (a field that is absent stays, but an absent topic
+  // means none: every message that carries settings leaves out an empty topic).
+  function normSettings(s, base) {
+    const b = base || DEFAULT_SETTINGS;
+    if (!s || typeof s !== 'object') return null;
+    return {
+      topic: typeof s.topic === 'string' ? s.topic : '',
+      private: typeof s.private === 'boolean' ? s.private : b.private,
+      read_only: typeof s.read_only === 'boolean' ? s.read_only : b.read_only,
+      slow_mode: typeof s.slow_mode === 'number' && s.slow_mode >= 0 ? Math.floor(s.slow_mode) : b.slow_mode,
+    };
+  }
+  const sameSettings = (a, b) => !!a && !!b && a.topic === b.topic && a.private === b.private &&
+    a.read_only === b.read_only && a.slow_mode === b.slow_mode;
+
+  // Settings as of the room's seq `seq` (joined, room, my_rooms, a moderation event): older news
+  // than what the room already knows is dropped. Returns whether anything changed.
+  function applySettings(r, s, seq) {
+    if (r.dm || !s || typeof s !== 'object') return false;
+    if (r.settings && typeof seq === 'number' && seq < r.settingsSeq) return false;
+    const next = normSettings(s, r.settings);
+    if (typeof seq === 'number' && seq > r.settingsSeq) r.settingsSeq = seq;
+    if (sameSettings(next, r.settings)) return false;
+    r.settings = next;
+    if (!slowApplies(r)) r.slowUntil = 0;
+    renderRoomList();
+    if (r === S.active) { renderHeader(); renderPresence(); }
+    if (S.settingsForm && S.settingsForm.room === r.name) refillSettings(r);
+    return true;
+  }
+
+  // A `moderation` event (live, replayed or from history): a system line in the timeline; a newer
+  // one than the room knows also changes its settings, or the user's role.
+  function onModeration(r, m) {
+    const by = m.by != null ? String(m.by) : '';
+    const settings = normSettings(m.settings || (m.data && typeof m.data === 'object' ? m.data.settings : null), r.settings);
+    const item = {
+      kind: 'system', seq: m.seq, ts: typeof m.ts === 'number' ? m.ts : null,
+      from: '', name: '', text: '', deleted: false, reactions: [], mentions: [], replyTo: null, editedTs: null,
+      action: typeof m.action === 'string' ? m.action : '', by,
+      user: m.user != null ? String(m.user) : null, role: typeof m.role === 'string' ? m.role : null,
+      until: typeof m.until === 'number' ? m.until : null, reason: typeof m.reason === 'string' ? m.reason : null,
+      settings, prev: null, v: m.seq,
+    };
+    if (item.action === 'settings' && settings) {
+      if (r.settings && m.seq > r.settingsSeq) item.prev = r.settings; // what this event changed
+      applySettings(r, settings, m.seq);
+    } else if (item.action === 'role' && item.role && m.seq > r.roleSeq) {
+      r.roleSeq = m.seq;
+      let role = null;
+      if (item.user === S.me) role = item.role;
+      else if (item.role === 'owner' && by === S.me) role = 'moderator'; // the owner handed it on
+      if (role && role !== r.role) {
+        r.role = role;
+        if (!slowApplies(r)) r.slowUntil = 0;
+        renderRoomList();
+        if (r === S.active) { renderHeader(); renderPresence(); }
+      }
+    }
+    return item;
+  }
+
+  // What the settings line `m` changed: against the settings before it (the previous settings
+  // line loaded, or the defaults when the room's whole history is loaded), else what they are now.
+  function settingsBefore(r, m) {
+    if (m.prev) return m.prev;
+    let prev = null;
+    for (const x of r.msgs) {
+      if (x.seq >= m.seq) break;
+      if (x.kind === 'system' && x.action === 'settings' && x.settings) prev = x.settings;
+    }
+    if (!prev && !r.more) prev = DEFAULT_SETTINGS; // nothing older: it changed the defaults
+    if (prev) m.prev = prev;
+    return prev;
+  }
+  function joinWords(parts) {
+    if (parts.length <= 1) return parts.join('');
+    return parts.slice(0, -1).join(', ') + ' and ' + parts[parts.length - 1];
+  }
+  const quoted = (t) => '“' + t + '”';
+  function settingsText(r, m) {
+    const now = m.settings;
+    if (!now) return 'changed the room settings';
+    const prev = settingsBefore(r, m);
+    if (!prev) {
+      const parts = [now.topic ? 'topic ' + quoted(now.topic) : 'no topic', now.private ? 'private' : 'public'];
+      if (now.read_only) parts.push('read-only');
+      if (now.slow_mode) parts.push('slow mode ' + now.slow_mode + ' s');
+      return 'changed the room settings: ' + parts.join(', ');
+    }
+    const parts = [];
+    if (now.topic !== prev.topic) parts.push(now.topic ? 'set the topic to ' + quoted(now.topic) : 'cleared the topic');
+    if (now.private !== prev.private) parts.push(now.private ? 'made the room private' : 'made the room public');
+    if (now.read_only !== prev.read_only) parts.push(now.read_only ? 'made the room read-only' : 'let everyone write again');
+    if (now.slow_mode !== prev.slow_mode) parts.push(now.slow_mode ? 'set slow mode to ' + now.slow_mode + ' s' : 'turned slow mode off');
+    return parts.length ? joinWords(parts) : 'changed the room settings';
+  }
+  function moderationText(r, m) {
+    const who = (u) => (u === S.me ? 'you' : S.names.get(u) || u || 'someone');
+    const by = m.by === S.me ? 'You' : S.names.get(m.by) || m.by || 'Someone';
+    const user = who(m.user);
+    const why = m.reason ? ' (' + m.reason + ')' : '';
+    const until = m.until ? ' until ' + fmtTime(m.until) : '';
+    let what;
+    switch (m.action) {
+      case 'settings': what = settingsText(r, m); break;
+      case 'kick': what = 'removed ' + user + ' from the room' + why; break;
+      case 'ban': what = 'banned ' + user + until + why; break;
+      case 'unban': what = 'lifted the ban of ' + user; break;
+      case 'mute': what = 'muted ' + user + until + why; break;
+      case 'unmute': what = 'unmuted ' + user; break;
+      case 'role':
+        what = m.role === 'owner' ? 'made ' + user + ' the owner'
+          : m.role === 'moderator' ? 'made ' + user + ' a moderator'
+            : 'made ' + user + ' a ' + (m.role || 'member');
+        break;
+      default: what = (m.action || 'moderated') + (m.user ? ' ' + user : '') + why;
+    }
+    return by + ' ' + what;
+  }
+  function systemEl(r, m) {
+    const li = h('li', { class: 'sys-line', 'data-testid': 'system-line', 'data-seq': m.seq, 'data-room': r.name,
+      'data-action': m.action, 'data-by': m.by, role: 'note' },
+    h('span', { class: 'sys-text', 'data-testid': 'system-text', dir: 'auto', text: moderationText(r, m) }),
+    h('time', { class: 'time', text: fmtTime(m.ts), datetime: m.ts != null ? new Date(m.ts).toISOString() : null,
+      title: m.ts != null ? new Date(m.ts).toLocaleString() : null }));
+    S.els.set(m.seq, li);
+    return li;
+  }
+  // Settings lines rendered before what came before them was loaded say more once it is.
+  function refreshSystemLines(r) {
+    if (r !== S.active) return;
+    for (const m of r.msgs) {
+      if (m.kind !== 'system' || m.action !== 'settings' || m.prev) continue;
+      if (settingsBefore(r, m)) rerenderMessage(r, m.seq, true);
+    }
+  }
+
   // ---------------------------------------------------------------- v2: unread counts, read positions
   function recount(r) { r.unread = Math.max(0, r.unreadBase) + r.unreadSeqs.size; }
 
@@ -539,7 +718,7 @@
   function countFresh(r, fresh, live) {
     const seqs = [];
     for (const m of fresh) {
-      if (m.from === S.me || m.deleted || r.unreadSeqs.has(m.seq)) continue;
+      if (m.kind === 'system' || m.from === S.me || m.deleted || r.unreadSeqs.has(m.seq)) continue;
       if (isFinite(r.baseSeq) ? m.seq <= r.baseSeq : !live) continue;
       if (r.readKnown && m.seq <= r.readSeq) continue;
       seqs.push(m.seq);
@@ -628,7 +807,8 @@
     r.readKnown = true;
     if (r.readSent < r.readSeq) r.readSent = r.readSeq;
     r.unreadBase = 0;
-    r.unreadSeqs = new Set(r.msgs.filter((x) => x.seq > r.readSeq && x.from !== S.me && !x.deleted).map((x) => x.seq));
+    r.unreadSeqs = new Set(r.msgs.filter((x) => x.kind !== 'system' && x.seq > r.readSeq && x.from !== S.me && !x.deleted)
+      .map((x) => x.seq));
     recount(r);
     if (!r.unread) r.mentioned = false;
     if (r.marker != null && r.marker < r.readSeq) {
@@ -660,7 +840,7 @@
     const r = S.active;
     let target = null;
     if (r && r.marker != null) {
-      for (const m of r.msgs) if (m.seq > r.marker && m.from !== S.me && !m.deleted) { target = m; break; }
+      for (const m of r.msgs) if (m.kind !== 'system' && m.seq > r.marker && m.from !== S.me && !m.deleted) { target = m; break; }
     }
     const el = target && S.els.get(target.seq);
     if (!el) { if (S.newLine) { S.newLine.remove(); S.newLine = null; } return; }
@@ -729,7 +909,7 @@
   // Returns the changed message or null.
   function applyEvent(r, ev) {
     const t = r.bySeq.get(ev.target);
-    if (!t || ev.seq <= t.v) return null;
+    if (!t || t.kind === 'system' || ev.seq <= t.v) return null;
     t.v = ev.seq;
     switch (ev.type) {
       case 'message_edited':
@@ -794,6 +974,7 @@
       r.seqs.add(m.seq);
       if (m.seq > r.seq) r.seq = m.seq;
       if (m.seq < r.minSeq) r.minSeq = m.seq;
+      if (m.type === 'moderation') { fresh.push(onModeration(r, m)); continue; }
       if (isEvent(m)) { events.push(m); continue; }
       fresh.push(normMsg(m, top));
       if (m.from != null && m.name && !S.names.has(String(m.from))) S.names.set(String(m.from), String(m.name));
@@ -805,6 +986,7 @@
     if (r === S.active) for (const seq of changed) rerenderMessage(r, seq);
     if (r === S.active && changed.size) updateNewLine();
     if (fresh.length) countFresh(r, fresh, live);
+    if (S.search && S.search.room === r.name && (changed.size || fresh.length)) renderSearch();
     noteViewed(r); // the newest seq seen moved
     return fresh.length + events.length;
   }
@@ -936,6 +1118,10 @@
           r.joined = true;
           setMembers(r, res.members, res.member_count);
           applyMembership(r, res, typeof res.seq === 'number' ? res.seq : undefined); // v2: role, read_seq, unread
+          if (typeof res.seq === 'number' && res.seq > r.roleSeq) r.roleSeq = res.seq;
+          // v2: the settings as of this seq (topic may be left out when empty)
+          if (res.settings && typeof res.settings === 'object') applySettings(r, res.settings, typeof res.seq === 'number' ? res.seq : 0);
+          if (r.invitedBy != null) { r.invitedBy = null; removeInviteNote(r.name); }
         },
       });
     } catch (e) {
@@ -946,7 +1132,7 @@
         await loadLatest(r, gen);
         return;
       }
-      toast('Could not join ' + r.name + ': ' + (e.message || e.code));
+      reqError('Could not join #' + r.name, e); // a private room: forbidden
       if (!r.msgs.length) removeRoom(r);
       return;
     }
@@ -967,6 +1153,7 @@
       if (!r.joined && r.seq > 0 && top < r.seq) clearMessages(r);
       insertMessages(r, got);
       applyMore(r, res);
+      refreshSystemLines(r); // with the start of the room loaded, the first settings line knows what it changed
     } catch (e) {
       if (e.code === 'disconnected' || gen !== S.gen) return;
       if (!r.dm) toast('History of ' + r.name + ': ' + (e.message || e.code));
@@ -994,6 +1181,7 @@
       if (gen !== S.gen) return;
       insertMessages(r, res.messages || []);
       applyMore(r, res);
+      refreshSystemLines(r);
     } catch (e) {
       if (e.code !== 'disconnected') toast('Could not load older messages: ' + (e.message || e.code));
     } finally {
@@ -1016,6 +1204,8 @@
     if (S.suggest) closeSuggestions();
     const text = ui.composerInput.value;
     if (!r || !text.trim()) return;
+    if (writeLocked(r)) { toast('Only the owner and moderators can write here'); return; }
+    if (r.slowUntil > Date.now()) { renderComposerState(); return; } // slow mode: the text stays
     if ([...text].length > MAX_TEXT_CODEPOINTS) { toast('Message too long (at most 4096 characters)'); return; }
     const item = { key: newKey(), room: r.name, to: r.dm ? r.peer : null, text, status: 'queued', error: null,
       replyTo: null, mentions: [] };
@@ -1046,6 +1236,11 @@
       item.ackRoom = ack.room || item.room;
       item.ackSeq = ack.seq;
       const r = S.rooms.get(item.ackRoom);
+      if (r && slowApplies(r) && typeof ack.seq === 'number') {
+        // slow mode: the next message may go once the room's interval has passed since this one
+        r.slowUntil = Math.max(r.slowUntil, Date.now() + r.settings.slow_mode * 1000);
+        if (r === S.active) renderComposerState();
+      }
       if (!r || r.seqs.has(ack.seq) || typeof ack.seq !== 'number') {
         S.outbox = S.outbox.filter((o) => o !== item);
       } else {
@@ -1057,12 +1252,38 @@
       renderPending();
     }, (e) => {
       if (e.code === 'disconnected') { item.status = 'queued'; }
+      else if (e.code === 'rate_limited' && isSlowRefusal(item, e)) { slowRefused(item, e.reply.retry_ms); return; }
       else if (e.code === 'rate_limited' || e.code === 'timeout' || e.code === 'unavailable') {
         item.status = 'queued';
         setTimeout(() => trySend(item), e.code === 'rate_limited' ? 1000 : 2000);
       } else { item.status = 'failed'; item.error = e.message || e.code; }
       renderPending();
     });
+  }
+
+  // Slow mode (v2): a member's send too soon after their last one is refused `rate_limited` with
+  // `retry_ms`. Nothing was stored: the text goes back into the composer, and a countdown says
+  // when it may go.
+  function isSlowRefusal(item, e) {
+    if (item.to != null || !e.reply || typeof e.reply.retry_ms !== 'number') return false;
+    const r = S.rooms.get(item.room);
+    return !!(r && r.settings && r.settings.slow_mode > 0) || /slow/i.test(e.message || '');
+  }
+  function slowRefused(item, retryMs) {
+    const r = S.rooms.get(item.room);
+    if (r) r.slowUntil = Math.max(r.slowUntil, Date.now() + Math.max(0, retryMs));
+    if (r && r === S.active) {
+      S.outbox = S.outbox.filter((o) => o !== item);
+      const cur = ui.composerInput.value;
+      ui.composerInput.value = cur.trim() ? cur + '\n' + item.text : item.text;
+      if (item.replyTo != null && !S.replyTo) { S.replyTo = { room: item.room, seq: item.replyTo }; renderReplyPreview(); }
+      autosize();
+    } else {
+      item.status = 'failed';
+      item.error = 'slow mode: try again in ' + Math.max(1, Math.ceil(retryMs / 1000)) + 's';
+    }
+    renderPending();
+    renderComposerState();
   }
 
   // ---------------------------------------------------------------- v2: edit, delete, react
@@ -1302,6 +1523,315 @@
     e.classList.add('flash');
   }
 
+  // ---------------------------------------------------------------- v2: search
+  // One search at a time, in one room: every word must occur (the server's rule), newest first;
+  // "Older results" pages back with `before` = the lowest seq shown.
+  function startSearch(query) {
+    const r = S.active;
+    const q = query.trim();
+    if (!r || S.protocol < 2) return;
+    if (!q) { closeSearch(); return; }
+    S.search = { room: r.name, query: q, results: [], seqs: new Set(), more: false, loading: false,
+      error: null, done: false, selected: null };
+    searchPage(S.search);
+  }
+  async function searchPage(sr) {
+    if (sr.loading) return;
+    sr.loading = true;
+    sr.error = null;
+    renderSearch();
+    const req = { type: 'search', room: sr.room, query: sr.query, limit: SEARCH_LIMIT };
+    if (sr.results.length) req.before = sr.results[sr.results.length - 1].seq;
+    try {
+      const res = await changeRequest(req); // rate_limited stored nothing either: tried again
+      if (S.search !== sr) return;
+      const got = Array.isArray(res.messages) ? res.messages.filter((m) => m && typeof m.seq === 'number') : [];
+      for (const m of got) {
+        if (sr.seqs.has(m.seq)) continue;
+        sr.seqs.add(m.seq);
+        sr.results.push(normMsg(m, m.seq));
+        if (m.from != null && m.name && !S.names.has(String(m.from))) S.names.set(String(m.from), String(m.name));
+      }
+      sr.results.sort((a, b) => b.seq - a.seq);
+      sr.more = !!res.more && got.length > 0;
+      sr.done = true;
+    } catch (e) {
+      if (S.search !== sr) return;
+      sr.error = e;
+    }
+    sr.loading = false;
+    renderSearch();
+  }
+  function clearSearchInput() {
+    ui.searchInput.value = '';
+    ui.searchForm.classList.remove('has-query');
+  }
+  function closeSearch() {
+    if (!S.search && ui.searchPanel.hidden) return;
+    S.search = null;
+    renderSearch();
+  }
+  // Scroll to a result's message when the timeline holds it; else only mark the result.
+  function openSearchResult(seq) {
+    const sr = S.search;
+    if (!sr) return;
+    sr.selected = seq;
+    renderSearch();
+    const r = S.active;
+    if (r && r.name === sr.room && S.els.get(seq)) jumpToMessage(r.name, seq);
+  }
+
+  // The text with each occurrence of the query's words marked (text nodes and <mark> only).
+  function highlighted(text, words) {
+    const frag = document.createDocumentFragment();
+    const low = text.toLowerCase();
+    if (low.length !== text.length || !words.length) { frag.append(text); return frag; }
+    const hit = new Uint8Array(text.length);
+    for (const w of words) {
+      const lw = w.toLowerCase();
+      if (!lw || lw.length !== w.length) continue;
+      for (let i = low.indexOf(lw); i >= 0; i = low.indexOf(lw, i + lw.length)) hit.fill(1, i, i + lw.length);
+    }
+    for (let i = 0; i < text.length;) {
+      let j = i;
+      while (j < text.length && hit[j] === hit[i]) j++;
+      const piece = text.slice(i, j);
+      frag.append(hit[i] ? h('mark', { text: piece }) : piece);
+      i = j;
+    }
+    return frag;
+  }
+
+  function searchResultEl(r, sr, found, words) {
+    const cur = r && r.bySeq.get(found.seq);
+    const m = cur && cur.kind !== 'system' ? cur : found; // the message as it is now, when loaded
+    const inTimeline = !!(r && r === S.active && S.els.get(found.seq));
+    const selected = sr.selected === found.seq;
+    const text = h('div', { class: 'search-text', 'data-testid': 'search-result-text', dir: 'auto' });
+    if (m.deleted) text.append(h('span', { class: 'deleted-text', text: 'message deleted' }));
+    else text.append(highlighted(m.text, words));
+    const li = h('li', { class: 'search-result' + (selected ? ' selected' : ''), 'data-testid': 'search-result',
+      'data-seq': found.seq, 'data-from': m.from, 'data-in-timeline': inTimeline ? 'true' : 'false',
+      'data-selected': selected ? 'true' : null, 'data-deleted': m.deleted ? 'true' : null, tabindex: 0, role: 'button',
+      title: inTimeline ? 'Show it in the conversation' : 'Not loaded in the conversation (scroll up to load older messages)' },
+    h('div', { class: 'meta' },
+      h('span', { class: 'author', 'data-testid': 'search-result-author', dir: 'auto', text: displayName(m) }),
+      h('span', { class: 'time', 'data-testid': 'search-result-time',
+        title: m.ts != null ? new Date(m.ts).toLocaleString() : null,
+        text: '#' + found.seq + (m.ts != null ? ' · ' + fmtTime(m.ts) : '') })),
+    text);
+    li.addEventListener('click', () => openSearchResult(found.seq));
+    li.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); openSearchResult(found.seq); }
+    });
+    return li;
+  }
+
+  function renderSearch() {
+    const sr = S.search;
+    ui.searchPanel.hidden = !sr;
+    if (!sr) {
+      ui.searchResults.replaceChildren();
+      ui.searchStatus.textContent = '';
+      ui.searchStatus.removeAttribute('data-state');
+      ui.searchMore.hidden = true;
+      return;
+    }
+    const r = S.rooms.get(sr.room);
+    const label = r ? roomLabel(r) : '#' + sr.room;
+    ui.searchPanel.setAttribute('data-room', sr.room);
+    ui.searchPanel.setAttribute('data-query', sr.query);
+    ui.searchPanel.setAttribute('data-state', sr.loading ? 'loading' : sr.error ? 'error' : 'done');
+    const n = sr.results.length;
+    ui.searchSummary.textContent = (n ? n + (sr.more ? '+' : '') + (n === 1 ? ' result' : ' results') : 'Search') +
+      ' for ' + quoted(sr.query) + ' in ' + label;
+    const words = sr.query.split(/\s+/).filter(Boolean);
+    ui.searchResults.replaceChildren(...sr.results.map((m) => searchResultEl(r, sr, m, words)));
+    let text = '', state = 'done';
+    if (sr.loading) { text = 'Searching…'; state = 'loading'; }
+    else if (sr.error) {
+      const e = sr.error;
+      text = (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code);
+      state = 'error';
+    } else if (sr.done && !n) { text = 'no messages found'; state = 'empty'; }
+    ui.searchStatus.textContent = text;
+    ui.searchStatus.setAttribute('data-state', state);
+    ui.searchMore.hidden = !sr.more || sr.loading;
+  }
+
+  // ---------------------------------------------------------------- v2: the settings dialog
+  // Owners change everything, moderators the topic and slow mode; a room_set carries only the
+  // fields that differ from the settings the form was filled with.
+  function openSettings() {
+    const r = S.active;
+    if (!r || r.dm || S.protocol < 2 || !isStaff(r)) return;
+    const sf = { room: r.name, base: r.settings || DEFAULT_SETTINGS, touched: false, busy: false };
+    S.settingsForm = sf;
+    fillSettings(r, sf.base);
+    if (!ui.settingsDialog.open) ui.settingsDialog.showModal();
+    ui.settingsTopic.focus();
+    // the settings as the room has them now (a moderator elsewhere may have changed them)
+    request({ type: 'room', room: r.name }).then((res) => {
+      if (S.rooms.get(r.name) === r) applySettings(r, res, typeof res.last_seq === 'number' ? res.last_seq : undefined);
+    }, (e) => {
+      if (S.settingsForm === sf && e.code !== 'disconnected') console.warn('chat: room', r.name, e.code, e.message);
+    });
+  }
+  function fillSettings(r, st) {
+    const owner = r.role === 'owner';
+    ui.settingsDialog.setAttribute('data-room', r.name);
+    ui.settingsTopic.value = st.topic;
+    ui.settingsPrivate.checked = st.private;
+    ui.settingsReadOnly.checked = st.read_only;
+    ui.settingsSlow.value = String(st.slow_mode);
+    ui.settingsPrivate.disabled = !owner;
+    ui.settingsReadOnly.disabled = !owner;
+    ui.settingsNote.hidden = owner;
+    ui.settingsSave.disabled = false;
+    ui.settingsSave.textContent = 'Save';
+    showSettingsError('');
+  }
+  // Newer settings while the dialog is open: shown, unless the user started editing.
+  function refillSettings(r) {
+    const sf = S.settingsForm;
+    if (!sf || sf.touched || sf.busy || !r.settings) return;
+    sf.base = r.settings;
+    fillSettings(r, sf.base);
+  }
+  function showSettingsError(text) {
+    ui.settingsError.textContent = text;
+    ui.settingsError.hidden = !text;
+  }
+  function closeSettings() {
+    S.settingsForm = null;
+    if (ui.settingsDialog.open) ui.settingsDialog.close();
+  }
+  async function saveSettings() {
+    const sf = S.settingsForm;
+    if (!sf || sf.busy) return;
+    const r = S.rooms.get(sf.room);
+    if (!r) { closeSettings(); return; }
+    const topic = ui.settingsTopic.value.trim();
+    const slowRaw = ui.settingsSlow.value.trim();
+    const slow = slowRaw === '' ? 0 : Number(slowRaw);
+    if (!Number.isInteger(slow) || slow < 0 || slow > MAX_SLOW_MODE) {
+      showSettingsError('Slow mode: a whole number of seconds from 0 to ' + MAX_SLOW_MODE);
+      return;
+    }
+    if (/[\u0000-\u001f\u007f]/.test(topic)) { showSettingsError('The topic is one line of text'); return; }
+    const b = sf.base;
+    const req = { type: 'room_set', room: r.name };
+    if (topic !== b.topic) req.topic = topic;
+    if (r.role === 'owner') {
+      if (ui.settingsPrivate.checked !== b.private) req.private = ui.settingsPrivate.checked;
+      if (ui.settingsReadOnly.checked !== b.read_only) req.read_only = ui.settingsReadOnly.checked;
+    }
+    if (slow !== b.slow_mode) req.slow_mode = slow;
+    if (Object.keys(req).length === 2) { closeSettings(); return; } // nothing changed
+    sf.busy = true;
+    ui.settingsSave.disabled = true;
+    ui.settingsSave.textContent = 'Saving…';
+    showSettingsError('');
+    try {
+      const res = await changeRequest(req);
+      // an ack; the moderation event that follows it brings the new settings (a reply with the
+      // settings themselves is applied as well)
+      if (res && res.type === 'room') applySettings(r, res, typeof res.last_seq === 'number' ? res.last_seq : undefined);
+      if (S.settingsForm === sf) closeSettings();
+    } catch (e) {
+      if (S.settingsForm !== sf) return;
+      sf.busy = false;
+      ui.settingsSave.disabled = false;
+      ui.settingsSave.textContent = 'Save';
+      showSettingsError('Not saved: ' + (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code));
+    }
+  }
+
+  // ---------------------------------------------------------------- v2: invites
+  // In a private room the owner and moderators invite users by id; the invited user's pages get
+  // `invited`: a notice with a Join button, and the room in the list.
+  function renderInviteForm() {
+    const r = S.active;
+    const show = S.protocol >= 2 && !!r && !r.dm && !!r.settings && r.settings.private && isStaff(r);
+    ui.inviteForm.hidden = !show;
+    if (!show) return;
+    if (ui.inviteForm.getAttribute('data-room') !== r.name) {
+      ui.inviteForm.setAttribute('data-room', r.name);
+      ui.inviteInput.value = '';
+      setInviteStatus('', '');
+    }
+    const opts = [];
+    for (const [u, n] of S.names) {
+      if (u === S.me || r.members.has(u) || opts.length >= 50) continue;
+      opts.push(h('option', { value: u, label: n !== u ? n : null }));
+    }
+    ui.inviteUsers.replaceChildren(...opts);
+  }
+  function setInviteStatus(text, state) {
+    ui.inviteStatus.textContent = text;
+    ui.inviteStatus.hidden = !text;
+    ui.inviteStatus.setAttribute('data-state', state);
+  }
+  async function sendInvite() {
+    const r = S.active;
+    const user = ui.inviteInput.value.trim().replace(/^@/, '');
+    if (!r || r.dm || !user) return;
+    ui.inviteButton.disabled = true;
+    setInviteStatus('', '');
+    try {
+      await request({ type: 'invite', room: r.name, user });
+      if (S.active === r) {
+        setInviteStatus('Invited ' + (S.names.get(user) || user) + ' to #' + r.name, 'ok');
+        if (ui.inviteInput.value.trim().replace(/^@/, '') === user) ui.inviteInput.value = '';
+      }
+    } catch (e) {
+      if (S.active === r) setInviteStatus('Could not invite ' + user + ': ' + (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code), 'error');
+    } finally {
+      ui.inviteButton.disabled = false;
+    }
+  }
+
+  // `{"type":"invited","room","by"}`: this user was made a member of a (private) room.
+  function onInvited(m) {
+    if (typeof m.room !== 'string' || !ROOM_RE.test(m.room) || isDmName(m.room)) return;
+    const by = m.by != null ? String(m.by) : '';
+    S.partQueue.delete(m.room);
+    const had = S.rooms.get(m.room);
+    if (had && (had.joined || had.joining)) return; // here already
+    const r = addRoom(m.room);
+    r.invitedBy = by;
+    renderRoomList();
+    // a member may read the settings: the topic, the lock in the list
+    request({ type: 'room', room: m.room }).then((res) => {
+      if (S.rooms.get(m.room) === r) applySettings(r, res, typeof res.last_seq === 'number' ? res.last_seq : undefined);
+    }, () => {});
+    showInviteNote(m.room, by);
+  }
+  const inviteNotes = [];
+  function showInviteNote(room, by) {
+    removeInviteNote(room);
+    const who = by ? S.names.get(by) || by : 'Someone';
+    const join = h('button', { type: 'button', class: 'link', 'data-testid': 'invite-join', text: 'Join' });
+    const close = h('button', { type: 'button', class: 'icon', 'data-testid': 'invite-dismiss', 'aria-label': 'Dismiss', text: '×' });
+    const note = h('div', { class: 'mention-note invite-note', role: 'alert', 'data-testid': 'invite-notification',
+      'data-room': room, 'data-by': by },
+    h('span', { class: 'mention-note-text', dir: 'auto', text: who + ' invited you to #' + room }), join, close);
+    close.addEventListener('click', () => removeInviteNote(room));
+    join.addEventListener('click', () => { removeInviteNote(room); joinInvited(room); });
+    inviteNotes.unshift({ room, note });
+    ui.mentionNotes.prepend(note);
+    while (inviteNotes.length > MAX_INVITE_NOTES) inviteNotes.pop().note.remove();
+  }
+  function removeInviteNote(room) {
+    for (let i = inviteNotes.length - 1; i >= 0; i--) {
+      if (room == null || inviteNotes[i].room === room) { inviteNotes[i].note.remove(); inviteNotes.splice(i, 1); }
+    }
+  }
+  function joinInvited(room) {
+    S.partQueue.delete(room);
+    openRoomItem(addRoom(room));
+  }
+
   function sendTyping() {
     const r = S.active;
     if (!r || S.state !== 'online' || r.noTyping || !ui.composerInput.value.trim()) return;
@@ -1362,6 +1892,8 @@
       S.confirmDelete = null;
       closeSuggestions();
       if (r) decideMarker(r); // where "new messages" begins, from before this look
+      if (S.search && (!r || S.search.room !== r.name)) { closeSearch(); clearSearchInput(); }
+      if (S.settingsForm && (!r || S.settingsForm.room !== r.name)) closeSettings();
     }
     S.active = r;
     renderAll();
@@ -1377,6 +1909,7 @@
     renderReplyPreview();
     renderPresence();
     renderTyping();
+    renderSearch();
     updateTitle();
   }
 
@@ -1390,9 +1923,58 @@
     ui.roomRole.title = role ? 'Your role in #' + r.name : '';
     ui.partButton.hidden = !r || r.dm;
     ui.partButton.title = r && !r.dm ? 'Leave #' + r.name + (S.protocol >= 2 ? ' on all your devices' : '') : '';
-    ui.composerInput.disabled = !r;
-    ui.sendButton.disabled = !r;
-    ui.composerInput.placeholder = r ? 'Message ' + roomLabel(r) : 'Join a room to chat';
+    // v2: the topic under the title, badges for the settings, the settings button for staff
+    const st = r && !r.dm ? r.settings : null;
+    const canSet = S.protocol >= 2 && isStaff(r);
+    const topic = st ? st.topic : '';
+    ui.topicRow.hidden = !topic && !canSet;
+    ui.roomTopic.textContent = topic || (canSet ? 'No topic' : '');
+    ui.roomTopic.classList.toggle('empty', !topic);
+    ui.roomTopic.title = topic;
+    ui.roomTopic.setAttribute('data-topic', topic);
+    ui.settingsButton.hidden = !canSet;
+    const badges = [];
+    if (st && st.private) badges.push(['private', '🔒 private', 'Only members and invited users can join']);
+    if (st && st.read_only) badges.push(['read-only', 'read-only', 'Only the owner and moderators can write']);
+    if (st && st.slow_mode > 0) badges.push(['slow-mode', 'slow mode ' + st.slow_mode + 's', 'A member may send one message every ' + st.slow_mode + ' s']);
+    ui.roomBadges.replaceChildren(...badges.map(([k, text, title]) =>
+      h('span', { class: 'room-badge', 'data-testid': 'room-badge', 'data-badge': k, title, text })));
+    ui.searchForm.hidden = S.protocol < 2 || !r;
+    ui.searchInput.placeholder = '🔍 Search' + (r ? ' ' + roomLabel(r) : '');
+    renderComposerState();
+  }
+
+  // The composer: off without a room and, for a plain member, in a read-only room; in slow mode
+  // a countdown until the next send is allowed (the text stays in the composer meanwhile).
+  function renderComposerState() {
+    const r = S.active;
+    const locked = writeLocked(r);
+    const wait = r ? Math.max(0, r.slowUntil - Date.now()) : 0;
+    ui.composerInput.disabled = !r || locked;
+    ui.sendButton.disabled = !r || locked || wait > 0;
+    ui.composerInput.placeholder = !r ? 'Join a room to chat' : locked ? 'This room is read-only' : 'Message ' + roomLabel(r);
+    ui.readOnlyNote.hidden = !locked;
+    ui.composer.setAttribute('data-locked', locked ? 'true' : 'false');
+    ui.app.classList.toggle('write-locked', locked); // no edit or reply buttons either
+    ui.slowNote.hidden = !(wait > 0) || locked;
+    if (wait > 0) {
+      const secs = Math.ceil(wait / 1000);
+      ui.slowNote.textContent = 'Slow mode: you can send again in ' + secs + 's';
+      ui.slowNote.setAttribute('data-seconds', String(secs));
+      if (!S.slowTimer) S.slowTimer = setInterval(renderComposerState, 250);
+    } else {
+      ui.slowNote.textContent = '';
+      ui.slowNote.removeAttribute('data-seconds');
+      if (S.slowTimer) { clearInterval(S.slowTimer); S.slowTimer = null; }
+    }
+    if (locked && S.suggest) closeSuggestions();
+  }
+
+  // A room of the list opened: one the user was invited into (not joined yet) is joined now.
+  function openRoomItem(r) {
+    setActive(r);
+    closeDrawers();
+    if (!r.dm && !r.joined && !r.joining && S.state === 'online') joinRoom(r, S.gen, false);
   }
 
   function renderRoomList() {
@@ -1405,17 +1987,23 @@
         title: r.dm ? 'Close' : 'Leave ' + r.name, 'aria-label': r.dm ? 'Close' : 'Leave', text: '×' });
       close.addEventListener('click', (ev) => { ev.stopPropagation(); partRoom(r); });
       const li = h('li', { class: 'room-item' + (r === S.active ? ' active' : '') + (r.unread ? ' has-unread' : '') +
-          (r.mentioned ? ' has-mention' : ''),
+          (r.mentioned ? ' has-mention' : '') + (r.invitedBy != null && !r.joined ? ' invited' : ''),
         'data-testid': 'room-item', 'data-room': r.name, 'data-unread': r.unread,
         'data-mentioned': r.mentioned ? 'true' : null,
         'data-joined': r.joined ? 'true' : 'false', 'data-role': r.role,
+        'data-private': r.settings && r.settings.private ? 'true' : null,
+        'data-invited': r.invitedBy != null && !r.joined ? 'true' : null,
         'data-read-seq': r.readKnown ? r.readSeq : null, tabindex: 0, role: 'button',
         'aria-current': r === S.active ? 'true' : null },
+      r.settings && r.settings.private ? h('span', { class: 'room-lock', 'data-testid': 'room-lock', title: 'Private room',
+        'aria-label': 'private', text: '🔒' }) : null,
       h('span', { class: 'room-name', dir: 'auto', text: roomLabel(r) }),
+      r.invitedBy != null && !r.joined ? h('span', { class: 'invited-mark', 'data-testid': 'invited-mark',
+        title: 'Invited by ' + (S.names.get(r.invitedBy) || r.invitedBy), text: 'invited' }) : null,
       r.mentioned ? h('span', { class: 'mention-badge', 'data-testid': 'mention-badge', title: 'You were mentioned', text: '@' }) : null,
       badge, close);
-      li.addEventListener('click', () => { setActive(r); closeDrawers(); });
-      li.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); setActive(r); closeDrawers(); } });
+      li.addEventListener('click', () => openRoomItem(r));
+      li.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); openRoomItem(r); } });
       return li;
     };
     ui.roomList.replaceChildren(...rooms.map(item));
@@ -1535,6 +2123,7 @@
   }
 
   function messageEl(r, m) {
+    if (m.kind === 'system') return systemEl(r, m);
     const display = displayName(m);
     const avatar = h('span', { class: 'avatar', 'aria-hidden': 'true', text: initial(display) });
     avatar.style.backgroundColor = 'hsl(' + hue(m.from || display) + ' 55% 45%)';
@@ -1639,6 +2228,7 @@
   function renderPresence() {
     const r = S.active;
     const list = [];
+    renderInviteForm();
     if (r && r.dm) {
       ui.peopleTitle.textContent = 'Direct message';
       list.push([r.peer, S.names.get(r.peer) || r.peer]);
@@ -1734,7 +2324,11 @@
     S.partQueue = new Set();
     S.newLine = null;
     for (const e of mentionNotes.splice(0)) { clearTimeout(e.timer); e.note.remove(); }
+    removeInviteNote(null);
     closeSuggestions();
+    closeSearch();
+    clearSearchInput();
+    closeSettings();
   }
 
   // ---------------------------------------------------------------- events
@@ -1820,6 +2414,21 @@
     noteViewed(S.active);
   }, { passive: true });
   ui.partButton.addEventListener('click', () => { if (S.active) { partRoom(S.active); closeDrawers(); } });
+
+  // v2: search, settings, invites
+  ui.searchForm.addEventListener('submit', (ev) => { ev.preventDefault(); startSearch(ui.searchInput.value); });
+  ui.searchInput.addEventListener('input', () => ui.searchForm.classList.toggle('has-query', !!ui.searchInput.value));
+  ui.searchInput.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') { ev.preventDefault(); clearSearchInput(); closeSearch(); ui.composerInput.focus(); }
+  });
+  ui.searchClose.addEventListener('click', () => { closeSearch(); clearSearchInput(); });
+  ui.searchMore.addEventListener('click', () => { if (S.search) searchPage(S.search); });
+  ui.settingsButton.addEventListener('click', openSettings);
+  ui.settingsForm.addEventListener('submit', (ev) => { ev.preventDefault(); saveSettings(); });
+  ui.settingsForm.addEventListener('input', () => { if (S.settingsForm) S.settingsForm.touched = true; });
+  ui.settingsCancel.addEventListener('click', closeSettings);
+  ui.settingsDialog.addEventListener('close', () => { S.settingsForm = null; });
+  ui.inviteForm.addEventListener('submit', (ev) => { ev.preventDefault(); sendInvite(); });
 
   ui.toggleRooms.addEventListener('click', () => {
     ui.app.classList.toggle('show-rooms');

@@ -223,7 +223,14 @@ async function seedMessages(room, n, extra = [], { name = 'seeder' } = {}) {
   // From a page of the server's own origin: chatd refuses browser upgrades from other origins
   // (about:blank's is "null").
   await page.goto(baseUrl() + 'healthz', { timeout: WAIT });
-  const result = await page.evaluate(async ({ url, room, n, extra, name }) => {
+  try {
+    return await seedFromPage(page, room, n, extra, name);
+  } finally {
+    await ctx.close();  // also when a send was refused: its socket goes with the page
+  }
+}
+async function seedFromPage(page, room, n, extra, name) {
+  return page.evaluate(async ({ url, room, n, extra, name }) => {
     const deadline = Date.now() + 60000;
     const ws = new WebSocket(url);
     const waiting = new Map();
@@ -272,8 +279,6 @@ async function seedMessages(room, n, extra = [], { name = 'seeder' } = {}) {
     ws.close(1000);
     return { rateLimited, firstSeq: j.seq, acks };
   }, { url: wsUrl(), room, n, extra, name });
-  await ctx.close();
-  return result;
 }
 
 // ------------------------------------------------------------------ protocol v2 helpers
@@ -1045,6 +1050,322 @@ test('v2: leaving a room (part) on one page removes it on the other page of the 
   assert.equal(await roomItem(ivyB.page, 'pr').count(), 0);
   for (const p of [ivyA.page, ivyB.page, ivyC.page]) await p.context().close();
   await openRoom(alice.page, 'lobby');
+});
+
+// ------------------------------------------------------------------ protocol v2: search
+// Search in the open room (the box in the top bar) and wait for its answer.
+async function runSearch(page, query) {
+  await tid(page, 'search-input').fill(query);
+  await tid(page, 'search-input').press('Enter');
+  await page.waitForFunction((q) => {
+    const p = document.querySelector('[data-testid="search-panel"]');
+    return !!p && !p.hidden && p.getAttribute('data-query') === q.trim() && p.getAttribute('data-state') !== 'loading';
+  }, query, { timeout: WAIT });
+}
+const searchResults = (page) => page.$$eval('[data-testid="search-result"]', (els) => els.map((e) => ({
+  seq: Number(e.getAttribute('data-seq')),
+  author: e.querySelector('[data-testid="search-result-author"]').textContent,
+  text: e.querySelector('[data-testid="search-result-text"]').textContent,
+})));
+const searchStatus = (page) => tid(page, 'search-status').evaluate((e) => ({ state: e.getAttribute('data-state'), text: e.textContent }));
+// Click "Older results" and wait until n results are shown.
+async function searchMore(page, n) {
+  await tid(page, 'search-more').click();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="search-result"]').length === n &&
+    document.querySelector('[data-testid="search-panel"]').getAttribute('data-state') === 'done', n, { timeout: WAIT });
+}
+
+test('v2: search finds a message of the room, not a deleted one; pages back; opens a result', async () => {
+  const seeded = await seedMessages('find', 60);          // "history 001" … "history 060", seqs 1..60
+  assert.equal(seeded.firstSeq, 0, 'a new room');
+  await joinRoom(alice.page, 'find');
+  await waitForMessage(alice.page, 'history 060');
+  await sendMessage(alice.page, 'deploy failed on staging 🚨');
+  await sendMessage(alice.page, 'the deploy worked');
+  await sendMessage(alice.page, 'Deploy FAILED again, delete me');
+  const kept = await waitForMessage(alice.page, 'deploy failed on staging 🚨');
+  const gone = await waitForMessage(alice.page, 'Deploy FAILED again, delete me');
+  await messageAction(alice.page, gone, 'delete-button');
+  await msgEl(alice.page, gone).locator('[data-testid="delete-confirm"]').click();
+  await waitForDeleted(alice.page, gone);
+
+  // a result that is not loaded in the timeline (the first page holds seqs 15..64) is only marked
+  await runSearch(alice.page, 'history 001');
+  assert.deepEqual(await searchResults(alice.page), [{ seq: 1, author: 'seeder', text: 'history 001' }]);
+  assert.equal(await msgEl(alice.page, 1).count(), 0, 'seq 1 is not loaded');
+  await alice.page.locator('[data-testid="search-result"][data-seq="1"][data-in-timeline="false"]').click();
+  await alice.page.waitForSelector('[data-testid="search-result"][data-seq="1"][data-selected="true"]', { timeout: WAIT });
+  assert.equal(await msgEl(alice.page, 1).count(), 0, 'no history was loaded for it');
+
+  // every word, any case; the deleted message never matches
+  await runSearch(alice.page, 'deploy failed');
+  assert.deepEqual(await searchResults(alice.page), [{ seq: kept, author: alice.name, text: 'deploy failed on staging 🚨' }]);
+  assert.match(await tid(alice.page, 'search-result-time').textContent(), new RegExp(`^#${kept} · \\d{1,2}[:.]\\d{2}`));
+  assert.deepEqual(await alice.page.$$eval('[data-testid="search-result-text"] mark', (els) => els.map((e) => e.textContent)),
+    ['deploy', 'failed'], 'the words are marked');
+  assert.equal(await tid(alice.page, 'search-more').isHidden(), true);
+  // a click on a result loaded in the timeline scrolls there and flashes it
+  await alice.page.evaluate(() => { document.querySelector('[data-testid="message-list"]').scrollTop = 0; });
+  await alice.page.locator(`[data-testid="search-result"][data-seq="${kept}"]`).click();
+  await alice.page.waitForFunction((seq) => {
+    const li = document.querySelector(`[data-testid="message"][data-seq="${seq}"]`);
+    const list = document.querySelector('[data-testid="message-list"]').getBoundingClientRect();
+    const r = li && li.getBoundingClientRect();
+    return !!r && li.classList.contains('flash') && r.top >= list.top - 1 && r.bottom <= list.bottom + 1;
+  }, kept, { timeout: WAIT });
+  assert.equal(await alice.page.locator(`[data-testid="search-result"][data-seq="${kept}"]`).getAttribute('data-selected'), 'true');
+  await alice.page.screenshot({ path: path.join(ARTIFACTS, 'chat-search.png') });
+
+  // nothing found
+  await runSearch(alice.page, 'zebra unicorn');
+  assert.deepEqual(await searchResults(alice.page), []);
+  assert.deepEqual(await searchStatus(alice.page), { state: 'empty', text: 'no messages found' });
+
+  // newest first, 20 at a time; "Older results" asks with before = the lowest seq shown
+  await runSearch(alice.page, 'HISTORY');
+  let seqs = (await searchResults(alice.page)).map((x) => x.seq);
+  assert.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => 60 - i));
+  await searchMore(alice.page, 40);
+  await searchMore(alice.page, 60);
+  seqs = (await searchResults(alice.page)).map((x) => x.seq);
+  assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => 60 - i));
+  await tid(alice.page, 'search-more').waitFor({ state: 'hidden', timeout: WAIT });
+
+  // the server's refusal shows in the panel
+  await runSearch(alice.page, 'x'.repeat(600));
+  const refused = await searchStatus(alice.page);
+  assert.equal(refused.state, 'error');
+  assert.match(refused.text, /^too_large/);
+
+  // closed with ×; another room closes it too
+  await tid(alice.page, 'search-close').click();
+  await tid(alice.page, 'search-panel').waitFor({ state: 'hidden', timeout: WAIT });
+  await runSearch(alice.page, 'deploy');
+  await joinRoom(alice.page, 'lobby');   // joined already (in the whole suite): opens it
+  await tid(alice.page, 'search-panel').waitFor({ state: 'hidden', timeout: WAIT });
+  assert.equal(await tid(alice.page, 'search-input').inputValue(), '');
+});
+
+// ------------------------------------------------------------------ protocol v2: room settings, read-only, slow mode, private rooms, invites
+// Open the settings dialog of the open room, change the given fields, save; wait until it closes.
+async function changeSettings(page, { topic, priv, readOnly, slowMode }) {
+  await tid(page, 'settings-button').click();
+  await tid(page, 'settings-dialog').waitFor({ timeout: WAIT });
+  if (topic !== undefined) await tid(page, 'settings-topic').fill(topic);
+  if (priv !== undefined) await tid(page, 'settings-private').setChecked(priv);
+  if (readOnly !== undefined) await tid(page, 'settings-read-only').setChecked(readOnly);
+  if (slowMode !== undefined) await tid(page, 'settings-slow-mode').fill(String(slowMode));
+  await tid(page, 'settings-save').click();
+  await tid(page, 'settings-dialog').waitFor({ state: 'hidden', timeout: WAIT }).catch(async (e) => {
+    throw new Error(`the settings dialog stayed open: ${await tid(page, 'settings-error').textContent()} (${e.message})`);
+  });
+}
+// A user as a page names them: the display name, or the user id when the page has not met them.
+const reEscape = (t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const known = (u) => `(?:${reEscape(u.name)}|${reEscape(u.user)})`;
+const roomBadges = (page) => page.$$eval('[data-testid="room-badge"]', (els) => els.map((e) => e.getAttribute('data-badge')));
+const systemLines = (page) => page.$$eval('[data-testid="system-line"] [data-testid="system-text"]', (els) => els.map((e) => e.textContent));
+async function waitForSystemLine(page, text) {
+  await page.waitForFunction((t) => [...document.querySelectorAll('[data-testid="system-line"] [data-testid="system-text"]')]
+    .some((e) => e.textContent === t), text, { timeout: WAIT }).catch(async () => {
+    throw new Error(`no system line "${text}"; there are ${JSON.stringify(await systemLines(page))}`);
+  });
+}
+// Wait until the header shows this topic ('' = none).
+async function waitForTopic(page, topic) {
+  await page.waitForFunction((t) => {
+    const e = document.querySelector('[data-testid="room-topic"]');
+    return e.getAttribute('data-topic') === t && (t === '' || (!e.closest('[hidden]') && e.textContent === t));
+  }, topic, { timeout: WAIT }).catch(async () => {
+    throw new Error(`topic is "${await tid(page, 'room-topic').getAttribute('data-topic')}", wanted "${topic}"`);
+  });
+}
+
+test('v2: the owner sets a topic: the other user sees it live and after a reload', async () => {
+  await joinRoom(alice.page, 'topic-room');      // a new room: alice owns it
+  await joinRoom(bob.page, 'topic-room');
+  assert.equal(await tid(alice.page, 'room-role').textContent(), 'owner');
+  assert.equal(await tid(bob.page, 'room-role').textContent(), 'member');
+  await tid(alice.page, 'settings-button').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'settings-button').isHidden(), true, 'a member gets no settings button');
+  assert.equal(await tid(bob.page, 'room-topic').isHidden(), true, 'no topic yet');
+  await sendMessage(bob.page, 'before the topic');
+  await waitForMessage(alice.page, 'before the topic');
+
+  const topic = 'Deploys & incidents 🚀 <b>not bold</b>';
+  await changeSettings(alice.page, { topic });
+  await waitForTopic(bob.page, topic);
+  await waitForTopic(alice.page, topic);
+  assert.equal(await bob.page.locator('[data-testid="room-topic"] b').count(), 0, 'HTML stays text');
+  await waitForSystemLine(bob.page, `${alice.name} set the topic to “${topic}”`);
+  await waitForSystemLine(alice.page, `You set the topic to “${topic}”`);
+  // the moderation event took a seq: no message element for it, the messages once each
+  for (const { page } of [alice, bob]) {
+    const seqs = await messageSeqs(page);
+    assert.equal(new Set(seqs).size, seqs.length);
+  }
+  await sendMessage(bob.page, 'after the topic');
+  await waitForMessage(alice.page, 'after the topic');
+
+  // after a reload: the topic from joined, the line from history
+  bob = await reloadAs(bob, 'bob');
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="topic-room"][data-joined="true"].active', { state: 'attached', timeout: WAIT });
+  await waitForTopic(bob.page, topic);
+  await waitForMessage(bob.page, 'after the topic');
+  await waitForSystemLine(bob.page, `${alice.name} set the topic to “${topic}”`);
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"]`, { timeout: WAIT });
+
+  // cleared
+  await changeSettings(alice.page, { topic: '' });
+  await waitForTopic(bob.page, '');
+  await tid(bob.page, 'room-topic').waitFor({ state: 'hidden', timeout: WAIT });
+  await waitForSystemLine(bob.page, `${alice.name} cleared the topic`);
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: a read-only room disables the composer of a member; reactions still work', async () => {
+  await joinRoom(alice.page, 'ro-room');
+  await joinRoom(bob.page, 'ro-room');
+  await sendMessage(bob.page, 'bob writes while he may');
+  await waitForMessage(alice.page, 'bob writes while he may');
+
+  await changeSettings(alice.page, { readOnly: true });
+  await tid(bob.page, 'read-only-note').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'read-only-note').textContent(), 'Only the owner and moderators can write here');
+  assert.equal(await tid(bob.page, 'composer-input').isDisabled(), true);
+  assert.equal(await tid(bob.page, 'send-button').isDisabled(), true);
+  assert.deepEqual(await roomBadges(bob.page), ['read-only']);
+  await waitForSystemLine(bob.page, `${alice.name} made the room read-only`);
+  // the owner writes on
+  assert.equal(await tid(alice.page, 'composer-input').isDisabled(), false);
+  assert.equal(await tid(alice.page, 'read-only-note').isHidden(), true);
+  await sendMessage(alice.page, 'announcement: this room is read-only now');
+  const seq = await waitForMessage(bob.page, 'announcement: this room is read-only now');
+  // bob still reacts, but gets no reply button
+  await messageAction(bob.page, seq, 'react-button', '👍');
+  for (const { page } of [alice, bob]) await waitForReactionCount(page, seq, '👍', 1);
+  assert.equal(await msgEl(bob.page, seq).locator('[data-testid="reply-button"]').isHidden(), true);
+  // the server refuses bob's send from another connection all the same
+  await assert.rejects(seedMessages('ro-room', 0, [{ text: 'sneaking past the page' }], { name: 'bob' }), /forbidden/);
+  // still locked after a reload (joined carries the settings)
+  bob = await reloadAs(bob, 'bob');
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="ro-room"][data-joined="true"].active', { state: 'attached', timeout: WAIT });
+  await tid(bob.page, 'read-only-note').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'composer-input').isDisabled(), true);
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"]`, { timeout: WAIT });
+
+  await changeSettings(alice.page, { readOnly: false });
+  await tid(bob.page, 'read-only-note').waitFor({ state: 'hidden', timeout: WAIT });
+  assert.equal(await tid(bob.page, 'composer-input').isDisabled(), false);
+  assert.deepEqual(await roomBadges(bob.page), []);
+  await waitForSystemLine(bob.page, `${alice.name} let everyone write again`);
+  await sendMessage(bob.page, 'bob writes again');
+  await waitForMessage(alice.page, 'bob writes again');
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: slow mode: a member\'s early send waits with a countdown and keeps its text', async () => {
+  await joinRoom(alice.page, 'slow-room');
+  await joinRoom(bob.page, 'slow-room');
+  await changeSettings(alice.page, { slowMode: 60 });
+  await bob.page.waitForSelector('[data-testid="room-badge"][data-badge="slow-mode"]', { timeout: WAIT });
+  assert.equal(await bob.page.locator('[data-testid="room-badge"][data-badge="slow-mode"]').textContent(), 'slow mode 60s');
+  await waitForSystemLine(bob.page, `${alice.name} set slow mode to 60 s`);
+
+  await sendMessage(bob.page, 'first in slow mode');
+  await waitForMessage(alice.page, 'first in slow mode');
+  await tid(bob.page, 'slow-mode-note').waitFor({ timeout: WAIT });
+  assert.match(await tid(bob.page, 'slow-mode-note').textContent(), /^Slow mode: you can send again in \d+s$/);
+  await tid(bob.page, 'composer-input').fill('too soon');
+  await tid(bob.page, 'composer-input').press('Enter');
+  assert.equal(await tid(bob.page, 'composer-input').inputValue(), 'too soon', 'the text stays');
+  assert.equal(await tid(bob.page, 'pending-message').count(), 0);
+  // the countdown counts down
+  const s0 = Number(await tid(bob.page, 'slow-mode-note').getAttribute('data-seconds'));
+  await bob.page.waitForFunction((s0) => Number(document.querySelector('[data-testid="slow-mode-note"]').getAttribute('data-seconds')) < s0,
+    s0, { timeout: WAIT });
+
+  // another page of bob's knows nothing of the wait: the server refuses (rate_limited, retry_ms)
+  const bob2 = await signIn(await openClient('bob2'), { name: 'bob' });
+  await bob2.page.waitForSelector('[data-testid="room-item"][data-room="slow-room"][data-joined="true"]', { timeout: WAIT });
+  await openRoom(bob2.page, 'slow-room');
+  await sendMessage(bob2.page, 'refused by the server');
+  await tid(bob2.page, 'slow-mode-note').waitFor({ timeout: WAIT });
+  assert.match(await tid(bob2.page, 'slow-mode-note').textContent(), /^Slow mode: you can send again in \d+s$/);
+  const left = Number(await tid(bob2.page, 'slow-mode-note').getAttribute('data-seconds'));
+  assert.ok(left >= 1 && left <= 60, `the server's retry_ms as seconds: ${left}`);
+  await bob2.page.waitForFunction(() => document.querySelector('[data-testid="composer-input"]').value === 'refused by the server',
+    null, { timeout: WAIT });
+  assert.equal(await tid(bob2.page, 'pending-message').count(), 0);
+  // the owner is not bound by it
+  await sendMessage(alice.page, 'owner one');
+  await sendMessage(alice.page, 'owner two');
+  await waitForMessage(bob.page, 'owner two');
+  assert.equal(await tid(alice.page, 'slow-mode-note').isHidden(), true);
+  // turned off: both of bob's pages may send at once
+  await changeSettings(alice.page, { slowMode: 0 });
+  for (const p of [bob.page, bob2.page]) await tid(p, 'slow-mode-note').waitFor({ state: 'hidden', timeout: WAIT });
+  await waitForSystemLine(bob.page, `${alice.name} turned slow mode off`);
+  await tid(bob2.page, 'send-button').click();
+  await waitForMessage(alice.page, 'refused by the server');
+  await tid(bob.page, 'send-button').click();
+  await waitForMessage(alice.page, 'too soon');
+  await bob2.page.context().close();
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: a private room: bob cannot join; alice invites him, he sees the notice and joins', async () => {
+  await joinRoom(alice.page, 'vault');           // a new room: alice owns it
+  await changeSettings(alice.page, { priv: true, topic: 'secret plans' });
+  await alice.page.waitForSelector('[data-testid="room-badge"][data-badge="private"]', { timeout: WAIT });
+  await roomItem(alice.page, 'vault').locator('[data-testid="room-lock"]').waitFor({ timeout: WAIT });
+  await waitForSystemLine(alice.page, 'You set the topic to “secret plans” and made the room private');
+  await sendMessage(alice.page, 'for members only');
+  await waitForMessage(alice.page, 'for members only');
+
+  // bob is no member: his join is refused and the page says so
+  await tid(bob.page, 'room-input').fill('vault');
+  await tid(bob.page, 'join-button').click();
+  await bob.page.waitForFunction(() => /^Could not join #vault: forbidden/.test(document.querySelector('[data-testid="toast"]').textContent),
+    null, { timeout: WAIT });
+  await roomItem(bob.page, 'vault').waitFor({ state: 'detached', timeout: WAIT });
+  assert.equal(await tid(bob.page, 'invite-form').isHidden(), true);
+
+  // the owner invites him (the form shows in private rooms only)
+  await tid(alice.page, 'invite-form').waitFor({ timeout: WAIT });
+  await tid(alice.page, 'invite-input').fill(bob.user);
+  await tid(alice.page, 'invite-button').click();
+  await alice.page.waitForSelector('[data-testid="invite-status"][data-state="ok"]', { timeout: WAIT });
+  assert.match(await tid(alice.page, 'invite-status').textContent(), new RegExp(`^Invited ${known(bob)} to #vault$`));
+  assert.equal(await tid(alice.page, 'invite-input').inputValue(), '');
+
+  // bob: a notice with a Join button, and the room (with its lock) in his list
+  const note = bob.page.locator('[data-testid="invite-notification"][data-room="vault"]');
+  await note.waitFor({ timeout: WAIT });
+  assert.match(await note.locator('.mention-note-text').textContent(), new RegExp(`^${known(alice)} invited you to #vault$`));
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="vault"][data-invited="true"][data-private="true"]', { timeout: WAIT });
+  await roomItem(bob.page, 'vault').locator('[data-testid="room-lock"]').waitFor({ timeout: WAIT });
+  await note.locator('[data-testid="invite-join"]').click();
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="vault"][data-joined="true"].active', { state: 'attached', timeout: WAIT });
+  await note.waitFor({ state: 'detached', timeout: WAIT });
+  assert.equal(await roomItem(bob.page, 'vault').getAttribute('data-invited'), null);
+  await waitForMessage(bob.page, 'for members only');
+  await waitForTopic(bob.page, 'secret plans');
+  assert.deepEqual(await roomBadges(bob.page), ['private']);
+  await waitForSystemLine(bob.page, `${alice.name} set the topic to “secret plans” and made the room private`);
+  assert.equal(await tid(bob.page, 'invite-form').isHidden(), true, 'a member does not invite');
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"]`, { timeout: WAIT });
+  await sendMessage(bob.page, 'thanks for having me');
+  await waitForMessage(alice.page, 'thanks for having me');
+  // a member may search it
+  await runSearch(bob.page, 'members');
+  assert.deepEqual((await searchResults(bob.page)).map((x) => x.text), ['for members only']);
+  await alice.page.screenshot({ path: path.join(ARTIFACTS, 'chat-settings.png') });
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
 });
 
 test('sign in with a token from `chatd token`', async (t) => {
