@@ -4,6 +4,8 @@
 
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "actors/metrics.hpp"
 #include "messages/clock.hpp"
 #include "messages/codec.hpp"
@@ -90,6 +92,27 @@ bool may_read(room_actor* self, const std::string& user, bool admin) {
   return !st.settings.private_room || st.memberships.count(user) > 0;
 }
 
+// A user's ban or mute in force at `now` (ms).
+bool is_banned(room_actor* self, const std::string& user, int64_t now) {
+  auto it = self->state.restrictions.find(user);
+  return it != self->state.restrictions.end() && it->second.banned(now);
+}
+bool is_muted(room_actor* self, const std::string& user, int64_t now) {
+  auto it = self->state.restrictions.find(user);
+  return it != self->state.restrictions.end() && (it->second.muted(now) || it->second.banned(now));
+}
+
+// A user connected with the token role admin: nobody moderates them.
+bool is_connected_admin(room_actor* self, const std::string& user) {
+  auto it = self->state.members.users.find(user);
+  return it != self->state.members.users.end() && it->second.admin;
+}
+
+// Every joined connection of `user` stops receiving the room (left_msg: the
+// connection `except` with the parted reply, the others told `silent` or not).
+void drop_connections(room_actor* self, const std::string& user, bool silent,
+                      const conn_ref& except = {});
+
 // One CAF message per gateway that has members.
 void broadcast(room_actor* self, uint64_t seq, const std::string& frame,
                const std::string& skip_user = {}) {
@@ -109,7 +132,8 @@ std::vector<member_info> list_members(room_actor* self, size_t max) {
 bool busy(room_actor* self) {
   auto& st = self->state;
   return st.members.conn_count > 0 || st.in_flight || !st.queued.empty() || !st.held.empty() ||
-         st.looking_up || !st.pending_joins.empty() || !st.member_dirty.empty();
+         st.looking_up || !st.pending_joins.empty() || !st.member_dirty.empty() ||
+         !st.restrict_dirty.empty();
 }
 
 void schedule_idle_check(room_actor* self) {
@@ -134,13 +158,14 @@ void presence_event(room_actor* self, bool joined, const member_info& who) {
   }
 }
 
-void add_member(room_actor* self, const conn_ref& c, const member_info& who) {
+void add_member(room_actor* self, const conn_ref& c, const member_info& who, bool admin) {
   auto& m = self->state.members;
   auto& conns = m.by_gateway[c.gateway];
   if (conns.empty()) self->monitor(c.gateway);
   if (!conns.emplace(c.id, who.user).second) return;
   ++m.conn_count;
   auto& u = m.users[who.user];
+  u.admin = u.admin || admin;
   if (u.conns++ == 0) {
     u.name = who.name;
     presence_event(self, true, who);
@@ -195,6 +220,21 @@ void notify_mentions(room_actor* self, const stored_msg& msg) {
     self->send(reg, user_deliver{std::move(users), st.room, 0, frame});
 }
 
+// A kick or ban committed: the user's connections are told (all of them,
+// through the user's registry) and the joined ones stop receiving the room.
+void eject(room_actor* self, const stored_msg& ev) {
+  auto& st = self->state;
+  auto d = nlohmann::json::parse(ev.data, nullptr, false);
+  if (!d.is_object() || !d.contains("user") || !d["user"].is_string()) return;
+  auto user = d["user"].get<std::string>();
+  auto reason = d.value("reason", std::string{});
+  int64_t until = d.value("until", int64_t{0});
+  if (auto reg = st.deps.registry_for(user))
+    self->send(reg, user_deliver{{user}, st.room, 0,
+                                 encode_kicked(st.room, ev.from, reason, ev.text == "ban", until)});
+  drop_connections(self, user, true);
+}
+
 // A committed event: ack the sender, broadcast, then keep it in the window.
 void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us) {
   auto& st = self->state;
@@ -221,6 +261,8 @@ void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us
   global_metrics().messages_stored.fetch_add(1, std::memory_order_relaxed);
   if (msg.kind == event_kind::message && !msg.mentions.empty() && !st.dm)
     notify_mentions(self, msg);
+  if (msg.kind == event_kind::moderation && (msg.text == "kick" || msg.text == "ban"))
+    eject(self, msg);
   if (msg.kind != event_kind::message && msg.kind != event_kind::moderation) {
     // The target's current state follows, wherever the room holds it.
     if (!st.recent.apply(msg)) {
@@ -257,6 +299,8 @@ void requeue_members(room_actor* self) {
   auto& st = self->state;
   for (auto& [user, m] : st.member_flying) st.member_dirty.emplace(user, std::move(m));
   st.member_flying.clear();
+  for (auto& [user, r] : st.restrict_flying) st.restrict_dirty.emplace(user, std::move(r));
+  st.restrict_flying.clear();
   for (auto& r : st.reads_flying) st.reads_waiting.push_back(std::move(r));
   st.reads_flying.clear();
 }
@@ -273,6 +317,7 @@ void on_committed(room_actor* self, append_batch& done) {
     publish(self, std::move(m), &p.to, p.t0_us);
   }
   st.member_flying.clear();
+  st.restrict_flying.clear();
   auto reads = std::move(st.reads_flying);
   st.reads_flying.clear();
   for (auto& r : reads) answer_read(self, r);
@@ -388,14 +433,89 @@ const stored_msg* known_event(room_actor* self, uint64_t seq) {
   return it == st.looked_up.end() ? nullptr : &it->second;
 }
 
+// role (the owner), kick, ban, unban, mute, unmute (the owner, moderators):
+// a moderator cannot act on the owner or another moderator, nobody on a
+// server admin (as far as the room knows: one connected with that role).
+verdict check_moderation(room_actor* self, const send_req& r) {
+  static const char* actions[] = {"role", "kick", "ban", "unban", "mute", "unmute"};
+  if (std::find(std::begin(actions), std::end(actions), r.text) == std::end(actions))
+    return refuse(errc::bad_request, "unknown moderation action");
+  if (r.user == r.who.user) return refuse(errc::bad_request, "not on yourself");
+  if (is_connected_admin(self, r.user)) return refuse(errc::forbidden, "nobody acts on a server admin");
+  if (r.admin || r.trusted) return {};
+  auto actor = role_of(self, r.who.user);
+  auto target = role_of(self, r.user);
+  if (r.text == "role") {
+    if (actor != member_role::owner) return refuse(errc::forbidden, "only the room's owner gives roles");
+    return {};
+  }
+  if (actor == member_role::member)
+    return refuse(errc::forbidden, "only the room's owner and moderators moderate");
+  if (actor == member_role::moderator && target != member_role::member)
+    return refuse(errc::forbidden, "a moderator cannot act on the owner or another moderator");
+  return {};
+}
+
+// A moderation action takes effect at its seq: memberships, bans and mutes
+// change in memory now (stored with the batch); returns the event's detail.
+std::string apply_moderation(room_actor* self, const std::string& a, const send_req& r,
+                             int64_t ts) {
+  auto& st = self->state;
+  int64_t until = r.seconds ? ts + static_cast<int64_t>(r.seconds) * 1000 : restriction::forever;
+  auto touch = [&](auto&& change) {
+    auto& x = st.restrictions[r.user];
+    x.user = r.user;
+    change(x);
+    if (x.ban_until == 0 && x.mute_until == 0) {
+      st.restrictions.erase(r.user);
+      st.restrict_dirty[r.user] = std::nullopt;
+    } else {
+      st.restrict_dirty[r.user] = x;
+    }
+  };
+  if (a == "role") {
+    auto it = st.memberships.find(r.user);
+    if (it == st.memberships.end())
+      it = st.memberships.emplace(r.user, membership{r.user, member_role::member, st.last_seq}).first;
+    if (r.role == member_role::owner)
+      for (auto& [user, m] : st.memberships)
+        if (m.role == member_role::owner && user != r.user) {
+          m.role = member_role::moderator;  // one owner: the old one stays a moderator
+          st.member_dirty[user] = m;
+        }
+    it->second.role = r.role;
+    st.member_dirty[r.user] = it->second;
+    return encode_moderation_detail(r.user, 0, {}, to_string(r.role));
+  }
+  if (a == "kick" || a == "ban") {
+    if (st.memberships.erase(r.user) > 0) st.member_dirty[r.user] = std::nullopt;
+    if (a == "ban") touch([&](restriction& x) { x.ban_until = until; });
+    return encode_moderation_detail(r.user, a == "ban" ? until : 0, r.reason, nullptr);
+  }
+  if (a == "mute") {
+    touch([&](restriction& x) { x.mute_until = until; });
+    return encode_moderation_detail(r.user, until, r.reason, nullptr);
+  }
+  if (a == "unban") touch([&](restriction& x) { x.ban_until = 0; });
+  if (a == "unmute") touch([&](restriction& x) { x.mute_until = 0; });
+  return encode_moderation_detail(r.user, 0, {}, nullptr);
+}
+
 // A room_set: the owner changes anything, moderators the topic and slow mode.
 verdict check_settings(room_actor* self, const send_req& r) {
   if (r.text != "settings") return refuse(errc::bad_request, "unknown moderation action");
-  if (r.admin || r.trusted) return {};
+  // Changing nothing stores nothing (the noop ack, as react's).
+  auto& now = self->state.settings;
+  bool same = (!(r.set & settings_topic) || r.settings.topic == now.topic) &&
+              (!(r.set & settings_private) || r.settings.private_room == now.private_room) &&
+              (!(r.set & settings_read_only) || r.settings.read_only == now.read_only) &&
+              (!(r.set & settings_slow_mode) || r.settings.slow_mode == now.slow_mode);
+  verdict ok = same ? verdict{verdict::noop, errc::internal, {}} : verdict{};
+  if (r.admin || r.trusted) return ok;
   auto role = role_of(self, r.who.user);
-  if (role == member_role::owner) return {};
+  if (role == member_role::owner) return ok;
   if (role == member_role::moderator && (r.set & ~(settings_topic | settings_slow_mode)) == 0)
-    return {};
+    return ok;
   return refuse(errc::forbidden, role == member_role::moderator
                                      ? "only the room's owner may change private and read_only"
                                      : "only the room's owner and moderators may change its settings");
@@ -408,6 +528,12 @@ verdict check_request(room_actor* self, const send_req& r, const stored_msg* t, 
   auto& st = self->state;
   bool message = t && t->kind == event_kind::message;
   bool plain_member = !st.dm && !is_staff(self, r.who.user, r.admin, r.trusted);
+  // A ban or mute holds at every send, edit and react (deletes of one's own stay allowed).
+  if (!st.dm && !r.trusted && !r.admin && r.kind != event_kind::deleted &&
+      r.kind != event_kind::moderation && is_muted(self, r.who.user, ts))
+    return refuse(errc::forbidden, is_banned(self, r.who.user, ts)
+                                       ? "you are banned from this room"
+                                       : "you are muted in this room");
   switch (r.kind) {
     case event_kind::message:
       if (plain_member && st.settings.read_only)
@@ -450,7 +576,7 @@ verdict check_request(room_actor* self, const send_req& r, const stored_msg* t, 
     }
     case event_kind::moderation:
       if (st.dm) return refuse(errc::bad_request, "a conversation has no settings");
-      return check_settings(self, r);
+      return r.text == "settings" ? check_settings(self, r) : check_moderation(self, r);
   }
   return refuse(errc::bad_request, "not a request a room sequences");
 }
@@ -462,7 +588,8 @@ verdict check_request(room_actor* self, const send_req& r, const stored_msg* t, 
 // message in one batch store one.
 void dispatch(room_actor* self) {
   auto& st = self->state;
-  if (st.in_flight || (st.queued.empty() && st.member_dirty.empty())) return;
+  if (st.in_flight || (st.queued.empty() && st.member_dirty.empty() && st.restrict_dirty.empty()))
+    return;
   size_t n = std::min<size_t>(st.queued.size(), st.deps.cfg.max_batch);
   append_batch batch;
   batch.room = st.room;
@@ -515,7 +642,9 @@ void dispatch(room_actor* self) {
     m.on = p.req.on;
     if (target && m.kind != event_kind::message) apply_change(*target, m);
     if (m.kind == event_kind::message && !st.dm) st.last_sent[m.from] = ts;
-    if (m.kind == event_kind::moderation) {
+    if (m.kind == event_kind::moderation && m.text != "settings") {
+      m.data = apply_moderation(self, m.text, p.req, ts);  // (p.req.text moved to m.text)
+    } else if (m.kind == event_kind::moderation) {
       // Settings take effect at this seq: later requests of the batch obey them.
       auto& set = p.req.settings;
       if (p.req.set & settings_topic) st.settings.topic = set.topic;
@@ -539,6 +668,14 @@ void dispatch(room_actor* self) {
   }
   st.member_flying = std::move(st.member_dirty);
   st.member_dirty.clear();
+  for (auto& [user, r] : st.restrict_dirty) {
+    if (r)
+      batch.restrict_set.push_back(*r);
+    else
+      batch.restrict_del.push_back(user);
+  }
+  st.restrict_flying = std::move(st.restrict_dirty);
+  st.restrict_dirty.clear();
   st.reads_flying = std::move(st.reads_waiting);
   st.reads_waiting.clear();
   if (batch.empty()) return;
@@ -634,7 +771,7 @@ void handle_send(room_actor* self, send_req& req) {
 void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> recovered,
                  int8_t recovered_flag, uint64_t unread) {
   auto& st = self->state;
-  if (!st.dm) add_member(self, req.conn, req.who);
+  if (!st.dm) add_member(self, req.conn, req.who, req.admin);
   joined_msg out;
   out.conn = req.conn.id;
   out.room = st.room;
@@ -696,6 +833,8 @@ void handle_join(room_actor* self, const join_req& req) {
     join_with_unread(self, req, 0);
     return;
   }
+  if (!req.admin && is_banned(self, req.who.user, now_ms()))
+    return refuse_join(self, req, errc::forbidden, "you are banned from this room");
   auto it = st.memberships.find(req.who.user);
   if (it == st.memberships.end() && st.settings.private_room && !req.admin)
     return refuse_join(self, req, errc::forbidden, "this room is private: its members may invite you");
@@ -813,18 +952,24 @@ void handle_part(room_actor* self, const part_req& req) {
     st.member_dirty[req.user] = std::nullopt;
     dispatch(self);
   }
+  drop_connections(self, req.user, false, req.conn);
+  auto to = reply_target(self, req.conn, req.req_id);
+  answer(self, to, left_msg{0, {}, st.room, true});
+}
+
+void drop_connections(room_actor* self, const std::string& user, bool silent,
+                      const conn_ref& except) {
+  auto& st = self->state;
   std::vector<std::pair<gateway_actor, uint64_t>> conns;
   for (auto& [gw, ids] : st.members.by_gateway)
-    for (auto& [id, user] : ids)
-      if (user == req.user) conns.emplace_back(gw, id);
+    for (auto& [id, u] : ids)
+      if (u == user) conns.emplace_back(gw, id);
   for (auto& [gw, id] : conns) {
     st.pending_joins.erase({gw, id});
     remove_member(self, gw, id);
-    if (!(gw == req.conn.gateway && id == req.conn.id))
-      self->send(gw, left_msg{id, {}, st.room, true});
+    if (!(gw == except.gateway && id == except.id))
+      self->send(gw, left_msg{id, {}, st.room, true, silent});
   }
-  auto to = reply_target(self, req.conn, req.req_id);
-  answer(self, to, left_msg{0, {}, st.room, true});
 }
 
 // A room exists for the server API when it has (or had) events, memberships or members.
@@ -862,6 +1007,8 @@ void answer_history(room_actor* self, reply_to& to, std::vector<stored_msg> msgs
 void handle_history(room_actor* self, const history_req& req, reply_to to) {
   auto& st = self->state;
   if (!may_read(self, req.user, req.admin)) return answer_error(self, to, errc::not_found, no_such_room);
+  if (!req.admin && is_banned(self, req.user, now_ms()))
+    return answer_error(self, to, errc::forbidden, "you are banned from this room");
   uint64_t before = req.before == 0 ? st.last_seq + 1 : std::min(req.before, st.last_seq + 1);
   uint64_t lo = before > req.limit ? before - req.limit : 1;
   lo = std::max(lo, st.first_seq);
@@ -894,6 +1041,8 @@ void handle_history(room_actor* self, const history_req& req, reply_to to) {
 void handle_search(room_actor* self, const search_req& req, reply_to to) {
   auto& st = self->state;
   if (!may_read(self, req.user, req.admin)) return answer_error(self, to, errc::not_found, no_such_room);
+  if (!req.admin && is_banned(self, req.user, now_ms()))
+    return answer_error(self, to, errc::forbidden, "you are banned from this room");
   self->request(st.deps.store, st.deps.cfg.store_timeout, search_atom_v, st.room, req.query,
                 req.before, req.limit + 1)
       .then(
@@ -994,7 +1143,7 @@ void handle_typing(room_actor* self, const typing_req& req) {
     return;
   }
   auto it = st.members.users.find(req.user);
-  if (it != st.members.users.end() && is_member(self, req.conn))
+  if (it != st.members.users.end() && is_member(self, req.conn) && !is_muted(self, req.user, now_ms()))
     broadcast(self, 0, encode_typing(st.room, req.user, it->second.name), req.user);
 }
 
@@ -1010,6 +1159,8 @@ void apply_snapshot(room_actor* self, room_snapshot& snap) {
   st.memberships.clear();
   for (auto& m : snap.members) st.memberships.emplace(m.user, m);
   st.settings = snap.settings;
+  st.restrictions.clear();
+  for (auto& r : snap.restrictions) st.restrictions.emplace(r.user, r);
   for (auto& m : snap.idem) {
     auto key = idem_key(m.from, m.idem_key);
     if (!key.empty()) st.idem.remember(key, m.seq, m.ts);

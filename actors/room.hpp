@@ -80,6 +80,7 @@ struct room_members {
   struct user_entry {
     std::string name;
     size_t conns = 0;
+    bool admin = false;  // a connection with the token role admin (nobody moderates them)
   };
   std::map<gateway_actor, std::unordered_map<uint64_t, std::string>> by_gateway;
   std::map<std::string, user_entry> users;
@@ -148,6 +149,11 @@ struct room_state {
   // sequenced, so that the requests after it in seq order obey them; a failed
   // append reloads them from the store (resync).
   room_settings settings;
+  // Bans and mutes (protocol v2 moderation), applied when their event is
+  // sequenced and stored with it; changes wait for the next batch as
+  // memberships do (null: lifted).
+  std::map<std::string, restriction> restrictions;
+  std::map<std::string, std::optional<restriction>> restrict_dirty, restrict_flying;
   // Slow mode: the ts of each member's last message sequenced here.
   std::unordered_map<std::string, int64_t> last_sent;
 

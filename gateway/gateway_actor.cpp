@@ -27,8 +27,10 @@ void post_reply(io_shard* shard, Reply&& r) {
         if (r.join) s->on_join_refused(r.room, r.req_id);
         s->on_answered({}, r.req_id);
       }
-      if constexpr (std::is_same_v<reply_type, left_msg>)
+      if constexpr (std::is_same_v<reply_type, left_msg>) {
         if (r.parted) s->on_parted(r.room);
+        if (r.silent) return;  // kicked: the registry brought the user's `kicked`
+      }
       if constexpr (std::is_same_v<reply_type, my_rooms_msg>) {
         // A cluster's nodes answer one by one: the session sends the merge.
         s->on_my_rooms(r);

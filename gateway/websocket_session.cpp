@@ -421,6 +421,12 @@ void websocket_session::handle(std::string_view text) {
       handle_membership(req);
       break;
     case req_type::room_set:
+    case req_type::role:
+    case req_type::kick:
+    case req_type::ban:
+    case req_type::unban:
+    case req_type::mute:
+    case req_type::unmute:
       handle_change(req);
       break;
     case req_type::my_rooms:
@@ -882,10 +888,10 @@ void websocket_session::handle_change(client_req& req) {
     send_error(req.id, "rate_limited", "too many messages, slow down");
     return;
   }
-  auto kind = req.type == req_type::edit       ? event_kind::edited
-              : req.type == req_type::del      ? event_kind::deleted
-              : req.type == req_type::room_set ? event_kind::moderation
-                                               : event_kind::reaction;
+  auto kind = req.type == req_type::edit    ? event_kind::edited
+              : req.type == req_type::del   ? event_kind::deleted
+              : req.type == req_type::react ? event_kind::reaction
+                                            : event_kind::moderation;
   if (is_dm_room(req.room)) {
     // A conversation is not joined: its room checks that this user is in it.
     std::string a, b;
@@ -906,10 +912,16 @@ void websocket_session::handle_change(client_req& req) {
     return;
   }
   auto s = make_send(req, kind);
-  if (kind == event_kind::moderation) {
+  if (req.type == req_type::room_set) {
     s.text = "settings";
     s.settings = std::move(req.settings);
     s.set = req.set;
+  } else if (kind == event_kind::moderation) {
+    s.text = to_string(req.type);  // role, kick, ban, unban, mute, unmute
+    s.user = std::move(req.user);
+    s.reason = std::move(req.reason);
+    s.seconds = req.seconds;
+    s.role = req.role;
   }
   send_to_room(it->second, std::move(s));
 }

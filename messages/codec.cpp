@@ -15,7 +15,8 @@ namespace {
 const char* type_names[] = {"hello",    "refresh", "join", "leave", "send",  "history",
                             "presence", "typing",  "dm",   "rooms", "ping",  "edit",
                             "delete",   "react",   "read", "my_rooms", "part", "search",
-                            "room_set", "room",   "invite"};
+                            "room_set", "room",   "invite", "role", "kick", "ban",
+                            "unban",    "mute",   "unmute"};
 
 // At most `n` bytes of valid UTF-8 `s`, never cutting a character in half (the
 // result goes into an error message, which must stay valid UTF-8).
@@ -184,7 +185,47 @@ bool settings_fields(const json& j, client_req& out, decode_error& err) {
   return idem_field(j, limits{}, out, err);
 }
 
+// The moderation requests: `user`, and what each one takes.
+bool moderation_fields(const json& j, client_req& out, decode_error& err) {
+  if (!room_field(j, out.room, err) || !req_string(j, "user", out.user, err)) return false;
+  if (is_dm_room(out.room)) return fail(err, errc::bad_request, "a conversation has no moderators");
+  if (!user_id_shape(out.user)) return fail(err, errc::bad_request, "'user' must name a user");
+  if (out.type == req_type::role) {
+    std::string role;
+    if (!req_string(j, "role", role, err)) return false;
+    if (role == "member") out.role = member_role::member;
+    else if (role == "moderator") out.role = member_role::moderator;
+    else if (role == "owner") out.role = member_role::owner;
+    else return fail(err, errc::bad_request, "'role' must be member, moderator or owner");
+  }
+  if (out.type == req_type::kick || out.type == req_type::ban || out.type == req_type::mute) {
+    if (!opt_string(j, "reason", out.reason, err)) return false;
+    size_t n = 0;
+    bool ok = for_each_code_point(out.reason, [&n](uint32_t cp) {
+      ++n;
+      return cp >= 0x20 && cp != 0x7F;
+    });
+    if (!ok) return fail(err, errc::bad_request, "'reason' must be one line of valid UTF-8");
+    if (n > max_topic_chars)
+      return fail(err, errc::too_large,
+                  "'reason' is longer than " + std::to_string(max_topic_chars) + " characters");
+  }
+  if (out.type == req_type::ban || out.type == req_type::mute) {
+    bool present = false;
+    if (!opt_uint(j, "seconds", present, out.seconds, err)) return false;
+    // At most ten years: until stays far from the end of int64 milliseconds.
+    if (present && (out.seconds == 0 || out.seconds > 10ull * 366 * 24 * 3600))
+      return fail(err, errc::bad_request, "'seconds' must be 1 to 316224000 (or absent: until lifted)");
+  }
+  return idem_field(j, limits{}, out, err);
+}
+
 }  // namespace
+
+const char* to_string(req_type t) {
+  auto i = static_cast<size_t>(t);
+  return i < std::size(type_names) ? type_names[i] : "unknown";
+}
 
 bool decode_request(std::string_view text, const limits& lim, client_req& out, decode_error& err) {
   if (json_nesting_depth(text) > lim.max_depth)
@@ -290,6 +331,13 @@ bool decode_request_json(const json& j, const limits& lim, client_req& out, deco
       if (!room_field(j, out.room, err)) return false;
       if (is_dm_room(out.room)) return fail(err, errc::bad_request, "a conversation has no settings");
       return settings_fields(j, out, err);
+    case req_type::role:
+    case req_type::kick:
+    case req_type::ban:
+    case req_type::unban:
+    case req_type::mute:
+    case req_type::unmute:
+      return moderation_fields(j, out, err);
     case req_type::invite:
       if (!room_field(j, out.room, err) || !req_string(j, "user", out.user, err)) return false;
       if (is_dm_room(out.room)) return fail(err, errc::bad_request, "nobody is invited into a conversation");
@@ -565,6 +613,30 @@ std::string encode_invited(const std::string& room, const std::string& by) {
   std::string out = "{\"type\":\"invited\"";
   put_str(out, "room", room);
   put_str(out, "by", by);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_moderation_detail(const std::string& user, int64_t until,
+                                     const std::string& reason, const char* role) {
+  std::string out = "{\"user\":" + json_quote(user);
+  if (until > 0 && until != restriction::forever)
+    out.append(",\"until\":").append(std::to_string(until));
+  if (!reason.empty()) put_str(out, "reason", reason);
+  if (role) put_str(out, "role", role);
+  out.push_back('}');
+  return out;
+}
+
+std::string encode_kicked(const std::string& room, const std::string& by,
+                          const std::string& reason, bool ban, int64_t until) {
+  std::string out = "{\"type\":\"kicked\"";
+  put_str(out, "room", room);
+  put_str(out, "by", by);
+  if (!reason.empty()) put_str(out, "reason", reason);
+  if (ban) out.append(",\"ban\":true");
+  if (ban && until > 0 && until != restriction::forever)
+    out.append(",\"until\":").append(std::to_string(until));
   out.push_back('}');
   return out;
 }

@@ -26,7 +26,11 @@ struct limits {
 enum class req_type {
   hello, refresh, join, leave, send, history, presence, typing, dm, rooms, ping,
   edit, del, react, read, my_rooms, part, search, room_set, room, invite,
+  role, kick, ban, unban, mute, unmute,
 };
+
+// The request's "type" as the client wrote it ("delete" for del).
+const char* to_string(req_type t);
 
 // A search query: at most this many bytes.
 inline constexpr size_t max_query_bytes = 512;
@@ -55,7 +59,10 @@ struct client_req {
   std::string emoji;                  // react
   bool on = true;                     // react: false removes
   std::string query;                  // search
-  std::string user;                   // invite
+  std::string user;                   // invite and the moderation requests: who
+  std::string reason;                 // kick, ban, mute
+  uint64_t seconds = 0;               // ban, mute: 0 = until lifted
+  member_role role = member_role::member;  // role
   room_settings settings;             // room_set: the fields in `set`
   uint8_t set = 0;                    // settings_* bits (messages/model.hpp)
 };
@@ -130,6 +137,13 @@ std::string encode_mention(const std::string& room, uint64_t seq, const std::str
 std::string encode_invited(const std::string& room, const std::string& by);
 // A moderation event's detail (stored as its `data`): {"settings":{…}}.
 std::string encode_settings_detail(const room_settings& s);
+// The detail of role, kick, ban, unban, mute, unmute: {"user","until"?,"reason"?,"role"?}
+// (until 0: none; restriction::forever: none either, the action holds until lifted).
+std::string encode_moderation_detail(const std::string& user, int64_t until,
+                                     const std::string& reason, const char* role);
+// To every connection of a user kicked (or banned) from a room.
+std::string encode_kicked(const std::string& room, const std::string& by,
+                          const std::string& reason, bool ban, int64_t until);
 // type: "member_joined" or "member_left"
 std::string encode_member_event(std::string_view type, const std::string& room,
                                 const member_info& who);

@@ -119,6 +119,21 @@ inline constexpr uint8_t settings_topic = 1, settings_private = 2, settings_read
                          settings_slow_mode = 8;
 inline constexpr uint32_t max_slow_mode = 24 * 3600;
 
+// A user's ban or mute in a room (protocol v2 moderation), in ms since the
+// epoch: 0 = none, forever = until lifted. Lives with the room's home, stored
+// with the moderation event that sets it.
+struct restriction {
+  std::string user;
+  int64_t ban_until = 0;
+  int64_t mute_until = 0;
+  static constexpr int64_t forever = INT64_MAX;
+  bool banned(int64_t now) const { return ban_until > now; }
+  bool muted(int64_t now) const { return mute_until > now; }
+};
+inline bool operator==(const restriction& a, const restriction& b) {
+  return a.user == b.user && a.ban_until == b.ban_until && a.mute_until == b.mute_until;
+}
+
 // One row of `my_rooms`.
 struct user_room {
   std::string room;
@@ -166,6 +181,9 @@ struct left_msg {
   // `part` (protocol v2): the user's membership ended, "parted"; without a
   // req_id it tells another connection of the user that it no longer receives the room.
   bool parted = false;
+  // Kicked or banned: the connection stops receiving the room without a
+  // frame of its own (the user's connections got `kicked` through their registry).
+  bool silent = false;
 };
 
 // The answer to `read`, and (no req_id) what the user's other connections hear.

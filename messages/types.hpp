@@ -90,6 +90,11 @@ typename Inspector::result_type inspect(Inspector& f, membership& x) {
   return f(caf::meta::type_name("membership"), x.user, x.role, x.read_seq);
 }
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, restriction& x) {
+  return f(caf::meta::type_name("restriction"), x.user, x.ban_until, x.mute_until);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_settings& x) {
   return f(caf::meta::type_name("room_settings"), x.topic, x.private_room, x.read_only,
            x.slow_mode);
@@ -111,11 +116,12 @@ struct room_snapshot {
   std::string owner;                  // the node that claimed it last ("" if never)
   std::vector<membership> members;    // every membership of the room
   room_settings settings;
+  std::vector<restriction> restrictions;  // bans and mutes of the room
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, room_snapshot& x) {
   return f(caf::meta::type_name("room_snapshot"), x.epoch, x.last_seq, x.first_seq, x.recent,
-           x.idem, x.term, x.owner, x.members, x.settings);
+           x.idem, x.term, x.owner, x.members, x.settings, x.restrictions);
 }
 
 // --- room / registry -> gateway ----------------------------------------------
@@ -139,7 +145,7 @@ typename Inspector::result_type inspect(Inspector& f, error_msg& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, left_msg& x) {
-  return f(caf::meta::type_name("left_msg"), x.conn, x.req_id, x.room, x.parted);
+  return f(caf::meta::type_name("left_msg"), x.conn, x.req_id, x.room, x.parted, x.silent);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, read_msg& x) {
@@ -296,12 +302,17 @@ struct send_req {
   // which of `settings` the request changes (settings_* bits).
   room_settings settings{};
   uint8_t set = 0;
+  // role, kick, ban, unban, mute, unmute: the user acted on, and the rest.
+  std::string user{};
+  std::string reason{};
+  uint64_t seconds = 0;  // ban, mute: 0 = until lifted
+  member_role role = member_role::member;
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, send_req& x) {
   return f(caf::meta::type_name("send_req"), x.room, x.conn, x.who, x.req_id, x.text, x.data,
            x.idem_key, x.dm_to, x.trusted, x.kind, x.target, x.reply_to, x.mentions, x.emoji,
-           x.on, x.admin, x.settings, x.set);
+           x.on, x.admin, x.settings, x.set, x.user, x.reason, x.seconds, x.role);
 }
 
 // `invite` (protocol v2): makes `user` a member; `by` must be the room's
@@ -527,14 +538,18 @@ struct append_batch {
   // The room's settings after this batch (a room_set in it), stored with it.
   bool set_settings = false;
   room_settings settings{};
+  // Bans and mutes: upserts, and those lifted altogether.
+  std::vector<restriction> restrict_set{};
+  std::vector<std::string> restrict_del{};
   bool empty() const {
-    return msgs.empty() && member_set.empty() && member_del.empty() && !set_settings;
+    return msgs.empty() && member_set.empty() && member_del.empty() && !set_settings &&
+           restrict_set.empty() && restrict_del.empty();
   }
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, append_batch& x) {
   return f(caf::meta::type_name("append_batch"), x.room, x.msgs, x.owner, x.term, x.member_set,
-           x.member_del, x.set_settings, x.settings);
+           x.member_del, x.set_settings, x.settings, x.restrict_set, x.restrict_del);
 }
 
 struct range_query {

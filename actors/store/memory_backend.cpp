@@ -31,6 +31,7 @@ struct mem_room {
   std::deque<stored_msg> msgs;  // seqs first_seq()..last_seq, gapless
   std::map<std::string, membership> members;
   room_settings settings;
+  std::map<std::string, restriction> restrictions;
 
   uint64_t first_seq() const { return last_seq + 1 - msgs.size(); }
 };
@@ -117,6 +118,8 @@ class memory_backend final : public store_backend {
         for (auto& m : b.member_set) room.members[m.user] = m;
         for (auto& u : b.member_del) room.members.erase(u);
         if (b.set_settings) room.settings = b.settings;
+        for (auto& x : b.restrict_set) room.restrictions[x.user] = x;
+        for (auto& u : b.restrict_del) room.restrictions.erase(u);
         if (b.msgs.empty()) continue;
         staged.emplace_back(&room, b.msgs);
         for (auto& m : staged.back().second) m.room = b.room;
@@ -284,6 +287,7 @@ class memory_backend final : public store_backend {
       if (!m.idem_key.empty() && m.ts >= idem_since_ms) out.idem.push_back(m);
     for (auto& [user, m] : r.members) out.members.push_back(m);
     out.settings = r.settings;
+    for (auto& [user, x] : r.restrictions) out.restrictions.push_back(x);
   }
 
   // The lower case of the letters the memory store folds: ASCII, Latin-1,

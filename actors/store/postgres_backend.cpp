@@ -114,9 +114,14 @@ const migration migrations[] = {
      "ALTER TABLE rooms ADD COLUMN private BIGINT NOT NULL DEFAULT 0;"
      "ALTER TABLE rooms ADD COLUMN read_only BIGINT NOT NULL DEFAULT 0;"
      "ALTER TABLE rooms ADD COLUMN slow_mode BIGINT NOT NULL DEFAULT 0;"},
+    // Bans and mutes, as SQLite's version 7.
+    {7,
+     "CREATE TABLE restrictions(room TEXT NOT NULL, user_id TEXT NOT NULL,"
+     " ban_until BIGINT NOT NULL DEFAULT 0, mute_until BIGINT NOT NULL DEFAULT 0,"
+     " PRIMARY KEY(room, user_id));"},
 };
 
-constexpr int latest_schema = 6;
+constexpr int latest_schema = 7;
 
 // Text for a tsvector or tsquery: PostgreSQL text holds no NUL.
 std::string searchable(const std::string& s) {
@@ -354,6 +359,18 @@ const std::vector<statement>& statements() {
        {text_oid, int8_oid}},
       {"chat_members_of", "SELECT user_id, role, read_seq FROM members WHERE room = $1",
        {text_oid}},
+      {"chat_restrictions_of",
+       "SELECT user_id, ban_until, mute_until FROM restrictions WHERE room = $1", {text_oid}},
+      {"chat_set_restrictions",
+       "INSERT INTO restrictions(room, user_id, ban_until, mute_until)"
+       " SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])"
+       " ON CONFLICT (room, user_id) DO UPDATE SET ban_until = EXCLUDED.ban_until,"
+       " mute_until = EXCLUDED.mute_until",
+       {text_array_oid, text_array_oid, int8_array_oid, int8_array_oid}},
+      {"chat_del_restrictions",
+       "DELETE FROM restrictions x USING unnest($1::text[], $2::text[]) AS v(room, user_id)"
+       " WHERE x.room = v.room AND x.user_id = v.user_id",
+       {text_array_oid, text_array_oid}},
       {"chat_set_members",
        "INSERT INTO members(room, user_id, role, read_seq)"
        " SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])"
@@ -805,6 +822,10 @@ void read_msgs(const result& r, const std::string& room, std::vector<stored_msg>
 }
 
 // Rows (user_id, role, read_seq).
+void read_restrictions(const result& r, std::vector<restriction>& out) {
+  for (int i = 0; i < r.rows(); ++i) out.push_back({r.str(i, 0), r.i64(i, 1), r.i64(i, 2)});
+}
+
 void read_members(const result& r, std::vector<membership>& out) {
   for (int i = 0; i < r.rows(); ++i) {
     auto role = r.i64(i, 1);
@@ -868,6 +889,7 @@ class postgres_backend final : public store_backend {
           pg_conn::prepared("chat_idem", idem),
           pg_conn::prepared("chat_recent_reactions", recent),
           pg_conn::prepared("chat_members_of", get),
+          pg_conn::prepared("chat_restrictions_of", get),
           pg_conn::plain("COMMIT")};
       std::vector<result> rs;
       std::string failed;
@@ -877,6 +899,7 @@ class postgres_backend final : public store_backend {
         return false;
       }
       read_members(rs[7], out.members);
+      read_restrictions(rs[8], out.restrictions);
       if (rs[3].rows() != 1) {
         err = "room '" + room + "' vanished after insert";
         return false;
@@ -918,11 +941,12 @@ class postgres_backend final : public store_backend {
           pg_conn::prepared("chat_idem", idem),
           pg_conn::prepared("chat_recent_reactions", recent),
           pg_conn::prepared("chat_members_of", get),
+          pg_conn::prepared("chat_restrictions_of", get),
           pg_conn::plain("COMMIT")};
       std::vector<result> rs;
       std::string failed;
       if (!c.pipeline(steps, rs, failed, err)) return false;
-      if (!failed.empty() || !committed(rs[7])) {
+      if (!failed.empty() || !committed(rs[8])) {
         err = "claim room '" + room + "': " + (failed.empty() ? "rolled back" : failed);
         return rollback(c);
       }
@@ -935,6 +959,7 @@ class postgres_backend final : public store_backend {
       fill_snapshot(room, row, recent_limit > 0 ? &rs[3] : nullptr, rs[4], out);
       add_reactions(rs[5], out.recent);
       read_members(rs[6], out.members);
+      read_restrictions(rs[7], out.restrictions);
       return true;
     });
     if (!ok) out = room_snapshot{};
@@ -1303,6 +1328,7 @@ class postgres_backend final : public store_backend {
     // Memberships as the batches leave them, in order (null: ended).
     std::map<std::pair<std::string, std::string>, const membership*> members;
     std::map<std::string, const room_settings*> settings;  // the last of each room
+    std::map<std::pair<std::string, std::string>, const restriction*> restrictions;
     for (size_t i = 0; i < batches.size(); ++i) {
       auto& b = batches[i];
       if (b.empty()) continue;
@@ -1319,6 +1345,8 @@ class postgres_backend final : public store_backend {
       for (auto& m : b.member_set) members[{b.room, m.user}] = &m;
       for (auto& u : b.member_del) members[{b.room, u}] = nullptr;
       if (b.set_settings) settings[b.room] = &b.settings;
+      for (auto& x : b.restrict_set) restrictions[{b.room, x.user}] = &x;
+      for (auto& u : b.restrict_del) restrictions[{b.room, u}] = nullptr;
       if (b.msgs.empty()) continue;
       // A room in two batches chains: the second continues the first.
       if (b.msgs.front().seq != row.last_seq + 1) {
@@ -1416,7 +1444,30 @@ class postgres_backend final : public store_backend {
       set_last.array(set_name).array(set_seq);
       second.push_back(pg_conn::prepared("chat_set_last_seq", set_last, PGRES_COMMAND_OK));
     }
-    params set_m, del_m, set_s;
+    params set_m, del_m, set_s, set_r, del_r;
+    if (!restrictions.empty()) {
+      array_builder sr{text_oid}, su{text_oid}, sb{int8_oid}, sm{int8_oid}, dr{text_oid},
+          du{text_oid};
+      for (auto& [key, x] : restrictions) {
+        if (x) {
+          sr.add(key.first);
+          su.add(key.second);
+          sb.add(x->ban_until);
+          sm.add(x->mute_until);
+        } else {
+          dr.add(key.first);
+          du.add(key.second);
+        }
+      }
+      if (sr.size() > 0) {
+        set_r.array(sr).array(su).array(sb).array(sm);
+        second.push_back(pg_conn::prepared("chat_set_restrictions", set_r, PGRES_COMMAND_OK));
+      }
+      if (dr.size() > 0) {
+        del_r.array(dr).array(du);
+        second.push_back(pg_conn::prepared("chat_del_restrictions", del_r, PGRES_COMMAND_OK));
+      }
+    }
     if (!settings.empty()) {
       array_builder n{text_oid}, t{text_oid}, p{int8_oid}, ro{int8_oid}, sm{int8_oid};
       for (auto& [room_name, x] : settings) {

@@ -93,9 +93,14 @@ const migration migrations[] = {
      "ALTER TABLE rooms ADD COLUMN private INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE rooms ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE rooms ADD COLUMN slow_mode INTEGER NOT NULL DEFAULT 0;"},
+    // Bans and mutes (ms since the epoch, 0 = none), written with their moderation event.
+    {7,
+     "CREATE TABLE restrictions(room TEXT NOT NULL, user_id TEXT NOT NULL,"
+     " ban_until INTEGER NOT NULL DEFAULT 0, mute_until INTEGER NOT NULL DEFAULT 0,"
+     " PRIMARY KEY(room, user_id)) WITHOUT ROWID;"},
 };
 
-constexpr int latest_schema = 6;
+constexpr int latest_schema = 7;
 
 // A room name as one FTS5 token: 'r' and its bytes in upper-case hex, as
 // SQLite's hex() writes them (the migration indexes with hex()).
@@ -584,7 +589,7 @@ class sqlite_backend final : public store_backend {
         results[i] = append_result::fenced;
         continue;
       }
-      if (!write_members(b, err)) return abort_write(err);
+      if (!write_members(b, err) || !write_restrictions(b, err)) return abort_write(err);
       if (b.set_settings) {
         use u{*set_settings_};
         u.bind(1, b.room);
@@ -655,6 +660,41 @@ class sqlite_backend final : public store_backend {
       u.bind(2, user);
       if (u.step() != SQLITE_DONE) {
         err = db_error(db_, "end membership in '" + b.room + "'");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  bool read_restrictions(const std::string& room, std::vector<restriction>& out,
+                         std::string& err) {
+    use u{*restrictions_of_};
+    u.bind(1, room);
+    int rc;
+    while ((rc = u.step()) == SQLITE_ROW) out.push_back({u.text(0), u.i64(1), u.i64(2)});
+    if (rc == SQLITE_DONE) return true;
+    err = db_error(db_, "read bans and mutes of '" + room + "'");
+    return false;
+  }
+
+  bool write_restrictions(const append_batch& b, std::string& err) {
+    for (auto& x : b.restrict_set) {
+      use u{*set_restriction_};
+      u.bind(1, b.room);
+      u.bind(2, x.user);
+      u.bind(3, x.ban_until);
+      u.bind(4, x.mute_until);
+      if (u.step() != SQLITE_DONE) {
+        err = db_error(db_, "store a ban or mute in '" + b.room + "'");
+        return false;
+      }
+    }
+    for (auto& user : b.restrict_del) {
+      use u{*del_restriction_};
+      u.bind(1, b.room);
+      u.bind(2, user);
+      if (u.step() != SQLITE_DONE) {
+        err = db_error(db_, "lift a ban or mute in '" + b.room + "'");
         return false;
       }
     }
@@ -916,7 +956,8 @@ class sqlite_backend final : public store_backend {
 
   bool read_snapshot(const std::string& room, const room_row& row, uint32_t recent_limit,
                      int64_t idem_since_ms, room_snapshot& out, std::string& err) {
-    if (!read_members(room, out.members, err)) return false;
+    if (!read_members(room, out.members, err) || !read_restrictions(room, out.restrictions, err))
+      return false;
     out.epoch = row.epoch;
     out.last_seq = row.last_seq;
     out.first_seq = row.first_seq;
@@ -1124,6 +1165,13 @@ class sqlite_backend final : public store_backend {
            add(get_room_,
                "SELECT epoch, last_seq, first_seq, term, owner, topic, private, read_only, slow_mode"
                " FROM rooms WHERE name=?1") &&
+           add(restrictions_of_,
+               "SELECT user_id, ban_until, mute_until FROM restrictions WHERE room=?1") &&
+           add(set_restriction_,
+               "INSERT INTO restrictions(room, user_id, ban_until, mute_until) VALUES(?1, ?2, ?3, ?4)"
+               " ON CONFLICT(room, user_id) DO UPDATE SET ban_until=excluded.ban_until,"
+               " mute_until=excluded.mute_until") &&
+           add(del_restriction_, "DELETE FROM restrictions WHERE room=?1 AND user_id=?2") &&
            add(set_settings_,
                "UPDATE rooms SET topic=?2, private=?3, read_only=?4, slow_mode=?5 WHERE name=?1") &&
            add(claim_, "UPDATE rooms SET term=term+1, owner=?2 WHERE name=?1") &&
@@ -1199,7 +1247,7 @@ class sqlite_backend final : public store_backend {
       drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_,
       set_member_, del_member_, members_of_, rooms_of_, unread_, search_row_add_, search_add_,
       search_edit_, search_del_, search_row_del_, search_trim_, search_row_trim_, search_,
-      set_settings_;
+      set_settings_, restrictions_of_, set_restriction_, del_restriction_;
 };
 
 }  // namespace

@@ -1752,3 +1752,127 @@ TEST_F(RoomSettingsTest, APrivateRoomLooksAbsentToOutsidersUntilInvited) {
   ASSERT_EQ(rec(reg).user_delivers.size(), before + 1);
   EXPECT_EQ(rec(reg).user_delivers.back().users, std::vector<std::string>{"dave"});
 }
+
+// --- protocol v2: moderation (role, kick, ban, mute and their lifting) ----------------
+
+struct RoomModerationTest : RoomSettingsTest {
+  void act(uint64_t c, const std::string& by, const std::string& action, const std::string& user,
+           const std::string& id, uint64_t seconds = 0, const std::string& reason = "",
+           member_role role = member_role::member) {
+    auto req = make_send("general", conn(c), member_info{by, display(by)}, id, "");
+    req.kind = event_kind::moderation;
+    req.text = action;
+    req.user = user;
+    req.seconds = seconds;
+    req.reason = reason;
+    req.role = role;
+    self->send(r, std::move(req));
+  }
+  std::vector<json> told(const std::string& user) {
+    std::vector<json> out;
+    for (auto& d : rec(reg).user_delivers)
+      if (d.users == std::vector<std::string>{user}) out.push_back(parse(d.frame));
+    return out;
+  }
+};
+
+TEST_F(RoomModerationTest, WhoMayActOnWhomAndKicks) {
+  auto& st = state_of<room_state>(r);
+  act(3, "carol", "kick", "bob", "1");                      // a member
+  act(2, "bob", "kick", "alice", "2");                      // a moderator on the owner
+  act(2, "bob", "role", "carol", "3", 0, "", member_role::moderator);  // only the owner gives roles
+  act(2, "bob", "kick", "bob", "4");                        // not on yourself
+  act(2, "bob", "kick", "carol", "5", 0, "spam");
+  sched.run();
+  EXPECT_EQ(reply("1")["code"], "forbidden");
+  EXPECT_EQ(reply("2")["code"], "forbidden");
+  EXPECT_EQ(reply("3")["code"], "forbidden");
+  EXPECT_EQ(reply("4")["code"], "bad_request");
+  EXPECT_EQ(reply("5")["seq"], 1);
+  auto ev = delivered(gw, "moderation");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0]["action"], "kick");
+  EXPECT_EQ(ev[0]["by"], "bob");
+  EXPECT_EQ(ev[0]["user"], "carol");
+  EXPECT_EQ(ev[0]["reason"], "spam");
+  // carol is out: her membership, her connection, and she was told.
+  EXPECT_EQ(st.memberships.count("carol"), 0u);
+  EXPECT_EQ(st.members.users.count("carol"), 0u);
+  ASSERT_EQ(told("carol").size(), 1u);
+  EXPECT_EQ(told("carol")[0], json::parse(R"({"type":"kicked","room":"general","by":"bob","reason":"spam"})"));
+  // A kick is no ban: she may join the public room again.
+  join(r, gw, 3, "carol", "6");
+  sched.run();
+  EXPECT_EQ(last_join_frames(gw).back()["id"], 6);
+  // The owner hands ownership on and stays a moderator.
+  act(1, "alice", "role", "carol", "7", 0, "", member_role::owner);
+  sched.run();
+  EXPECT_EQ(reply("7")["seq"], 2);
+  EXPECT_EQ(st.memberships.at("carol").role, member_role::owner);
+  EXPECT_EQ(st.memberships.at("alice").role, member_role::moderator);
+  EXPECT_EQ(delivered(gw, "moderation").back()["role"], "owner");
+}
+
+TEST_F(RoomModerationTest, BansAndMutesHoldEverywhereAndAreStored) {
+  act(1, "alice", "ban", "carol", "1", 3600, "rude");
+  sched.run();
+  auto ban = reply("1");
+  ASSERT_EQ(ban["seq"], 1) << ban;
+  auto ev = delivered(gw, "moderation").back();
+  EXPECT_GT(ev["until"].get<int64_t>(), now_ms() + 3500 * 1000);
+  auto kicked = told("carol").back();
+  EXPECT_EQ(kicked["ban"], true);
+  EXPECT_EQ(kicked["until"], ev["until"]);
+  // Refused at join and at every read while it holds.
+  join(r, gw, 3, "carol", "2");
+  auto h = make_history("general", conn(3), "3", 0, 10);
+  h.user = "carol";
+  self->send(r, h);
+  self->send(r, search_req{"general", conn(3), "4", "x", 0, 10, "carol"});
+  sched.run();
+  EXPECT_EQ(reply("2")["code"], "forbidden");
+  EXPECT_EQ(reply("3")["code"], "forbidden");
+  EXPECT_EQ(reply("4")["code"], "forbidden");
+  // Stored with the event: a restarted room still refuses her.
+  room_snapshot snap;
+  std::string err;
+  ASSERT_TRUE(backend->load_room("general", 0, 0, snap, err)) << err;
+  ASSERT_EQ(snap.restrictions.size(), 1u);
+  EXPECT_EQ(snap.restrictions[0].user, "carol");
+  EXPECT_EQ(snap.restrictions[0].ban_until, ev["until"].get<int64_t>());
+  act(1, "alice", "unban", "carol", "5");
+  sched.run();
+  EXPECT_EQ(reply("5")["seq"], 2);
+  EXPECT_TRUE(state_of<room_state>(r).restrictions.empty());
+  ASSERT_TRUE(backend->load_room("general", 0, 0, snap, err)) << err;
+  EXPECT_TRUE(snap.restrictions.empty());
+  join(r, gw, 3, "carol", "6");
+  sched.run();
+  EXPECT_EQ(last_join_frames(gw).back()["id"], 6);
+  // A mute (until lifted): she reads, but cannot send, react or type.
+  say(r, gw, 1, "alice", "hello", "7");
+  act(2, "bob", "mute", "carol", "8");
+  sched.run();
+  say(r, gw, 3, "carol", "let me", "9");
+  react(3, "carol", 3, "👍", true, "10");
+  self->send(r, typing_req{"general", conn(3), "carol", "Carol"});
+  sched.run();
+  EXPECT_EQ(reply("9")["code"], "forbidden");
+  EXPECT_EQ(reply("10")["code"], "forbidden");
+  for (auto& d : rec(gw).delivers) EXPECT_NE(parse(d.frame)["type"], "typing");
+  EXPECT_FALSE(delivered(gw, "moderation").back().contains("until"));  // until lifted
+  act(2, "bob", "unmute", "carol", "11");
+  say(r, gw, 3, "carol", "thanks", "12");
+  sched.run();
+  EXPECT_TRUE(reply("12").contains("seq"));
+}
+
+TEST_F(RoomModerationTest, NobodyActsOnAServerAdmin) {
+  auto j = make_join("general", conn(4), member_info{"root", "Root"}, "1");
+  j.admin = true;
+  self->send(r, j);
+  sched.run();
+  act(1, "alice", "ban", "root", "2");
+  sched.run();
+  EXPECT_EQ(reply("2")["code"], "forbidden");
+}

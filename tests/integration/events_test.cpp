@@ -610,3 +610,57 @@ TEST_F(Events, RoomSettingsPrivateRoomsAndInvites) {
   ASSERT_GE(h["messages"].size(), 4u) << h;
   EXPECT_EQ(h["messages"][0]["type"], "moderation");
 }
+
+// --- moderation -------------------------------------------------------------------------
+
+TEST_F(Events, KickBanMuteAndRolesHoldAcrossARestart) {
+  ws_client a, b, c;
+  hello(a, "alice");
+  hello(b, "bob");
+  hello(c, "carol");
+  ASSERT_EQ(join(a, "mod")["role"], "owner");
+  join(b, "mod");
+  join(c, "mod");
+  EXPECT_EQ(code_of(ask(b, {{"type", "kick"}, {"room", "mod"}, {"user", "carol"}})), "forbidden");
+  auto promoted = ask(a, {{"type", "role"}, {"room", "mod"}, {"user", "bob"}, {"role", "moderator"}});
+  EXPECT_EQ(promoted["seq"], 1) << promoted;
+  EXPECT_EQ(code_of(ask(b, {{"type", "ban"}, {"room", "mod"}, {"user", "alice"}})), "forbidden");
+  auto ban = ask(b, {{"type", "ban"}, {"room", "mod"}, {"user", "carol"}, {"reason", "spam ✗"}});
+  EXPECT_EQ(ban["seq"], 2) << ban;
+  auto kicked = event(c, "kicked");
+  EXPECT_EQ(kicked, json::parse(R"({"type":"kicked","room":"mod","by":"bob","reason":"spam ✗","ban":true})"));
+  auto ev = event(a, "moderation");
+  ev = ev["action"] == "role" ? event(a, "moderation") : ev;
+  EXPECT_EQ(ev["action"], "ban");
+  EXPECT_EQ(ev["user"], "carol");
+  // The banned connection stays open but hears nothing more of the room.
+  EXPECT_TRUE(send(a, "mod", "after the ban").contains("seq"));
+  EXPECT_EQ(code_of(ask(c, {{"type", "history"}, {"room", "mod"}})), "forbidden");
+  EXPECT_EQ(code_of(join(c, "mod")), "forbidden");
+  auto mute = ask(a, {{"type", "mute"}, {"room", "mod"}, {"user", "bob"}, {"seconds", 600}});
+  EXPECT_EQ(mute["seq"], 4) << mute;
+  EXPECT_EQ(code_of(send(b, "mod", "shh")), "forbidden");
+  // Stored: a restart keeps the ban and the mute.
+  a.close();
+  b.close();
+  c.close();
+  server.reset();
+  start();
+  ws_client a2, b2, c2;
+  hello(a2, "alice");
+  hello(b2, "bob");
+  hello(c2, "carol");
+  EXPECT_EQ(code_of(join(c2, "mod")), "forbidden");
+  ASSERT_TRUE(is_type(join(b2, "mod"), "joined"));
+  EXPECT_EQ(code_of(send(b2, "mod", "still muted?")), "forbidden");
+  join(a2, "mod");
+  EXPECT_TRUE(ask(a2, {{"type", "unban"}, {"room", "mod"}, {"user", "carol"}}).contains("seq"));
+  EXPECT_TRUE(ask(a2, {{"type", "unmute"}, {"room", "mod"}, {"user", "bob"}}).contains("seq"));
+  EXPECT_TRUE(is_type(join(c2, "mod"), "joined"));
+  EXPECT_TRUE(send(b2, "mod", "thanks").contains("seq"));
+  auto h = history(a2, "mod");
+  std::vector<std::string> actions;
+  for (auto& m : h["messages"])
+    if (m["type"] == "moderation") actions.push_back(m["action"]);
+  EXPECT_EQ(actions, (std::vector<std::string>{"role", "ban", "mute", "unban", "unmute"}));
+}

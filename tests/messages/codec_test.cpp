@@ -1080,6 +1080,9 @@ std::string check_decoded(const client_req& r, const limits& lim) {
   }
   for (const auto* s : {&r.token, &r.name, &r.room, &r.epoch, &r.text, &r.idem_key, &r.to})
     if (!valid_utf8(*s)) return "invalid UTF-8 in a field";
+  const bool moderation = r.type == req_type::role || r.type == req_type::kick ||
+                          r.type == req_type::ban || r.type == req_type::unban ||
+                          r.type == req_type::mute || r.type == req_type::unmute;
   const bool has_room = r.type == req_type::join || r.type == req_type::leave ||
                         r.type == req_type::send || r.type == req_type::history ||
                         r.type == req_type::presence || r.type == req_type::typing ||
@@ -1087,7 +1090,7 @@ std::string check_decoded(const client_req& r, const limits& lim) {
                         r.type == req_type::react || r.type == req_type::read ||
                         r.type == req_type::part || r.type == req_type::search ||
                         r.type == req_type::room_set || r.type == req_type::room ||
-                        r.type == req_type::invite;
+                        r.type == req_type::invite || moderation;
   if (has_room != !r.room.empty()) return "room set for the wrong type";
   const bool has_target =
       r.type == req_type::edit || r.type == req_type::del || r.type == req_type::react;
@@ -1099,9 +1102,13 @@ std::string check_decoded(const client_req& r, const limits& lim) {
   if (has_room && !is_room(r.room)) return "bad room " + r.room;
   const bool has_text =
       r.type == req_type::send || r.type == req_type::dm || r.type == req_type::edit;
-  if ((r.type == req_type::invite) != !r.user.empty()) return "user set for the wrong type";
+  if ((r.type == req_type::invite || moderation) != !r.user.empty()) return "user set for the wrong type";
+  if (!r.reason.empty() && r.type != req_type::kick && r.type != req_type::ban &&
+      r.type != req_type::mute)
+    return "reason set for the wrong type";
   if ((r.type == req_type::room_set) != (r.set != 0)) return "settings set for the wrong type";
-  if (r.type == req_type::del || r.type == req_type::react || r.type == req_type::room_set) {
+  if (r.type == req_type::del || r.type == req_type::react || r.type == req_type::room_set ||
+      moderation) {
     if (!r.text.empty() || !r.data.empty()) return "text set for the wrong type";
     if (r.idem_key.size() > lim.max_idem_key) return "long idempotency_key";
   } else if (has_text) {
@@ -1209,6 +1216,24 @@ std::string check_decoded(const client_req& r, const limits& lim) {
       frames.push_back(encode(ack_msg{0, r.id, r.room, 0, 0}));
       frames.push_back(encode_invited(r.room, r.user));
       break;
+    case req_type::role:
+    case req_type::kick:
+    case req_type::ban:
+    case req_type::unban:
+    case req_type::mute:
+    case req_type::unmute: {
+      m.kind = event_kind::moderation;
+      m.text = to_string(r.type);
+      m.data = encode_moderation_detail(r.user, r.seconds ? 1764090000123 : 0, r.reason,
+                                        r.type == req_type::role ? to_string(r.role) : nullptr);
+      frames.push_back(encode_ack(r.id, r.room, 2, 1));
+      frames.push_back(encode_message(m));
+      frames.push_back(encode_kicked(r.room, r.user, r.reason, r.type == req_type::ban, 5));
+      auto j = json::parse(frames[1]);
+      if (j["user"] != r.user || j["action"] != to_string(r.type)) return "moderation event lost its user";
+      if (!r.reason.empty() && j["reason"] != r.reason) return "reason changed on the way out";
+      break;
+    }
   }
   for (const auto& f : frames)
     if (!frame_ok(f)) return "encoder output not one JSON object: " + f;

@@ -137,6 +137,22 @@ void check_one(std::string_view text, const chat::limits& lim) {
     case chat::req_type::room:
       require(valid_room(r.room));
       break;
+    case chat::req_type::role:
+    case chat::req_type::kick:
+    case chat::req_type::ban:
+    case chat::req_type::unban:
+    case chat::req_type::mute:
+    case chat::req_type::unmute: {
+      require(valid_room(r.room) && !r.user.empty());
+      m.kind = chat::event_kind::moderation;
+      m.text = chat::to_string(r.type);
+      m.data = chat::encode_moderation_detail(r.user, 0, r.reason, nullptr);
+      auto out = chat::encode_message(m);
+      require(one_object(out));
+      require(json::parse(out)["user"] == r.user);
+      require(one_object(chat::encode_kicked(r.room, r.user, r.reason, true, 1)));
+      break;
+    }
     case chat::req_type::invite:
       require(valid_room(r.room) && !r.user.empty());
       require(one_object(chat::encode_invited(r.room, r.user)));

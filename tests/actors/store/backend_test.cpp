@@ -1156,7 +1156,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "6");
+  EXPECT_EQ(v, "7");
   ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
   EXPECT_EQ(v, "wal");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
@@ -1176,7 +1176,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "6");
+  EXPECT_EQ(v, "7");
 }
 
 TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
@@ -1199,7 +1199,7 @@ TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "6");
+  EXPECT_EQ(v, "7");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
@@ -1440,7 +1440,7 @@ class postgres_backend : public ::testing::Test {
 TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
                     "members", "members_by_user"})
     EXPECT_EQ(sql(std::string{"SELECT to_regclass('"} + name + "') IS NOT NULL"), "t") << name;
@@ -1457,7 +1457,7 @@ TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
   std::string err;
   EXPECT_TRUE(b->healthy(err)) << err;
   EXPECT_EQ(err, "ok");
@@ -1475,7 +1475,7 @@ TEST_F(postgres_backend, nodes_starting_together_on_a_fresh_database_all_open) {
     threads.emplace_back([&, i] { opened[i] = make_postgres_backend(url_, 1, errs[i]); });
   for (auto& t : threads) t.join();
   for (int i = 0; i < nodes; ++i) EXPECT_NE(opened[i], nullptr) << "node " << i << ": " << errs[i];
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
 }
 
 TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
@@ -1494,7 +1494,7 @@ TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
       " ('general', 1, 1000, 'alice', 'Alice', 'old')");
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "6");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
