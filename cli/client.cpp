@@ -359,6 +359,9 @@ class cli_client {
               json{{"type", "search"}, {"room", rooms_.front()}, {"query", arg}, {"limit", 20}});
     } else if (cmd == "/rooms") {
       enqueue(kind::my_rooms, json{{"type", "my_rooms"}});
+    } else if (cmd == "/topic" || cmd == "/invite" || cmd == "/kick" || cmd == "/ban" ||
+               cmd == "/unban" || cmd == "/mute" || cmd == "/unmute" || cmd == "/role") {
+      moderate(cmd, arg);
     } else if (cmd == "/history") {
       auto room = !arg.empty() ? arg : rooms_.empty() ? "" : rooms_.front();
       if (room.empty()) {
@@ -369,8 +372,38 @@ class cli_client {
     } else {
       std::cerr << "chat-cli: commands: /join ROOM, /leave ROOM, /dm USER TEXT, /history [ROOM], "
                    "/edit SEQ TEXT, /delete SEQ, /react SEQ EMOJI (-EMOJI removes), "
-                   "/reply SEQ TEXT, /search WORDS, /rooms, /quit (start a line with // to send a '/')\n";
+                   "/reply SEQ TEXT, /search WORDS, /rooms, /topic TEXT, /invite USER, "
+                   "/kick USER [REASON], /ban USER [REASON], /unban USER, /mute USER, /unmute USER, "
+                   "/role USER member|moderator|owner, /quit (start a line with // to send a '/')\n";
     }
+  }
+
+  // /topic TEXT, /invite USER, /kick USER [REASON], /ban USER [REASON],
+  // /unban USER, /mute USER, /unmute USER, /role USER ROLE: in the first
+  // joined room (the owner's and moderators' requests of protocol v2).
+  void moderate(const std::string& cmd, const std::string& arg) {
+    if (rooms_.empty()) {
+      std::cerr << "chat-cli: " << cmd << " needs a room (use --room or /join ROOM)\n";
+      ++failed_;
+      return;
+    }
+    auto sp = arg.find(' ');
+    auto user = arg.substr(0, sp);
+    std::string rest = sp == std::string::npos ? "" : arg.substr(sp + 1);
+    json req{{"type", cmd.substr(1)}, {"room", rooms_.front()}};
+    if (cmd == "/topic") {
+      req = json{{"type", "room_set"}, {"room", rooms_.front()}, {"topic", arg}};
+    } else if (user.empty() || (cmd == "/role" && rest.empty())) {
+      std::cerr << "chat-cli: usage: " << cmd << (cmd == "/role" ? " USER ROLE" : " USER") << "\n";
+      ++failed_;
+      return;
+    } else {
+      req["user"] = user;
+      if (cmd == "/role") req["role"] = rest;
+      if ((cmd == "/kick" || cmd == "/ban") && !rest.empty()) req["reason"] = rest;
+    }
+    if (cmd != "/invite") req["idempotency_key"] = next_idem_key();
+    enqueue(kind::send, std::move(req));
   }
 
   // /edit SEQ TEXT, /delete SEQ, /react SEQ [-]EMOJI, /reply SEQ TEXT: in the
@@ -610,6 +643,36 @@ class cli_client {
       out_line(at() + seq("seq") + " * " + terminal_safe(str(j, "user")) +
                (j.value("on", false) ? " reacted " : " took back ") +
                terminal_safe(str(j, "emoji")) + " on " + seq("target"));
+    } else if (type == "moderation") {
+      auto by = terminal_safe(str(j, "by"));
+      auto user = terminal_safe(str(j, "user"));
+      auto action = str(j, "action");
+      std::string what;
+      if (action == "settings") {
+        auto st = j.value("settings", json::object());
+        what = "changed the settings: topic \"" + terminal_safe(st.value("topic", "")) + "\"" +
+               (st.value("private", false) ? ", private" : "") +
+               (st.value("read_only", false) ? ", read-only" : "") +
+               (st.value("slow_mode", 0) ? ", slow mode " + std::to_string(st.value("slow_mode", 0)) + " s" : "");
+      } else if (action == "role") {
+        what = "made " + user + " " + terminal_safe(str(j, "role"));
+      } else {
+        static const std::map<std::string, std::string> verbs = {
+            {"kick", "kicked"}, {"ban", "banned"}, {"unban", "unbanned"},
+            {"mute", "muted"}, {"unmute", "unmuted"}};
+        auto v = verbs.find(action);
+        what = (v == verbs.end() ? terminal_safe(action) : v->second) + " " + user;
+        if (j.contains("reason")) what += " (" + terminal_safe(str(j, "reason")) + ")";
+      }
+      out_line(at() + seq("seq") + " * " + by + " " + what);
+    } else if (type == "kicked") {
+      out_line("[" + clock_text(now_ms()) + "] [" + room + "] * you were " +
+               (j.value("ban", false) ? "banned" : "kicked") + " by " + terminal_safe(str(j, "by")) +
+               (j.contains("reason") ? " (" + terminal_safe(str(j, "reason")) + ")" : ""));
+      rooms_.erase(std::remove(rooms_.begin(), rooms_.end(), str(j, "room")), rooms_.end());
+    } else if (type == "invited") {
+      out_line("[" + clock_text(now_ms()) + "] [" + room + "] * " + terminal_safe(str(j, "by")) +
+               " invited you (/join " + room + ")");
     } else if (type == "mention") {
       out_line("[" + clock_text(now_ms()) + "] [" + room + "] * " + terminal_safe(str(j, "from")) +
                " mentioned you in " + seq("seq"));

@@ -270,3 +270,23 @@ TEST(CliRate, LinesKeepTheirOrderUnderTheRateLimit) {
     EXPECT_EQ((*m)["seq"], i);
   }
 }
+
+TEST_F(Cli, OwnerSetsTheTopicAndKicks) {
+  ws_client alice, bob;
+  hello(alice, "alice");
+  hello(bob, "bob");
+  join(alice, "general");  // the room's creator: its owner
+  join(bob, "general");
+  child_process p{cli({"--name", "alice", "--room", "general"})};
+  ASSERT_TRUE(p.write_stdin("/topic Weekly sync\n/kick ~bob spam\n/role\n/quit\n"));
+  EXPECT_NE(p.wait(), 0) << p.err();  // the bad /role counts as failed
+  EXPECT_NE(p.err().find("usage: /role USER ROLE"), std::string::npos) << p.err();
+  std::string out;
+  for (auto& l : p.rest_lines()) out += l + "\n";
+  EXPECT_NE(out.find("#1 * ~alice changed the settings: topic \"Weekly sync\""), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("#2 * ~alice kicked ~bob (spam)"), std::string::npos) << out;
+  auto kicked = bob.recv_until([](const json& x) { return is_type(x, "kicked"); });
+  ASSERT_TRUE(kicked);
+  EXPECT_EQ((*kicked)["reason"], "spam");
+}
