@@ -413,34 +413,37 @@ bool parse_member_set(std::string_view body, const std::string& room, const std:
   return true;
 }
 
-bool parse_edit(std::string_view body, const api_route& route, const limits& lim, api_call& call,
-                api_error& err) {
+namespace {
+
+// PATCH (edit: a body required) and DELETE (a body optional) of /messages/{seq}:
+// decoded as the protocol's own request, acting as the system or as `from`.
+bool parse_change(std::string_view body, const api_route& route, const limits& lim,
+                  api_call& call, api_error& err, const char* type, api_op op, event_kind kind) {
   json j;
   member_info who;
   client_req req;
-  if (!parse_room_param(route.room, true, err) || !parse_object(body, lim, j, err) ||
+  bool need_body = kind == event_kind::edited;
+  if (!parse_room_param(route.room, true, err) ||
+      !(need_body ? parse_object(body, lim, j, err) : parse_optional_object(body, lim, j, err)) ||
       !sender(j, false, who, err))
     return false;
   j["room"] = route.room;
   j["seq"] = route.seq;
-  if (!decode_as(std::move(j), "edit", lim, req, err)) return false;
-  set_trusted_change(call, api_op::edit, route.room, std::move(who), req, event_kind::edited);
+  if (!decode_as(std::move(j), type, lim, req, err)) return false;
+  set_trusted_change(call, op, route.room, std::move(who), req, kind);
   return true;
+}
+
+}  // namespace
+
+bool parse_edit(std::string_view body, const api_route& route, const limits& lim, api_call& call,
+                api_error& err) {
+  return parse_change(body, route, lim, call, err, "edit", api_op::edit, event_kind::edited);
 }
 
 bool parse_delete(std::string_view body, const api_route& route, const limits& lim,
                   api_call& call, api_error& err) {
-  json j;
-  member_info who;
-  client_req req;
-  if (!parse_room_param(route.room, true, err) || !parse_optional_object(body, lim, j, err) ||
-      !sender(j, false, who, err))
-    return false;
-  j["room"] = route.room;
-  j["seq"] = route.seq;
-  if (!decode_as(std::move(j), "delete", lim, req, err)) return false;
-  set_trusted_change(call, api_op::del, route.room, std::move(who), req, event_kind::deleted);
-  return true;
+  return parse_change(body, route, lim, call, err, "delete", api_op::del, event_kind::deleted);
 }
 
 bool parse_search_query(std::string_view query, const std::string& room, const limits& lim,
