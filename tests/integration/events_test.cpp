@@ -664,3 +664,46 @@ TEST_F(Events, KickBanMuteAndRolesHoldAcrossARestart) {
     if (m["type"] == "moderation") actions.push_back(m["action"]);
   EXPECT_EQ(actions, (std::vector<std::string>{"role", "ban", "mute", "unban", "unmute"}));
 }
+
+// Settings, a private room, an invite and a ban when the room lives on a third
+// node: the checks run at the room's home, the notices reach users on others.
+TEST(EventsCluster, PrivateRoomInviteAndBanAcrossThreeNodes) {
+  cluster_fixture cl;
+  for (size_t i = 0; i < 3; ++i) cl.start(i);
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(cl.nodes[i]->ok()) << cl.nodes[i]->log();
+    ASSERT_TRUE(cl.ready(i)) << cl.nodes[i]->log();
+  }
+  auto room = room_homed_on(2, "priv-");
+  ws_client a, b;
+  ASSERT_TRUE(is_type(a.hello_name(cl.http[0], "alice"), "welcome"));
+  ASSERT_TRUE(is_type(b.hello_name(cl.http[1], "bob"), "welcome"));
+  int id = 10;
+  auto ask = [&](ws_client& c, json req) {
+    auto r = c.request(std::move(req), id++);
+    return r ? *r : json();
+  };
+  ASSERT_EQ(ask(a, {{"type", "join"}, {"room", room}})["role"], "owner");
+  auto set = ask(a, {{"type", "room_set"}, {"room", room}, {"private", true}, {"topic", "inner circle"}});
+  ASSERT_EQ(set["seq"], 1) << set;
+  EXPECT_EQ(ask(b, {{"type", "join"}, {"room", room}})["code"], "forbidden");
+  EXPECT_EQ(ask(b, {{"type", "room"}, {"room", room}})["code"], "not_found");
+  EXPECT_EQ(ask(a, {{"type", "invite"}, {"room", room}, {"user", "bob"}})["type"], "ack");
+  auto invited = b.recv_until([](const json& x) { return is_type(x, "invited"); });
+  ASSERT_TRUE(invited);
+  EXPECT_EQ((*invited)["by"], "alice");
+  auto jb = ask(b, {{"type", "join"}, {"room", room}});
+  ASSERT_TRUE(is_type(jb, "joined")) << jb;
+  EXPECT_EQ(jb["settings"]["topic"], "inner circle");
+  auto mine = ask(b, {{"type", "my_rooms"}});
+  ASSERT_EQ(mine["rooms"].size(), 1u) << mine;
+  EXPECT_EQ(mine["rooms"][0]["private"], true);
+  EXPECT_EQ(ask(a, {{"type", "ban"}, {"room", room}, {"user", "bob"}, {"seconds", 60}})["seq"], 2);
+  auto kicked = b.recv_until([](const json& x) { return is_type(x, "kicked"); });
+  ASSERT_TRUE(kicked);
+  EXPECT_EQ((*kicked)["ban"], true);
+  EXPECT_EQ(ask(b, {{"type", "join"}, {"room", room}})["code"], "forbidden");
+  // bob's node no longer delivers the room to him.
+  EXPECT_TRUE(ask(a, {{"type", "send"}, {"room", room}, {"text", "bob is gone"}}).contains("seq"));
+  EXPECT_EQ(ask(b, {{"type", "rooms"}})["rooms"], json::array());
+}
