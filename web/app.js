@@ -1,7 +1,7 @@
 // Web client for the chat server (protocol: docs/protocol.md, version 1; version 2 adds edits,
 // deletes, reactions, replies, mentions, memberships (my_rooms, read positions, unread counts,
-// part), search, room settings (topic, private, read-only, slow mode) and invites, used when
-// `welcome` says "protocol":2).
+// part), search, room settings (topic, private, read-only, slow mode), invites and moderation
+// (roles, kick, ban, mute and their lifting), used when `welcome` says "protocol":2).
 // Plain JS, no build step. All user-provided text goes through textContent / createElement:
 // never innerHTML.
 'use strict';
@@ -82,6 +82,11 @@
     settingsPrivate: byId('settings-private'), settingsReadOnly: byId('settings-read-only'),
     settingsSlow: byId('settings-slow-mode'), settingsNote: byId('settings-note'), settingsError: byId('settings-error'),
     settingsSave: byId('settings-save'), settingsCancel: byId('settings-cancel'),
+    leftNote: byId('left-note'), leftNoteText: byId('left-note-text'), rejoinButton: byId('rejoin-button'),
+    leftNoteError: byId('left-note-error'), mutedNote: byId('muted-note'),
+    modPanel: byId('mod-panel'), modTitle: byId('mod-title'), modClose: byId('mod-close'), modUser: byId('mod-user'),
+    modReason: byId('mod-reason'), modBanDuration: byId('mod-ban-duration'), modMuteDuration: byId('mod-mute-duration'),
+    modRoles: byId('mod-roles'), modStatus: byId('mod-status'), modOpen: byId('mod-open'),
   };
 
   // ---------------------------------------------------------------- state
@@ -125,6 +130,8 @@
     search: null,         // v2: {room, query, results, seqs, more, loading, error, selected}: the open search
     settingsForm: null,   // v2: {room, base, touched, busy}: the open settings dialog
     slowTimer: null,      // ticks the slow mode countdown of the active room
+    modPanel: null,       // v2: {room, busy, confirmOwner}: the open moderation panel
+    muteTimer: null,      // re-renders the composer when the active room's mute of this user ends
   };
 
   function randomHex(bytes) {
@@ -140,7 +147,9 @@
   };
   function saveRooms() {
     if (!S.me) return;
-    store.set('rooms.' + S.me, { rooms: [...S.rooms.keys()], active: S.active ? S.active.name : null });
+    // a room this user was kicked or banned from is not joined again by itself after a reload
+    const rooms = [...S.rooms.values()].filter((r) => !r.left).map((r) => r.name);
+    store.set('rooms.' + S.me, { rooms, active: S.active && !S.active.left ? S.active.name : null });
   }
 
   // ---------------------------------------------------------------- rooms
@@ -189,6 +198,10 @@
       settings: null, settingsSeq: 0, roleSeq: 0,
       invitedBy: null,      // an `invited` not followed by a join yet: who invited the user
       slowUntil: 0,         // slow mode: the next send is allowed from this time (ms)
+      // Protocol v2 moderation. left: {ban, by, reason, until, error}: this user was kicked or
+      // banned (the room is no longer joined here and is not rejoined by itself). mute: {until}
+      // (ms, Infinity: until unmuted) as of muteSeq. knownRoles: user -> {role, seq} from `role` events.
+      left: null, mute: null, muteSeq: 0, knownRoles: new Map(),
     };
     if (r.dm) r.peer = dmPeer(name);
     S.rooms.set(name, r);
@@ -223,6 +236,8 @@
     r.marker = null;
     r.settingsSeq = 0; // a new epoch numbers from 1 again: its `joined` brings the settings
     r.roleSeq = 0;
+    r.muteSeq = 0;
+    r.knownRoles = new Map();
     if (S.search && S.search.room === r.name) renderSearch();
     if (S.replyTo && S.replyTo.room === r.name) { S.replyTo = null; renderReplyPreview(); }
     if (S.active === r) renderMessages();
@@ -351,6 +366,7 @@
     if (mine) {
       for (const x of mine) {
         const r = addRoom(x.room);
+        if (r.left) { r.left = null; saveRooms(); } // a member again (invited, or joined elsewhere)
         applyMembership(r, x);
         // my_rooms names the topic and whether the room is private (not read_only, slow_mode)
         applySettings(r, { topic: x.topic, private: x.private }, typeof x.last_seq === 'number' ? x.last_seq : 0);
@@ -361,7 +377,7 @@
       const act = saved && saved.active && S.rooms.get(saved.active);
       setActive(act || S.rooms.values().next().value || null);
     }
-    for (const r of S.rooms.values()) joinRoom(r, gen, true);
+    for (const r of S.rooms.values()) if (!r.left) joinRoom(r, gen, true); // not kicked/banned rooms
     for (const m of S.outbox) if (m.status === 'queued') trySend(m);
     renderAll();
   }
@@ -511,6 +527,7 @@
       case 'read': onReadElsewhere(m); break;
       case 'parted': onPartedElsewhere(m); break;
       case 'invited': onInvited(m); break;
+      case 'kicked': onKicked(m); break;
       case 'pong': break;
       case 'error':
         if (m.code === 'token_expired' || S.state !== 'online') S.helloError = m.message || m.code;
@@ -599,17 +616,26 @@
     if (item.action === 'settings' && settings) {
       if (r.settings && m.seq > r.settingsSeq) item.prev = r.settings; // what this event changed
       applySettings(r, settings, m.seq);
-    } else if (item.action === 'role' && item.role && m.seq > r.roleSeq) {
-      r.roleSeq = m.seq;
-      let role = null;
-      if (item.user === S.me) role = item.role;
-      else if (item.role === 'owner' && by === S.me) role = 'moderator'; // the owner handed it on
-      if (role && role !== r.role) {
-        r.role = role;
-        if (!slowApplies(r)) r.slowUntil = 0;
-        renderRoomList();
-        if (r === S.active) { renderHeader(); renderPresence(); }
+    } else if (item.action === 'role' && item.role) {
+      // what the page knows of others' roles (a handed-on ownership leaves a moderator behind)
+      const learn = (u, role) => {
+        const k = r.knownRoles.get(u);
+        if (u && (!k || m.seq > k.seq)) r.knownRoles.set(u, { role, seq: m.seq });
+      };
+      if (item.user) learn(item.user, item.role);
+      if (item.role === 'owner' && by) learn(by, 'moderator');
+      if (m.seq > r.roleSeq) {
+        r.roleSeq = m.seq;
+        let role = null;
+        if (item.user === S.me) role = item.role;
+        else if (item.role === 'owner' && by === S.me) role = 'moderator'; // the owner handed it on
+        if (role && role !== r.role) { r.role = role; roleChanged(r); }
       }
+      if (r === S.active) renderPresence();
+    } else if ((item.action === 'mute' || item.action === 'unmute') && item.user === S.me && m.seq > r.muteSeq) {
+      r.muteSeq = m.seq;
+      r.mute = item.action === 'mute' ? { until: item.until != null ? item.until : Infinity } : null;
+      if (r === S.active) renderComposerState();
     }
     return item;
   }
@@ -649,19 +675,33 @@
     if (now.slow_mode !== prev.slow_mode) parts.push(now.slow_mode ? 'set slow mode to ' + now.slow_mode + ' s' : 'turned slow mode off');
     return parts.length ? joinWords(parts) : 'changed the room settings';
   }
+  // "1 h", "1 day", "10 min", "90 s": how long a ban or mute lasts.
+  function durationText(ms) {
+    const s = Math.round(ms / 1000);
+    const unit = (n, one, many) => n + ' ' + (n === 1 ? one : many);
+    if (s >= 86400 && s % 86400 === 0) return unit(s / 86400, 'day', 'days');
+    if (s >= 3600 && s % 3600 === 0) return s / 3600 + ' h';
+    if (s >= 60 && s % 60 === 0) return s / 60 + ' min';
+    return s + ' s';
+  }
+  // " for 1 h" (the event's `until` minus its time: the seconds asked for), or " until <time>".
+  function forHowLong(m) {
+    if (typeof m.until !== 'number') return '';
+    if (typeof m.ts === 'number' && m.until > m.ts) return ' for ' + durationText(m.until - m.ts);
+    return ' until ' + fmtDateTime(m.until);
+  }
   function moderationText(r, m) {
     const who = (u) => (u === S.me ? 'you' : S.names.get(u) || u || 'someone');
     const by = m.by === S.me ? 'You' : S.names.get(m.by) || m.by || 'Someone';
     const user = who(m.user);
-    const why = m.reason ? ' (' + m.reason + ')' : '';
-    const until = m.until ? ' until ' + fmtTime(m.until) : '';
+    const why = m.reason ? ': ' + m.reason : '';
     let what;
     switch (m.action) {
       case 'settings': what = settingsText(r, m); break;
-      case 'kick': what = 'removed ' + user + ' from the room' + why; break;
-      case 'ban': what = 'banned ' + user + until + why; break;
-      case 'unban': what = 'lifted the ban of ' + user; break;
-      case 'mute': what = 'muted ' + user + until + why; break;
+      case 'kick': what = 'kicked ' + user + why; break;
+      case 'ban': what = 'banned ' + user + forHowLong(m) + why; break;
+      case 'unban': what = 'unbanned ' + user; break;
+      case 'mute': what = 'muted ' + user + forHowLong(m) + why; break;
       case 'unmute': what = 'unmuted ' + user; break;
       case 'role':
         what = m.role === 'owner' ? 'made ' + user + ' the owner'
@@ -674,7 +714,8 @@
   }
   function systemEl(r, m) {
     const li = h('li', { class: 'sys-line', 'data-testid': 'system-line', 'data-seq': m.seq, 'data-room': r.name,
-      'data-action': m.action, 'data-by': m.by, role: 'note' },
+      'data-action': m.action, 'data-by': m.by, 'data-user': m.user, 'data-role': m.role, 'data-until': m.until,
+      title: m.until != null ? 'until ' + new Date(m.until).toLocaleString() : null, role: 'note' },
     h('span', { class: 'sys-text', 'data-testid': 'system-text', dir: 'auto', text: moderationText(r, m) }),
     h('time', { class: 'time', text: fmtTime(m.ts), datetime: m.ts != null ? new Date(m.ts).toISOString() : null,
       title: m.ts != null ? new Date(m.ts).toLocaleString() : null }));
@@ -688,6 +729,54 @@
       if (m.kind !== 'system' || m.action !== 'settings' || m.prev) continue;
       if (settingsBefore(r, m)) rerenderMessage(r, m.seq, true);
     }
+  }
+
+  // This user's role in the room changed (joined, a `role` event, a kick): what the page offers
+  // follows (the settings button, the composer of a read-only room, moderation, invites).
+  function roleChanged(r) {
+    if (!slowApplies(r)) r.slowUntil = 0;
+    if (!isStaff(r)) {
+      if (S.settingsForm && S.settingsForm.room === r.name) closeSettings();
+      if (S.modPanel && S.modPanel.room === r.name) closeModPanel();
+    }
+    renderRoomList();
+    if (r === S.active) { renderHeader(); renderPresence(); renderModPanel(); }
+  }
+
+  // `{"type":"kicked","room","by","reason"?,"ban"?,"until"?}`: this user was kicked or banned from
+  // the room. It is no longer joined on this connection; it stays in the list with a notice (and
+  // its messages), and is not joined again by itself: the user may click Join again.
+  function onKicked(m) {
+    if (typeof m.room !== 'string') return;
+    const by = m.by != null ? String(m.by) : '';
+    const left = { ban: m.ban === true, by, reason: typeof m.reason === 'string' && m.reason ? m.reason : null,
+      until: typeof m.until === 'number' ? m.until : null, error: null };
+    const r = S.rooms.get(m.room);
+    S.partQueue.delete(m.room);
+    if (!r || r.dm) { toast(leftText(m.room, left)); return; }
+    r.left = left;
+    r.joined = false;
+    r.member = false;
+    r.role = null;
+    r.mute = null;
+    r.invitedBy = null;
+    clearTimeout(r.readTimer);
+    r.readTimer = null;
+    r.typing.clear();
+    r.members = new Map();
+    r.memberCount = 0;
+    removeInviteNote(r.name);
+    roleChanged(r);
+    saveRooms();
+    if (r !== S.active) toast(leftText(r.name, left));
+    else { renderComposerState(); renderTyping(); }
+  }
+  function leftText(room, left) {
+    const who = left.by ? S.names.get(left.by) || left.by : 'a moderator';
+    let t = 'You were ' + (left.ban ? 'banned' : 'kicked') + ' from #' + room + ' by ' + who;
+    if (left.ban && left.until != null) t += ' until ' + fmtDateTime(left.until);
+    if (left.reason) t += ': ' + left.reason;
+    return t;
   }
 
   // ---------------------------------------------------------------- v2: unread counts, read positions
@@ -1122,6 +1211,7 @@
           // v2: the settings as of this seq (topic may be left out when empty)
           if (res.settings && typeof res.settings === 'object') applySettings(r, res.settings, typeof res.seq === 'number' ? res.seq : 0);
           if (r.invitedBy != null) { r.invitedBy = null; removeInviteNote(r.name); }
+          if (r.left) { r.left = null; saveRooms(); } // back after a kick or a ban
         },
       });
     } catch (e) {
@@ -1132,13 +1222,21 @@
         await loadLatest(r, gen);
         return;
       }
-      reqError('Could not join #' + r.name, e); // a private room: forbidden
+      reqError('Could not join #' + r.name, e); // a private room, a ban: forbidden
+      if (r.left) {
+        // kicked or banned before: the room stays with its notice, which says why the join failed
+        if (/\bbanned\b/i.test(e.message || '')) r.left.ban = true;
+        r.left.error = 'Join refused: ' + (e.message || e.code);
+        renderRoomList();
+        if (r === S.active) renderComposerState();
+        return;
+      }
       if (!r.msgs.length) removeRoom(r);
       return;
     }
     r.joining = false;
     if (gen !== S.gen) return;
-    if (r === S.active) renderPresence();
+    if (r === S.active) { renderPresence(); renderHeader(); renderModPanel(); }
     renderRoomList();
     if (!recovered) await loadLatest(r, gen);
   }
@@ -1171,7 +1269,7 @@
   }
 
   async function loadOlder(r) {
-    if (!r || r.loadingOlder || !r.more || S.state !== 'online' || !r.loaded) return;
+    if (!r || r.loadingOlder || !r.more || S.state !== 'online' || !r.loaded || r.left) return;
     if (!isFinite(r.minSeq)) return;
     r.loadingOlder = true;
     if (r === S.active) renderHistoryMarker();
@@ -1205,6 +1303,7 @@
     const text = ui.composerInput.value;
     if (!r || !text.trim()) return;
     if (writeLocked(r)) { toast('Only the owner and moderators can write here'); return; }
+    if (r.left) { renderComposerState(); return; } // kicked or banned: the text stays
     if (r.slowUntil > Date.now()) { renderComposerState(); return; } // slow mode: the text stays
     if ([...text].length > MAX_TEXT_CODEPOINTS) { toast('Message too long (at most 4096 characters)'); return; }
     const item = { key: newKey(), room: r.name, to: r.dm ? r.peer : null, text, status: 'queued', error: null,
@@ -1253,6 +1352,7 @@
     }, (e) => {
       if (e.code === 'disconnected') { item.status = 'queued'; }
       else if (e.code === 'rate_limited' && isSlowRefusal(item, e)) { slowRefused(item, e.reply.retry_ms); return; }
+      else if (item.to == null && isMutedRefusal(e)) { mutedRefused(item); return; }
       else if (e.code === 'rate_limited' || e.code === 'timeout' || e.code === 'unavailable') {
         item.status = 'queued';
         setTimeout(() => trySend(item), e.code === 'rate_limited' ? 1000 : 2000);
@@ -1285,6 +1385,32 @@
     renderPending();
     renderComposerState();
   }
+
+  // Muted (v2): `send`, `edit`, `react` are refused `forbidden` "you are muted in this room".
+  // Nothing was stored: the unsent text goes back into the composer and the note says why.
+  const isMutedRefusal = (e) => !!e && e.code === 'forbidden' && /\bmuted\b/i.test(e.message || '');
+  function noteMuted(roomName) {
+    const r = S.rooms.get(roomName);
+    if (!r) return;
+    if (!r.mute || r.mute.until <= Date.now()) r.mute = { until: Infinity }; // the server knows better than we did
+    if (r === S.active) renderComposerState();
+  }
+  function mutedRefused(item) {
+    const r = S.rooms.get(item.room);
+    noteMuted(item.room);
+    if (r && r === S.active) {
+      S.outbox = S.outbox.filter((o) => o !== item);
+      const cur = ui.composerInput.value;
+      ui.composerInput.value = cur.trim() ? cur + '\n' + item.text : item.text;
+      if (item.replyTo != null && !S.replyTo) { S.replyTo = { room: item.room, seq: item.replyTo }; renderReplyPreview(); }
+      autosize();
+    } else {
+      item.status = 'failed';
+      item.error = 'you are muted in this room';
+    }
+    renderPending();
+  }
+  const isMuted = (r) => !!r && !!r.mute && r.mute.until > Date.now();
 
   // ---------------------------------------------------------------- v2: edit, delete, react
   // A change request; one refused as rate_limited stored nothing: try again a little later.
@@ -1328,6 +1454,7 @@
       await changeRequest({ type: 'edit', room: r.name, seq: m.seq, text });
       if (S.editing === ed) { S.editing = null; rerenderMessage(r, m.seq, true); }
     } catch (e) {
+      if (isMutedRefusal(e)) noteMuted(r.name);
       reqError('Could not edit the message', e);
       if (S.editing === ed) { ed.busy = false; rerenderMessage(r, m.seq, true); }
     }
@@ -1352,6 +1479,7 @@
       // nothing changed: the server already had it so (our name may be missing from a long list)
       if (ack && ack.noop && applyReaction(m, emoji, S.me, on, false)) rerenderMessage(r, m.seq, true);
     } catch (err) {
+      if (isMutedRefusal(err)) noteMuted(r.name);
       reqError('Could not react', err);
     }
   }
@@ -1832,9 +1960,93 @@
     openRoomItem(addRoom(room));
   }
 
+  // ---------------------------------------------------------------- v2: moderation
+  // One panel in the people pane, opened from a person's ⋯ button (or empty, "by id", to lift a
+  // ban or mute of someone who is not here): kick, ban and mute with their durations, unban,
+  // unmute, and for the owner the roles. The server decides what is allowed; its errors show.
+  function openModPanel(user) {
+    const r = S.active;
+    if (!r || r.dm || r.left || S.protocol < 2 || !isStaff(r)) return;
+    S.modPanel = { room: r.name, busy: false, confirmOwner: null };
+    ui.modUser.value = user || '';
+    ui.modReason.value = '';
+    setModStatus('', '');
+    renderModPanel();
+    renderPresence();
+    (user ? ui.modReason : ui.modUser).focus();
+  }
+  function closeModPanel() {
+    if (!S.modPanel && ui.modPanel.hidden) return;
+    S.modPanel = null;
+    renderModPanel();
+    renderPresence();
+  }
+  const modTarget = () => ui.modUser.value.trim().replace(/^@/, '');
+  function renderModPanel() {
+    const mp = S.modPanel;
+    const r = S.active;
+    const show = !!mp && !!r && r.name === mp.room && isStaff(r) && !r.left;
+    ui.modPanel.hidden = !show;
+    if (!show) return;
+    const user = modTarget();
+    const name = user ? S.names.get(user) || user : '';
+    ui.modPanel.setAttribute('data-room', r.name);
+    ui.modPanel.setAttribute('data-user', user);
+    ui.modTitle.textContent = user ? 'Moderate ' + name : 'Moderate a user in #' + r.name;
+    ui.modTitle.title = user ? name + ' (' + user + ') in #' + r.name : '';
+    ui.modRoles.hidden = r.role !== 'owner';
+    for (const b of ui.modPanel.querySelectorAll('.mod-act')) b.disabled = mp.busy;
+    const ownerButton = ui.modRoles.querySelector('[data-role="owner"]');
+    const confirming = mp.confirmOwner != null && mp.confirmOwner === user;
+    ownerButton.textContent = confirming ? 'Click again to make ' + name + ' the owner' : 'Make owner';
+    ownerButton.classList.toggle('confirm', confirming);
+  }
+  function setModStatus(text, state) {
+    ui.modStatus.textContent = text;
+    ui.modStatus.hidden = !text;
+    ui.modStatus.setAttribute('data-state', state);
+  }
+  async function moderate(action, role) {
+    const mp = S.modPanel;
+    const r = S.active;
+    if (!mp || mp.busy || !r || r.name !== mp.room) return;
+    const user = modTarget();
+    if (!user) { setModStatus('Which user? Give their user id', 'error'); ui.modUser.focus(); return; }
+    if (action === 'role' && role === 'owner' && mp.confirmOwner !== user) {
+      mp.confirmOwner = user; // handing the room on: a second click confirms
+      renderModPanel();
+      return;
+    }
+    mp.confirmOwner = null;
+    const req = { type: action, room: r.name, user };
+    const reason = ui.modReason.value.trim();
+    if ((action === 'kick' || action === 'ban') && reason) req.reason = reason;
+    const secs = action === 'ban' ? ui.modBanDuration.value : action === 'mute' ? ui.modMuteDuration.value : '';
+    if (secs) req.seconds = Number(secs);
+    if (action === 'role') req.role = role;
+    mp.busy = true;
+    setModStatus('', '');
+    renderModPanel();
+    const name = S.names.get(user) || user;
+    try {
+      await changeRequest(req);
+      if (S.modPanel !== mp) return;
+      const done = { kick: 'Kicked ' + name, ban: 'Banned ' + name, unban: 'Unbanned ' + name, mute: 'Muted ' + name,
+        unmute: 'Unmuted ' + name,
+        role: name + (role === 'owner' ? ' is now the owner' : role === 'moderator' ? ' is now a moderator' : ' is now a member') };
+      setModStatus(done[action] || 'Done', 'ok');
+      if (action === 'kick' || action === 'ban') ui.modReason.value = '';
+    } catch (e) {
+      if (S.modPanel !== mp) return;
+      setModStatus('Refused: ' + (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code), 'error');
+    } finally {
+      if (S.modPanel === mp) { mp.busy = false; renderModPanel(); }
+    }
+  }
+
   function sendTyping() {
     const r = S.active;
-    if (!r || S.state !== 'online' || r.noTyping || !ui.composerInput.value.trim()) return;
+    if (!r || S.state !== 'online' || r.noTyping || r.left || isMuted(r) || !ui.composerInput.value.trim()) return;
     const now = Date.now();
     if (now - r.lastTypingSent < TYPING_SEND_EVERY_MS) return;
     r.lastTypingSent = now;
@@ -1849,7 +2061,8 @@
     S.partQueue.delete(name);
     const r = addRoom(name);
     setActive(r);
-    if (S.state === 'online') joinRoom(r, S.gen, false);
+    if (r.left) rejoin(r);
+    else if (S.state === 'online') joinRoom(r, S.gen, false);
     return true;
   }
 
@@ -1894,6 +2107,7 @@
       if (r) decideMarker(r); // where "new messages" begins, from before this look
       if (S.search && (!r || S.search.room !== r.name)) { closeSearch(); clearSearchInput(); }
       if (S.settingsForm && (!r || S.settingsForm.room !== r.name)) closeSettings();
+      if (S.modPanel && (!r || S.modPanel.room !== r.name)) S.modPanel = null; // renderAll hides it
     }
     S.active = r;
     renderAll();
@@ -1908,6 +2122,7 @@
     if (S.renderedRoom !== S.active) renderMessages(); else { renderPending(); renderHistoryMarker(); }
     renderReplyPreview();
     renderPresence();
+    renderModPanel();
     renderTyping();
     renderSearch();
     updateTitle();
@@ -1949,11 +2164,33 @@
   function renderComposerState() {
     const r = S.active;
     const locked = writeLocked(r);
+    const out = !!(r && r.left); // kicked or banned: the notice says so, the composer keeps its text
     const wait = r ? Math.max(0, r.slowUntil - Date.now()) : 0;
     ui.composerInput.disabled = !r || locked;
-    ui.sendButton.disabled = !r || locked || wait > 0;
-    ui.composerInput.placeholder = !r ? 'Join a room to chat' : locked ? 'This room is read-only' : 'Message ' + roomLabel(r);
-    ui.readOnlyNote.hidden = !locked;
+    ui.sendButton.disabled = !r || locked || out || wait > 0;
+    ui.composerInput.placeholder = !r ? 'Join a room to chat' : out ? 'You are not in ' + roomLabel(r)
+      : locked ? 'This room is read-only' : 'Message ' + roomLabel(r);
+    ui.readOnlyNote.hidden = !locked || out;
+    ui.leftNote.hidden = !out;
+    if (out) {
+      ui.leftNote.setAttribute('data-room', r.name);
+      ui.leftNote.setAttribute('data-kind', r.left.ban ? 'ban' : 'kick');
+      ui.leftNoteText.textContent = leftText(r.name, r.left);
+      ui.leftNoteError.textContent = r.left.error || '';
+      ui.leftNoteError.hidden = !r.left.error;
+      ui.rejoinButton.disabled = r.joining || S.state !== 'online';
+      ui.rejoinButton.textContent = r.joining ? 'Joining…' : r.left.ban ? 'Try to join again' : 'Join again';
+    }
+    // muted (v2): the note stays until the mute ends or is lifted; sends are refused meanwhile
+    const muted = !out && isMuted(r);
+    ui.mutedNote.hidden = !muted;
+    ui.mutedNote.textContent = 'You are muted in this room' +
+      (muted && isFinite(r.mute.until) ? ' until ' + fmtDateTime(r.mute.until) : '');
+    clearTimeout(S.muteTimer);
+    S.muteTimer = null;
+    if (muted && isFinite(r.mute.until)) {
+      S.muteTimer = setTimeout(renderComposerState, Math.min(Math.max(r.mute.until - Date.now(), 0) + 50, 2 ** 31 - 1));
+    }
     ui.composer.setAttribute('data-locked', locked ? 'true' : 'false');
     ui.app.classList.toggle('write-locked', locked); // no edit or reply buttons either
     ui.slowNote.hidden = !(wait > 0) || locked;
@@ -1974,7 +2211,15 @@
   function openRoomItem(r) {
     setActive(r);
     closeDrawers();
-    if (!r.dm && !r.joined && !r.joining && S.state === 'online') joinRoom(r, S.gen, false);
+    if (!r.dm && !r.joined && !r.joining && !r.left && S.state === 'online') joinRoom(r, S.gen, false);
+  }
+  // "Join again" after a kick (or a ban that may have ended): a recovering join, so that what
+  // happened meanwhile arrives once.
+  function rejoin(r) {
+    if (!r || !r.left || r.joining || S.state !== 'online') return;
+    r.left.error = null;
+    joinRoom(r, S.gen, true); // sets r.joining at once: the button says "Joining…"
+    renderComposerState();
   }
 
   function renderRoomList() {
@@ -1987,12 +2232,13 @@
         title: r.dm ? 'Close' : 'Leave ' + r.name, 'aria-label': r.dm ? 'Close' : 'Leave', text: '×' });
       close.addEventListener('click', (ev) => { ev.stopPropagation(); partRoom(r); });
       const li = h('li', { class: 'room-item' + (r === S.active ? ' active' : '') + (r.unread ? ' has-unread' : '') +
-          (r.mentioned ? ' has-mention' : '') + (r.invitedBy != null && !r.joined ? ' invited' : ''),
+          (r.mentioned ? ' has-mention' : '') + (r.invitedBy != null && !r.joined ? ' invited' : '') + (r.left ? ' left' : ''),
         'data-testid': 'room-item', 'data-room': r.name, 'data-unread': r.unread,
         'data-mentioned': r.mentioned ? 'true' : null,
         'data-joined': r.joined ? 'true' : 'false', 'data-role': r.role,
         'data-private': r.settings && r.settings.private ? 'true' : null,
         'data-invited': r.invitedBy != null && !r.joined ? 'true' : null,
+        'data-left': r.left ? (r.left.ban ? 'ban' : 'kick') : null,
         'data-read-seq': r.readKnown ? r.readSeq : null, tabindex: 0, role: 'button',
         'aria-current': r === S.active ? 'true' : null },
       r.settings && r.settings.private ? h('span', { class: 'room-lock', 'data-testid': 'room-lock', title: 'Private room',
@@ -2013,6 +2259,10 @@
 
   const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
   const dateTimeFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+  function fmtDateTime(ts) {
+    const d = new Date(ts);
+    return isNaN(d) ? '' : dateTimeFmt.format(d);
+  }
   function fmtTime(ts) {
     if (ts == null) return '';
     const d = new Date(ts);
@@ -2240,15 +2490,30 @@
     } else {
       ui.peopleTitle.textContent = 'People';
     }
+    // v2: the owner and moderators get a Moderate button on everyone else (the server refuses
+    // what their role does not allow, and the panel shows its error)
+    const canModerate = S.protocol >= 2 && !!r && !r.dm && !r.left && isStaff(r);
+    ui.modOpen.hidden = !canModerate;
     ui.presence.replaceChildren(...list.map(([user, name]) => {
-      const li = h('li', { class: 'person', 'data-testid': 'presence-item', 'data-user': user },
+      const role = r && !r.dm ? (user === S.me ? r.role : (r.knownRoles.get(user) || {}).role) : null;
+      const li = h('li', { class: 'person', 'data-testid': 'presence-item', 'data-user': user,
+        'data-role': role && role !== 'member' ? role : null },
         h('span', { class: 'dot', 'aria-hidden': 'true' }),
         h('span', { class: 'pname', dir: 'auto', text: name }),
-        user === S.me ? h('span', { class: 'you', text: '(you)' }) : null);
+        user === S.me ? h('span', { class: 'you', text: '(you)' }) : null,
+        role && role !== 'member' ? h('span', { class: 'person-role', 'data-testid': 'person-role', 'data-role': role,
+          text: role === 'owner' ? 'owner' : 'mod' }) : null);
       if (user !== S.me && !(r && r.dm)) {
         const b = h('button', { type: 'button', class: 'dm', 'data-testid': 'dm-button', title: 'Message ' + name, text: 'Message' });
         b.addEventListener('click', () => openDm(user));
         li.append(b);
+        if (canModerate) {
+          const open = !!(S.modPanel && S.modPanel.room === r.name && S.modPanel.user === user);
+          const mb = h('button', { type: 'button', class: 'mod', 'data-testid': 'mod-button', title: 'Moderate ' + name,
+            'aria-label': 'Moderate ' + name, 'aria-expanded': open ? 'true' : 'false', 'aria-controls': 'mod-panel', text: '⋯' });
+          mb.addEventListener('click', () => { if (open) closeModPanel(); else openModPanel(user); });
+          li.append(mb);
+        }
       }
       return li;
     }));
@@ -2329,6 +2594,8 @@
     closeSearch();
     clearSearchInput();
     closeSettings();
+    S.modPanel = null;
+    renderModPanel();
   }
 
   // ---------------------------------------------------------------- events
@@ -2429,6 +2696,17 @@
   ui.settingsCancel.addEventListener('click', closeSettings);
   ui.settingsDialog.addEventListener('close', () => { S.settingsForm = null; });
   ui.inviteForm.addEventListener('submit', (ev) => { ev.preventDefault(); sendInvite(); });
+  // v2: moderation
+  ui.modOpen.addEventListener('click', () => openModPanel(''));
+  ui.modClose.addEventListener('click', closeModPanel);
+  ui.modPanel.addEventListener('submit', (ev) => ev.preventDefault());
+  ui.modPanel.addEventListener('click', (ev) => {
+    const b = ev.target.closest('.mod-act');
+    if (b && !b.disabled) moderate(b.getAttribute('data-action'), b.getAttribute('data-role'));
+  });
+  ui.modPanel.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') { ev.preventDefault(); closeModPanel(); } });
+  ui.modUser.addEventListener('input', () => { if (S.modPanel) { S.modPanel.confirmOwner = null; setModStatus('', ''); renderModPanel(); } });
+  ui.rejoinButton.addEventListener('click', () => rejoin(S.active));
 
   ui.toggleRooms.addEventListener('click', () => {
     ui.app.classList.toggle('show-rooms');

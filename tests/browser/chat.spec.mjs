@@ -1368,6 +1368,211 @@ test('v2: a private room: bob cannot join; alice invites him, he sees the notice
   await joinRoom(bob.page, 'lobby');
 });
 
+// ------------------------------------------------------------------ protocol v2: moderation (roles, kick, ban, mute)
+// Wait until the active room shows a system line matching `re`.
+async function waitForSystemLineLike(page, re) {
+  await page.waitForFunction(({ src, flags }) => {
+    const re = new RegExp(src, flags);
+    return [...document.querySelectorAll('[data-testid="system-line"] [data-testid="system-text"]')].some((e) => re.test(e.textContent));
+  }, { src: re.source, flags: re.flags }, { timeout: WAIT }).catch(async () => {
+    throw new Error(`no system line like ${re}; there are ${JSON.stringify(await systemLines(page))}`);
+  });
+}
+// The moderation panel for `user`: from their ⋯ in the people pane, or by id (`byId`, for a user
+// who is not here). Runs `action` (kick, ban, unban, mute, unmute, role) and returns the panel's
+// status once the server answered: {state: 'ok' | 'error', text}.
+async function moderate(page, user, action, { reason, duration, role, byId = false } = {}) {
+  const panel = tid(page, 'mod-panel');
+  if (await panel.isVisible()) await tid(page, 'mod-close').click();
+  await panel.waitFor({ state: 'hidden', timeout: WAIT });
+  if (byId) {
+    await tid(page, 'mod-open').click();
+    await panel.waitFor({ timeout: WAIT });
+    await tid(page, 'mod-user').fill(user);
+  } else {
+    await page.locator(`[data-testid="presence-item"][data-user="${user}"] [data-testid="mod-button"]`).click();
+    await panel.waitFor({ timeout: WAIT });
+    assert.equal(await tid(page, 'mod-user').inputValue(), user);
+  }
+  if (reason !== undefined) await tid(page, 'mod-reason').fill(reason);
+  if (duration !== undefined) await tid(page, action === 'ban' ? 'mod-ban-duration' : 'mod-mute-duration').selectOption(duration);
+  const button = action === 'role' ? panel.locator(`[data-testid="mod-role"][data-role="${role}"]`) : tid(page, 'mod-' + action);
+  await button.click();
+  if (action === 'role' && role === 'owner') await button.click(); // the second click confirms
+  const status = page.locator('[data-testid="mod-status"]:not([hidden])');
+  await status.waitFor({ timeout: WAIT });
+  return { state: await status.getAttribute('data-state'), text: await status.textContent() };
+}
+async function moderateOk(page, user, action, opts) {
+  const st = await moderate(page, user, action, opts);
+  assert.equal(st.state, 'ok', `${action} ${user}: ${st.text}`);
+  return st;
+}
+const presenceOf = (page, user) => page.locator(`[data-testid="presence-item"][data-user="${user}"]`);
+
+test('v2: the owner kicks a member: he is told why, both see the line, he may join again', async () => {
+  await joinRoom(alice.page, 'kick-room');       // a new room: alice owns it
+  await joinRoom(bob.page, 'kick-room');
+  await sendMessage(bob.page, 'bob was here');
+  await waitForMessage(alice.page, 'bob was here');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+  await presenceOf(bob.page, alice.user).waitFor({ timeout: WAIT });
+  assert.equal(await bob.page.locator('[data-testid="mod-button"]').count(), 0, 'a member gets no moderation menu');
+  assert.equal(await tid(bob.page, 'mod-open').isHidden(), true);
+
+  const st = await moderateOk(alice.page, bob.user, 'kick', { reason: 'spam' });
+  assert.match(st.text, new RegExp(`^Kicked ${known(bob)}$`));
+  // bob: the notice in the room, which is no longer joined here
+  await tid(bob.page, 'kicked-notice').waitFor({ timeout: WAIT });
+  assert.match(await tid(bob.page, 'kicked-text').textContent(), new RegExp(`^You were kicked from #kick-room by ${known(alice)}: spam$`));
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="kick-room"][data-left="kick"][data-joined="false"]', { state: 'attached', timeout: WAIT });
+  assert.equal(await tid(bob.page, 'send-button').isDisabled(), true);
+  assert.equal(await tid(bob.page, 'rejoin-button').textContent(), 'Join again');
+  // the line for both; bob is gone from alice's people pane
+  await waitForSystemLineLike(alice.page, new RegExp(`^You kicked ${known(bob)}: spam$`));
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} kicked you: spam$`));
+  await presenceOf(alice.page, bob.user).waitFor({ state: 'detached', timeout: WAIT });
+  // the kicked room is not saved for rejoining after a reload
+  const saved = await bob.page.evaluate((u) => JSON.parse(localStorage.getItem('chat.rooms.' + u)), bob.user);
+  assert.ok(!saved.rooms.includes('kick-room'), `saved rooms: ${JSON.stringify(saved.rooms)}`);
+  // a kick is not a ban: Join again works, and what was said meanwhile arrives
+  await sendMessage(alice.page, 'said while bob was out');
+  await waitForMessage(alice.page, 'said while bob was out');
+  await tid(bob.page, 'rejoin-button').click();
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="kick-room"][data-joined="true"]:not([data-left])', { state: 'attached', timeout: WAIT });
+  await tid(bob.page, 'kicked-notice').waitFor({ state: 'hidden', timeout: WAIT });
+  await waitForMessage(bob.page, 'said while bob was out');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+  await sendMessage(bob.page, 'bob is back');
+  await waitForMessage(alice.page, 'bob is back');
+  for (const { page } of [alice, bob]) {
+    const seqs = await messageSeqs(page);
+    assert.equal(new Set(seqs).size, seqs.length, 'each message once');
+  }
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: the owner bans a member: his joins are refused with a clear message until unban', async () => {
+  await joinRoom(alice.page, 'ban-room');
+  await joinRoom(bob.page, 'ban-room');
+  await sendMessage(bob.page, 'bob before the ban');
+  await waitForMessage(alice.page, 'bob before the ban');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+
+  await moderateOk(alice.page, bob.user, 'ban', { reason: 'flooding', duration: '3600' });
+  await tid(bob.page, 'kicked-notice').waitFor({ timeout: WAIT });
+  assert.match(await tid(bob.page, 'kicked-text').textContent(),
+    new RegExp(`^You were banned from #ban-room by ${known(alice)} until .+: flooding$`));
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="ban-room"][data-left="ban"]', { state: 'attached', timeout: WAIT });
+  await waitForSystemLineLike(alice.page, new RegExp(`^You banned ${known(bob)} for 1 h: flooding$`));
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} banned you for 1 h: flooding$`));
+  await presenceOf(alice.page, bob.user).waitFor({ state: 'detached', timeout: WAIT });
+
+  // trying again: refused, and the notice says why
+  await tid(bob.page, 'rejoin-button').click();
+  await tid(bob.page, 'kicked-error').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'kicked-error').textContent(), 'Join refused: you are banned from this room');
+  assert.equal(await roomItem(bob.page, 'ban-room').getAttribute('data-joined'), 'false');
+  // after a reload the room is not joined again by itself; joining by name is refused
+  bob = await reloadAs(bob, 'bob');
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="lobby"][data-joined="true"]', { state: 'attached', timeout: WAIT });
+  assert.equal(await roomItem(bob.page, 'ban-room').count(), 0, 'no ban-room after the reload');
+  await tid(bob.page, 'room-input').fill('ban-room');
+  await tid(bob.page, 'join-button').click();
+  await bob.page.waitForFunction(() => document.querySelector('[data-testid="toast"]').textContent ===
+    'Could not join #ban-room: forbidden: you are banned from this room', null, { timeout: WAIT });
+  await roomItem(bob.page, 'ban-room').waitFor({ state: 'detached', timeout: WAIT });
+
+  // lifted by id (bob is not in the room to pick from the people pane)
+  const st = await moderate(alice.page, bob.user, 'unban', { byId: true });
+  assert.equal(st.state, 'ok', st.text);
+  assert.match(st.text, new RegExp(`^Unbanned ${known(bob)}$`));
+  await waitForSystemLineLike(alice.page, new RegExp(`^You unbanned ${known(bob)}$`));
+  await tid(alice.page, 'mod-close').click();
+  await joinRoom(bob.page, 'ban-room');
+  await waitForMessage(bob.page, 'bob before the ban');
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} unbanned you$`));
+  await sendMessage(bob.page, 'bob after the unban');
+  await waitForMessage(alice.page, 'bob after the unban');
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: the owner mutes a member: his send is refused with the muted note, text kept; after unmute it goes', async () => {
+  await joinRoom(alice.page, 'mute-room');
+  await joinRoom(bob.page, 'mute-room');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+
+  await moderateOk(alice.page, bob.user, 'mute', { duration: '600' });
+  await waitForSystemLineLike(alice.page, new RegExp(`^You muted ${known(bob)} for 10 min$`));
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} muted you for 10 min$`));
+  await tid(bob.page, 'muted-note').waitFor({ timeout: WAIT });
+  assert.match(await tid(bob.page, 'muted-note').textContent(), /^You are muted in this room until .+$/);
+  // the send goes to the server, which refuses it: the text comes back into the composer
+  await sendMessage(bob.page, 'can anyone hear me?');
+  await bob.page.waitForFunction(() => document.querySelector('[data-testid="composer-input"]').value === 'can anyone hear me?' &&
+    !document.querySelector('[data-testid="pending-message"]'), null, { timeout: WAIT });
+  assert.equal(await tid(bob.page, 'muted-note').isVisible(), true);
+  // a reaction is refused too (toast), and bob still reads
+  await sendMessage(alice.page, 'the owner speaks');
+  const seq = await waitForMessage(bob.page, 'the owner speaks');
+  await messageAction(bob.page, seq, 'react-button', '👍');
+  await bob.page.waitForFunction(() => /^Could not react: forbidden: you are muted in this room$/.test(document.querySelector('[data-testid="toast"]').textContent),
+    null, { timeout: WAIT });
+  assert.equal(await reactionCount(alice.page, seq, '👍'), 0);
+
+  await moderateOk(alice.page, bob.user, 'unmute');
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} unmuted you$`));
+  await tid(bob.page, 'muted-note').waitFor({ state: 'hidden', timeout: WAIT });
+  await tid(bob.page, 'send-button').click();
+  await waitForMessage(alice.page, 'can anyone hear me?');
+  const texts = await alice.page.$$eval('[data-testid="message-text"]', (els) => els.map((e) => e.textContent));
+  assert.equal(texts.filter((t) => t === 'can anyone hear me?').length, 1, 'stored once, after the unmute');
+  await tid(alice.page, 'mod-close').click();
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: the owner makes a member a moderator: he gets the settings button and may write in a read-only room', async () => {
+  await joinRoom(alice.page, 'role-room');
+  await joinRoom(bob.page, 'role-room');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+  await changeSettings(alice.page, { readOnly: true });
+  await tid(bob.page, 'read-only-note').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'settings-button').isHidden(), true);
+
+  await moderateOk(alice.page, bob.user, 'role', { role: 'moderator' });
+  await waitForSystemLineLike(alice.page, new RegExp(`^You made ${known(bob)} a moderator$`));
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} made you a moderator$`));
+  await bob.page.waitForSelector('[data-testid="room-role"][data-role="moderator"]', { timeout: WAIT });
+  await tid(bob.page, 'settings-button').waitFor({ timeout: WAIT });
+  await tid(bob.page, 'read-only-note').waitFor({ state: 'hidden', timeout: WAIT });
+  assert.equal(await tid(bob.page, 'composer-input').isDisabled(), false);
+  await alice.page.waitForSelector(`[data-testid="presence-item"][data-user="${bob.user}"][data-role="moderator"]`, { timeout: WAIT });
+  await sendMessage(bob.page, 'a moderator writes');
+  await waitForMessage(alice.page, 'a moderator writes');
+  // the new moderator has the menu too; the server refuses what his role does not allow
+  await presenceOf(bob.page, alice.user).locator('[data-testid="mod-button"]').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'mod-roles').isHidden(), true);
+  const refused = await moderate(bob.page, alice.user, 'kick');
+  assert.deepEqual(refused, { state: 'error', text: 'Refused: forbidden: a moderator cannot act on the owner or another moderator' });
+  await tid(bob.page, 'mod-close').click();
+  await alice.page.screenshot({ path: path.join(ARTIFACTS, 'chat-moderation.png') });
+
+  // back to member: the settings button goes, the read-only composer comes back
+  await moderateOk(alice.page, bob.user, 'role', { role: 'member' });
+  await waitForSystemLineLike(bob.page, new RegExp(`^${known(alice)} made you a member$`));
+  await bob.page.waitForSelector('[data-testid="room-role"][data-role="member"]', { timeout: WAIT });
+  await tid(bob.page, 'settings-button').waitFor({ state: 'hidden', timeout: WAIT });
+  await tid(bob.page, 'read-only-note').waitFor({ timeout: WAIT });
+  assert.equal(await bob.page.locator('[data-testid="mod-button"]').count(), 0);
+  await tid(alice.page, 'mod-close').click();
+  await changeSettings(alice.page, { readOnly: false });
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
 test('sign in with a token from `chatd token`', async (t) => {
   const out = spawnSync(CHATD, ['--jwt-secret', JWT_SECRET, 'token', '--user', 'carol', '--name', 'Carol', '--ttl', '1h'],
     { encoding: 'utf8', timeout: 10000, env: { ...process.env, CHAT_JWT_SECRET: JWT_SECRET } });
