@@ -797,6 +797,38 @@ TYPED_TEST(store_backend_test, settings_are_stored_with_their_event_and_fenced_w
   EXPECT_TRUE(found.empty());
 }
 
+// Bans and mutes: upserted and lifted with their batch (alone too), fenced
+// with it, read back by every load.
+TYPED_TEST(store_backend_test, bans_and_mutes_are_stored_lifted_and_fenced) {
+  auto claim = this->claim("general", "n1");
+  append_batch b = fenced("general", 1, 1, claim);
+  b.msgs[0].kind = event_kind::moderation;
+  b.msgs[0].text = "ban";
+  b.restrict_set = {{"carol", restriction::forever, 0}, {"dave", 0, 1764090000123}};
+  this->append_ok({b});
+  append_batch lift;
+  lift.room = "general";
+  lift.owner = claim.owner;
+  lift.term = claim.term;
+  lift.restrict_del = {"dave"};
+  lift.restrict_set = {{"erin", 5, 6}};
+  this->append_ok({lift});
+  auto stale = lift;
+  stale.restrict_del = {"carol"};
+  stale.restrict_set.clear();
+  this->claim("general", "n2");
+  std::vector<append_result> res;
+  std::string err;
+  ASSERT_TRUE(this->b_->append({stale}, res, err)) << err;
+  EXPECT_EQ(res, std::vector<append_result>{append_result::fenced});
+  if (TypeParam::persistent) this->reopen();
+  auto snap = this->load("general");
+  auto by_user = snap.restrictions;
+  std::sort(by_user.begin(), by_user.end(),
+            [](const restriction& x, const restriction& y) { return x.user < y.user; });
+  EXPECT_EQ(by_user, (std::vector<restriction>{{"carol", restriction::forever, 0}, {"erin", 5, 6}}));
+}
+
 TYPED_TEST(store_backend_test, claim_raises_the_term_and_sets_the_owner) {
   auto s = this->load("general");
   EXPECT_EQ(s.term, 0u);
