@@ -442,18 +442,26 @@ verdict check_moderation(room_actor* self, const send_req& r) {
     return refuse(errc::bad_request, "unknown moderation action");
   if (r.user == r.who.user) return refuse(errc::bad_request, "not on yourself");
   if (is_connected_admin(self, r.user)) return refuse(errc::forbidden, "nobody acts on a server admin");
-  if (r.admin || r.trusted) return {};
+  // What would change nothing stores nothing (the noop ack): a kick of a
+  // non-member, lifting what is not there.
+  auto& st = self->state;
+  auto x = st.restrictions.find(r.user);
+  bool noop = (r.text == "kick" && !st.memberships.count(r.user) && !st.members.users.count(r.user)) ||
+              (r.text == "unban" && (x == st.restrictions.end() || x->second.ban_until == 0)) ||
+              (r.text == "unmute" && (x == st.restrictions.end() || x->second.mute_until == 0));
+  verdict ok = noop ? verdict{verdict::noop, errc::internal, {}} : verdict{};
+  if (r.admin || r.trusted) return ok;
   auto actor = role_of(self, r.who.user);
   auto target = role_of(self, r.user);
   if (r.text == "role") {
     if (actor != member_role::owner) return refuse(errc::forbidden, "only the room's owner gives roles");
-    return {};
+    return ok;
   }
   if (actor == member_role::member)
     return refuse(errc::forbidden, "only the room's owner and moderators moderate");
   if (actor == member_role::moderator && target != member_role::member)
     return refuse(errc::forbidden, "a moderator cannot act on the owner or another moderator");
-  return {};
+  return ok;
 }
 
 // A moderation action takes effect at its seq: memberships, bans and mutes

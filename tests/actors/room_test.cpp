@@ -1811,6 +1811,13 @@ TEST_F(RoomModerationTest, WhoMayActOnWhomAndKicks) {
   EXPECT_EQ(st.memberships.at("carol").role, member_role::owner);
   EXPECT_EQ(st.memberships.at("alice").role, member_role::moderator);
   EXPECT_EQ(delivered(gw, "moderation").back()["role"], "owner");
+  // What changes nothing stores nothing.
+  act(3, "carol", "kick", "nobody", "8");
+  act(3, "carol", "unban", "bob", "9");
+  act(3, "carol", "unmute", "bob", "10");
+  sched.run();
+  for (auto id : {"8", "9", "10"}) EXPECT_EQ(reply(id)["noop"], true) << id;
+  EXPECT_EQ(st.last_seq, 2u);
 }
 
 TEST_F(RoomModerationTest, BansAndMutesHoldEverywhereAndAreStored) {
