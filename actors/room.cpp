@@ -279,6 +279,10 @@ void dispatch(room_actor* self);
 // it. A stored invite: an ack without seq, and the invited user hears it.
 void answer_read(room_actor* self, room_state::read_waiter& r) {
   auto& st = self->state;
+  if (r.part) {
+    answer(self, r.to, left_msg{0, {}, st.room, true});
+    return;
+  }
   if (r.invite) {
     answer(self, r.to, ack_msg{0, {}, st.room, 0, 0});
     if (auto reg = st.deps.registry_for(r.user))
@@ -956,12 +960,16 @@ void handle_read(room_actor* self, const read_req& req) {
 // receiving the room (the others are told with a `parted` without id).
 void handle_part(room_actor* self, const part_req& req) {
   auto& st = self->state;
-  if (!st.dm && st.memberships.erase(req.user) > 0) {
-    st.member_dirty[req.user] = std::nullopt;
-    dispatch(self);
-  }
   drop_connections(self, req.user, false, req.conn);
   auto to = reply_target(self, req.conn, req.req_id);
+  if (!st.dm && st.memberships.erase(req.user) > 0) {
+    // Answered once stored: a my_rooms right after the reply no longer lists it.
+    st.member_dirty[req.user] = std::nullopt;
+    room_state::read_waiter w{std::move(to), req.user, 0, {}, false, true};
+    st.reads_waiting.push_back(std::move(w));
+    dispatch(self);
+    return;
+  }
   answer(self, to, left_msg{0, {}, st.room, true});
 }
 

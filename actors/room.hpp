@@ -141,6 +141,7 @@ struct room_state {
     uint64_t seq = 0;
     std::string invited_by;  // an invite: the user is told who invited them
     bool invite = false;
+    bool part = false;  // a part: answered `parted` once the membership's end is stored
   };
   std::vector<read_waiter> reads_waiting, reads_flying;
   bool in_flight = false;
