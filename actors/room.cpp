@@ -653,7 +653,8 @@ void dispatch(room_actor* self) {
     m.emoji = std::move(p.req.emoji);
     m.on = p.req.on;
     if (target && m.kind != event_kind::message) apply_change(*target, m);
-    if (m.kind == event_kind::message && !st.dm) st.last_sent[m.from] = ts;
+    // Only while slow mode is on: no per-message map write in every other room.
+    if (m.kind == event_kind::message && !st.dm && st.settings.slow_mode > 0) st.last_sent[m.from] = ts;
     if (m.kind == event_kind::moderation && m.text != "settings") {
       m.data = apply_moderation(self, m.text, p.req, ts);  // (p.req.text moved to m.text)
     } else if (m.kind == event_kind::moderation) {

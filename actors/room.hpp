@@ -155,7 +155,7 @@ struct room_state {
   // memberships do (null: lifted).
   std::map<std::string, restriction> restrictions;
   std::map<std::string, std::optional<restriction>> restrict_dirty, restrict_flying;
-  // Slow mode: the ts of each member's last message sequenced here.
+  // Slow mode: the ts of each member's last message sequenced here while it was on.
   std::unordered_map<std::string, int64_t> last_sent;
 
   presence_batcher presence;  // presence batching in big rooms, and in any room during a storm
