@@ -594,7 +594,9 @@ class cli_client {
           std::cout << "--- " << n << (n == 1 ? " match" : " matches") << " in "
                     << terminal_safe(str(j, "room"))
                     << (j.value("more", false) ? " (older matches exist)" : "") << "\n";
-          for (auto& m : j.value("messages", json::array())) print_event("message", m);
+          // Every event as it is (history holds moderation events and changes too).
+        for (auto& m : j.value("messages", json::array()))
+          if (m.is_object()) print_event(m.value("type", std::string("message")), m);
         } else {
           std::cout << "--- your rooms\n";
           for (auto& r : j.value("rooms", json::array()))
@@ -613,7 +615,9 @@ class cli_client {
         if (opt_.json || opt_.send_only) return;
         std::cout << "--- history of " << terminal_safe(str(j, "room"))
                   << (j.value("more", false) ? " (older messages exist)" : "") << "\n";
-        for (auto& m : j.value("messages", json::array())) print_event("message", m);
+        // Every event as it is (history holds moderation events and changes too).
+        for (auto& m : j.value("messages", json::array()))
+          if (m.is_object()) print_event(m.value("type", std::string("message")), m);
         std::cout.flush();
         return;
     }

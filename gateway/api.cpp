@@ -215,19 +215,15 @@ bool parse_room_param(const std::string& room, bool allow_dm, api_error& err) {
 
 namespace {
 
+// A change the backend vouches for (trusted): as the system, or as `from`.
+void set_trusted_change(api_call& call, api_op op, const std::string& room, member_info who,
+                        client_req& req, event_kind kind);
+
 // A send the backend vouches for: no connection behind it, no membership needed.
 void set_trusted_send(api_call& call, api_op op, const std::string& room, member_info who,
                       client_req& req, std::string dm_to) {
-  call.op = op;
-  call.room = room;
-  call.send = send_req{};
-  call.send.room = room;
-  call.send.who = std::move(who);
-  call.send.text = std::move(req.text);
-  call.send.data = std::move(req.data);
-  call.send.idem_key = std::move(req.idem_key);
+  set_trusted_change(call, op, room, std::move(who), req, event_kind::message);
   call.send.dm_to = std::move(dm_to);
-  call.send.trusted = true;
 }
 
 }  // namespace

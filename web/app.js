@@ -1369,9 +1369,9 @@
     const r = S.rooms.get(item.room);
     return !!(r && r.settings && r.settings.slow_mode > 0) || /slow/i.test(e.message || '');
   }
-  function slowRefused(item, retryMs) {
-    const r = S.rooms.get(item.room);
-    if (r) r.slowUntil = Math.max(r.slowUntil, Date.now() + Math.max(0, retryMs));
+  // A refused send that stored nothing: in the open room its text goes back
+  // into the composer (with its reply); elsewhere it stays pending as failed.
+  function giveBack(item, r, why) {
     if (r && r === S.active) {
       S.outbox = S.outbox.filter((o) => o !== item);
       const cur = ui.composerInput.value;
@@ -1380,8 +1380,13 @@
       autosize();
     } else {
       item.status = 'failed';
-      item.error = 'slow mode: try again in ' + Math.max(1, Math.ceil(retryMs / 1000)) + 's';
+      item.error = why;
     }
+  }
+  function slowRefused(item, retryMs) {
+    const r = S.rooms.get(item.room);
+    if (r) r.slowUntil = Math.max(r.slowUntil, Date.now() + Math.max(0, retryMs));
+    giveBack(item, r, 'slow mode: try again in ' + Math.max(1, Math.ceil(retryMs / 1000)) + 's');
     renderPending();
     renderComposerState();
   }
@@ -1398,16 +1403,7 @@
   function mutedRefused(item) {
     const r = S.rooms.get(item.room);
     noteMuted(item.room);
-    if (r && r === S.active) {
-      S.outbox = S.outbox.filter((o) => o !== item);
-      const cur = ui.composerInput.value;
-      ui.composerInput.value = cur.trim() ? cur + '\n' + item.text : item.text;
-      if (item.replyTo != null && !S.replyTo) { S.replyTo = { room: item.room, seq: item.replyTo }; renderReplyPreview(); }
-      autosize();
-    } else {
-      item.status = 'failed';
-      item.error = 'you are muted in this room';
-    }
+    giveBack(item, r, 'you are muted in this room');
     renderPending();
   }
   const isMuted = (r) => !!r && !!r.mute && r.mute.until > Date.now();
