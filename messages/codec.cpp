@@ -148,24 +148,34 @@ bool opt_bool(const json& j, const char* key, bool& present, bool& out, decode_e
   return true;
 }
 
+// An optional one-line text (topic, reason): valid UTF-8 without control
+// characters, at most max_topic_chars code points.
+bool one_line_field(const json& j, const char* key, bool& present, std::string& out,
+                    decode_error& err) {
+  present = false;
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return true;
+  if (!it->is_string()) return fail(err, errc::bad_request, std::string("'") + key + "' must be a string");
+  out = it->get<std::string>();
+  size_t n = 0;
+  bool ok = for_each_code_point(out, [&n](uint32_t cp) {
+    ++n;
+    return cp >= 0x20 && cp != 0x7F;
+  });
+  if (!ok)
+    return fail(err, errc::bad_request, std::string("'") + key + "' must be one line of valid UTF-8");
+  if (n > max_topic_chars)
+    return fail(err, errc::too_large, std::string("'") + key + "' is longer than " +
+                                          std::to_string(max_topic_chars) + " characters");
+  present = true;
+  return true;
+}
+
 // room_set: at least one of topic, private, read_only, slow_mode.
 bool settings_fields(const json& j, client_req& out, decode_error& err) {
   bool present = false;
-  auto t = j.find("topic");
-  if (t != j.end() && !t->is_null()) {
-    if (!t->is_string()) return fail(err, errc::bad_request, "'topic' must be a string");
-    out.settings.topic = t->get<std::string>();
-    size_t n = 0;
-    bool ok = for_each_code_point(out.settings.topic, [&n](uint32_t cp) {
-      ++n;
-      return cp >= 0x20 && cp != 0x7F;  // one line: no control characters
-    });
-    if (!ok) return fail(err, errc::bad_request, "'topic' must be one line of valid UTF-8");
-    if (n > max_topic_chars)
-      return fail(err, errc::too_large,
-                  "'topic' is longer than " + std::to_string(max_topic_chars) + " characters");
-    out.set |= settings_topic;
-  }
+  if (!one_line_field(j, "topic", present, out.settings.topic, err)) return false;
+  if (present) out.set |= settings_topic;
   if (!opt_bool(j, "private", present, out.settings.private_room, err)) return false;
   if (present) out.set |= settings_private;
   if (!opt_bool(j, "read_only", present, out.settings.read_only, err)) return false;
@@ -199,16 +209,8 @@ bool moderation_fields(const json& j, client_req& out, decode_error& err) {
     else return fail(err, errc::bad_request, "'role' must be member, moderator or owner");
   }
   if (out.type == req_type::kick || out.type == req_type::ban || out.type == req_type::mute) {
-    if (!opt_string(j, "reason", out.reason, err)) return false;
-    size_t n = 0;
-    bool ok = for_each_code_point(out.reason, [&n](uint32_t cp) {
-      ++n;
-      return cp >= 0x20 && cp != 0x7F;
-    });
-    if (!ok) return fail(err, errc::bad_request, "'reason' must be one line of valid UTF-8");
-    if (n > max_topic_chars)
-      return fail(err, errc::too_large,
-                  "'reason' is longer than " + std::to_string(max_topic_chars) + " characters");
+    bool present = false;
+    if (!one_line_field(j, "reason", present, out.reason, err)) return false;
   }
   if (out.type == req_type::ban || out.type == req_type::mute) {
     bool present = false;
