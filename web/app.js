@@ -27,6 +27,9 @@
   const SEARCH_LIMIT = 20;
   const MAX_SLOW_MODE = 24 * 3600;  // seconds (the server's limit)
   const MAX_INVITE_NOTES = 5;
+  const MOD_LOG_PAGE = 100;         // history's largest page
+  const MOD_LOG_PAGES = 10;         // pages read back per load of the moderation log at most
+  const MOD_LOG_BATCH = 50;         // ...or until this many entries were found
   const DEFAULT_SETTINGS = Object.freeze({ topic: '', private: false, read_only: false, slow_mode: 0 });
   // Objects that take a room's seq (protocol v2: changes to a message are events of their own).
   const ROOM_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction', 'moderation']);
@@ -87,6 +90,9 @@
     modPanel: byId('mod-panel'), modTitle: byId('mod-title'), modClose: byId('mod-close'), modUser: byId('mod-user'),
     modReason: byId('mod-reason'), modBanDuration: byId('mod-ban-duration'), modMuteDuration: byId('mod-mute-duration'),
     modRoles: byId('mod-roles'), modStatus: byId('mod-status'), modOpen: byId('mod-open'),
+    modLogButton: byId('modlog-button'), modLogPanel: byId('modlog-panel'), modLogSummary: byId('modlog-summary'),
+    modLogClose: byId('modlog-close'), modLogList: byId('modlog-list'), modLogStatus: byId('modlog-status'),
+    modLogMore: byId('modlog-more'),
   };
 
   // ---------------------------------------------------------------- state
@@ -132,6 +138,7 @@
     slowTimer: null,      // ticks the slow mode countdown of the active room
     modPanel: null,       // v2: {room, busy, confirmOwner}: the open moderation panel
     muteTimer: null,      // re-renders the composer when the active room's mute of this user ends
+    modLog: null,         // v2: {room, items, seqs, before, more, loading, error, done, scanned, flash}: the open moderation log
   };
 
   function randomHex(bytes) {
@@ -216,6 +223,7 @@
     S.outbox = S.outbox.filter((m) => m.room !== r.name);
     if (S.search && S.search.room === r.name) closeSearch();
     if (S.settingsForm && S.settingsForm.room === r.name) closeSettings();
+    if (S.modLog && S.modLog.room === r.name) closeModLog();
     if (S.active === r) {
       const next = S.rooms.values().next().value || null;
       setActive(next);
@@ -239,6 +247,7 @@
     r.muteSeq = 0;
     r.knownRoles = new Map();
     if (S.search && S.search.room === r.name) renderSearch();
+    if (S.modLog && S.modLog.room === r.name) { S.modLog = newModLog(r.name); renderModLog(); } // read again once joined
     if (S.replyTo && S.replyTo.room === r.name) { S.replyTo = null; renderReplyPreview(); }
     if (S.active === r) renderMessages();
   }
@@ -561,6 +570,8 @@
     const t = deletes ? r.bySeq.get(m.target) : null;
     const wasDeleted = !!(t && t.deleted);
     if (insertMessages(r, [m]) && deletes && !wasDeleted) uncountDeleted(r, m);
+    // the open moderation log of the room: a new entry at the top
+    if (m.type === 'moderation' && S.modLog && S.modLog.room === r.name && addModLogItem(S.modLog, m, true)) renderModLog();
   }
 
   // ---------------------------------------------------------------- v2: room settings, moderation events
@@ -600,19 +611,23 @@
     return true;
   }
 
-  // A `moderation` event (live, replayed or from history): a system line in the timeline; a newer
-  // one than the room knows also changes its settings, or the user's role.
-  function onModeration(r, m) {
-    const by = m.by != null ? String(m.by) : '';
+  // The system line of a `moderation` event (no side effects: the moderation log uses it too).
+  function normModeration(r, m) {
     const settings = normSettings(m.settings || (m.data && typeof m.data === 'object' ? m.data.settings : null), r.settings);
-    const item = {
+    return {
       kind: 'system', seq: m.seq, ts: typeof m.ts === 'number' ? m.ts : null,
       from: '', name: '', text: '', deleted: false, reactions: [], mentions: [], replyTo: null, editedTs: null,
-      action: typeof m.action === 'string' ? m.action : '', by,
+      action: typeof m.action === 'string' ? m.action : '', by: m.by != null ? String(m.by) : '',
       user: m.user != null ? String(m.user) : null, role: typeof m.role === 'string' ? m.role : null,
       until: typeof m.until === 'number' ? m.until : null, reason: typeof m.reason === 'string' ? m.reason : null,
       settings, prev: null, v: m.seq,
     };
+  }
+  // A `moderation` event (live, replayed or from history): a system line in the timeline; a newer
+  // one than the room knows also changes its settings, or the user's role.
+  function onModeration(r, m) {
+    const item = normModeration(r, m);
+    const { by, settings } = item;
     if (item.action === 'settings' && settings) {
       if (r.settings && m.seq > r.settingsSeq) item.prev = r.settings; // what this event changed
       applySettings(r, settings, m.seq);
@@ -738,6 +753,7 @@
     if (!isStaff(r)) {
       if (S.settingsForm && S.settingsForm.room === r.name) closeSettings();
       if (S.modPanel && S.modPanel.room === r.name) closeModPanel();
+      if (S.modLog && S.modLog.room === r.name) closeModLog();
     }
     renderRoomList();
     if (r === S.active) { renderHeader(); renderPresence(); renderModPanel(); }
@@ -1238,6 +1254,9 @@
     if (gen !== S.gen) return;
     if (r === S.active) { renderPresence(); renderHeader(); renderModPanel(); }
     renderRoomList();
+    // the open moderation log: read (again) when it was cut off, or the room started over
+    const ml = S.modLog;
+    if (ml && ml.room === r.name && !ml.loading && (ml.error || !ml.done)) loadModLog(ml);
     if (!recovered) await loadLatest(r, gen);
   }
 
@@ -1655,6 +1674,7 @@
     const q = query.trim();
     if (!r || S.protocol < 2) return;
     if (!q) { closeSearch(); return; }
+    closeModLog(); // one panel above the timeline at a time
     S.search = { room: r.name, query: q, results: [], seqs: new Set(), more: false, loading: false,
       error: null, done: false, selected: null };
     searchPage(S.search);
@@ -2016,7 +2036,7 @@
     mp.confirmOwner = null;
     const req = { type: action, room: r.name, user };
     const reason = ui.modReason.value.trim();
-    if ((action === 'kick' || action === 'ban') && reason) req.reason = reason;
+    if ((action === 'kick' || action === 'ban' || action === 'mute') && reason) req.reason = reason;
     const secs = action === 'ban' ? ui.modBanDuration.value : action === 'mute' ? ui.modMuteDuration.value : '';
     if (secs) req.seconds = Number(secs);
     if (action === 'role') req.role = role;
@@ -2031,13 +2051,163 @@
         unmute: 'Unmuted ' + name,
         role: name + (role === 'owner' ? ' is now the owner' : role === 'moderator' ? ' is now a moderator' : ' is now a member') };
       setModStatus(done[action] || 'Done', 'ok');
-      if (action === 'kick' || action === 'ban') ui.modReason.value = '';
+      if (action === 'kick' || action === 'ban' || action === 'mute') ui.modReason.value = '';
     } catch (e) {
       if (S.modPanel !== mp) return;
       setModStatus('Refused: ' + (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code), 'error');
     } finally {
       if (S.modPanel === mp) { mp.busy = false; renderModPanel(); }
     }
+  }
+
+  // ---------------------------------------------------------------- v2: the moderation log
+  // For the owner and moderators: the room's moderation events (its audit trail, which `history`
+  // keeps among everything else), newest first. A load pages back through history with `before`
+  // = the oldest seq seen, at most MOD_LOG_PAGES pages or until MOD_LOG_BATCH entries were found;
+  // "Load older" goes on from there. A moderation event arriving meanwhile goes on top.
+  function newModLog(room) {
+    return { room, items: [], seqs: new Set(), before: null, more: true, loading: false, error: null,
+      done: false, scanned: 0, flash: new Set() };
+  }
+  function openModLog() {
+    const r = S.active;
+    if (!r || r.dm || r.left || S.protocol < 2 || !isStaff(r)) return;
+    if (S.search) { closeSearch(); clearSearchInput(); } // one panel above the timeline at a time
+    S.modLog = newModLog(r.name);
+    renderModLog();
+    renderHeader();
+    loadModLog(S.modLog);
+  }
+  function closeModLog() {
+    if (!S.modLog && ui.modLogPanel.hidden) return;
+    S.modLog = null;
+    renderModLog();
+    renderHeader();
+  }
+  // Adds a moderation event to the log (newest first, each seq once); returns whether it was new.
+  function addModLogItem(ml, m, live) {
+    const r = S.rooms.get(ml.room);
+    if (!r || typeof m.seq !== 'number' || ml.seqs.has(m.seq)) return false;
+    ml.seqs.add(m.seq);
+    const item = normModeration(r, m);
+    const items = ml.items;
+    if (!items.length || items[items.length - 1].seq > item.seq) items.push(item); // paging back: the oldest so far
+    else {
+      let i = 0;
+      while (items[i].seq > item.seq) i++;
+      items.splice(i, 0, item);
+    }
+    if (live) ml.flash.add(item.seq);
+    return true;
+  }
+  async function loadModLog(ml) {
+    if (ml.loading || (ml.done && !ml.more)) return;
+    ml.loading = true;
+    ml.error = null;
+    renderModLog();
+    let found = 0;
+    try {
+      for (let n = 0; n < MOD_LOG_PAGES && ml.more && found < MOD_LOG_BATCH; n++) {
+        const req = { type: 'history', room: ml.room, limit: MOD_LOG_PAGE };
+        if (ml.before != null) req.before = ml.before;
+        const res = await changeRequest(req); // rate_limited read nothing: tried again
+        if (S.modLog !== ml) return;
+        const got = Array.isArray(res.messages) ? res.messages.filter((m) => m && typeof m.seq === 'number') : [];
+        for (const m of got) {
+          if (ml.before == null || m.seq < ml.before) ml.before = m.seq;
+          if (m.type === 'moderation' && addModLogItem(ml, m, false)) found++;
+        }
+        ml.scanned += got.length;
+        const first = typeof res.first_seq === 'number' ? Math.max(res.first_seq, 1) : 1;
+        ml.more = !!res.more && got.length > 0 && ml.before > first;
+        if (ml.more) renderModLog(); // what this page found shows while the next one loads
+      }
+      ml.done = true;
+    } catch (e) {
+      if (S.modLog !== ml) return;
+      ml.error = e;
+    }
+    ml.loading = false;
+    renderModLog();
+  }
+
+  const MOD_LOG_ACTIONS = { settings: 'settings', role: 'role', kick: 'kick', ban: 'ban', unban: 'unban',
+    mute: 'mute', unmute: 'unmute' };
+  // "for 10 min, until Mar 3, 14:20" (a ban or mute with seconds), "until lifted" (without).
+  function modLogUntil(m) {
+    if (typeof m.until === 'number') {
+      const span = typeof m.ts === 'number' && m.until > m.ts ? 'for ' + durationText(m.until - m.ts) + ', ' : '';
+      return span + 'until ' + fmtDateTime(m.until);
+    }
+    return m.action === 'ban' || m.action === 'mute' ? 'until lifted' : '';
+  }
+  function modLogItemEl(r, ml, m) {
+    const name = (u) => S.names.get(u) || u;
+    const until = modLogUntil(m);
+    let detail = '';
+    if (m.action === 'settings') detail = m.settings ? settingsText(r, m) : 'changed the room settings';
+    else if (m.action === 'role' && m.role) detail = 'new role: ' + m.role;
+    const li = h('li', { class: 'modlog-item' + (ml.flash.has(m.seq) ? ' flash' : ''), 'data-testid': 'modlog-item',
+      'data-seq': m.seq, 'data-action': m.action, 'data-by': m.by, 'data-user': m.user, 'data-role': m.role,
+      'data-until': m.until, title: moderationText(r, m) + ' (#' + m.seq + ')' },
+    h('div', { class: 'meta modlog-meta' },
+      h('time', { class: 'time', 'data-testid': 'modlog-time', text: fmtTime(m.ts),
+        datetime: m.ts != null ? new Date(m.ts).toISOString() : null,
+        title: m.ts != null ? new Date(m.ts).toLocaleString() : null }),
+      h('span', { class: 'modlog-by', 'data-testid': 'modlog-by', dir: 'auto', title: m.by, text: name(m.by) || '?' }),
+      h('span', { class: 'modlog-action', 'data-testid': 'modlog-action', 'data-action': m.action,
+        text: MOD_LOG_ACTIONS[m.action] || m.action || '?' }),
+      m.user ? h('span', { class: 'modlog-user', 'data-testid': 'modlog-user', dir: 'auto', title: m.user, text: name(m.user) }) : null),
+    detail ? h('div', { class: 'modlog-detail', 'data-testid': 'modlog-detail', dir: 'auto', text: detail }) : null,
+    until ? h('div', { class: 'modlog-until', 'data-testid': 'modlog-until',
+      title: typeof m.until === 'number' ? new Date(m.until).toLocaleString() : null, text: until }) : null,
+    m.reason ? h('div', { class: 'modlog-reason' }, h('span', { class: 'modlog-label', text: 'Reason: ' }),
+      h('span', { 'data-testid': 'modlog-reason', dir: 'auto', text: m.reason })) : null);
+    return li;
+  }
+  function renderModLog() {
+    const ml = S.modLog;
+    const r = ml && S.active && S.active.name === ml.room ? S.active : null;
+    const show = !!r && isStaff(r) && !r.left;
+    ui.modLogPanel.hidden = !show;
+    if (!show) {
+      ui.modLogList.replaceChildren();
+      ui.modLogStatus.textContent = '';
+      ui.modLogStatus.removeAttribute('data-state');
+      ui.modLogMore.hidden = true;
+      return;
+    }
+    ui.modLogPanel.setAttribute('data-room', ml.room);
+    ui.modLogPanel.setAttribute('data-state', ml.loading ? 'loading' : ml.error ? 'error' : ml.done ? 'done' : 'idle');
+    ui.modLogPanel.setAttribute('data-more', ml.more ? 'true' : 'false');
+    const n = ml.items.length;
+    ui.modLogSummary.textContent = 'Moderation log of ' + roomLabel(r) +
+      (n ? ' · ' + n + (ml.more ? '+' : '') + (n === 1 ? ' entry' : ' entries') : '');
+    // what a settings entry changed: the next older settings entry, or the defaults once the log
+    // goes back to the room's start (else settingsText looks in the timeline)
+    let prev = ml.more ? null : DEFAULT_SETTINGS;
+    for (let i = n - 1; i >= 0; i--) {
+      const m = ml.items[i];
+      if (m.action !== 'settings' || !m.settings) continue;
+      if (!m.prev && prev) m.prev = prev;
+      prev = m.settings;
+    }
+    ui.modLogList.replaceChildren(...ml.items.map((m) => modLogItemEl(r, ml, m)));
+    ml.flash.clear();
+    let text = '', state = 'done';
+    if (ml.loading) { text = 'Loading…'; state = 'loading'; }
+    else if (ml.error) {
+      const e = ml.error;
+      text = 'Could not load the log: ' + (e.code && e.code !== e.message ? e.code + ': ' : '') + (e.message || e.code);
+      state = 'error';
+    } else if (ml.done && !n) {
+      text = ml.more ? 'No moderation actions in the newest ' + ml.scanned + ' events' : 'No moderation actions in ' + roomLabel(r) + ' yet';
+      state = 'empty';
+    }
+    ui.modLogStatus.textContent = text;
+    ui.modLogStatus.setAttribute('data-state', state);
+    ui.modLogMore.hidden = ml.loading || !(ml.error || (ml.done && ml.more));
+    ui.modLogMore.textContent = ml.error ? 'Try again' : 'Load older';
   }
 
   function sendTyping() {
@@ -2104,6 +2274,7 @@
       if (S.search && (!r || S.search.room !== r.name)) { closeSearch(); clearSearchInput(); }
       if (S.settingsForm && (!r || S.settingsForm.room !== r.name)) closeSettings();
       if (S.modPanel && (!r || S.modPanel.room !== r.name)) S.modPanel = null; // renderAll hides it
+      if (S.modLog && (!r || S.modLog.room !== r.name)) S.modLog = null;     // and the moderation log
     }
     S.active = r;
     renderAll();
@@ -2121,6 +2292,7 @@
     renderModPanel();
     renderTyping();
     renderSearch();
+    renderModLog();
     updateTitle();
   }
 
@@ -2144,6 +2316,8 @@
     ui.roomTopic.title = topic;
     ui.roomTopic.setAttribute('data-topic', topic);
     ui.settingsButton.hidden = !canSet;
+    ui.modLogButton.hidden = !canSet || !!r.left;
+    ui.modLogButton.setAttribute('aria-expanded', S.modLog && r && S.modLog.room === r.name ? 'true' : 'false');
     const badges = [];
     if (st && st.private) badges.push(['private', '🔒 private', 'Only members and invited users can join']);
     if (st && st.read_only) badges.push(['read-only', 'read-only', 'Only the owner and moderators can write']);
@@ -2592,6 +2766,7 @@
     closeSettings();
     S.modPanel = null;
     renderModPanel();
+    closeModLog();
   }
 
   // ---------------------------------------------------------------- events
@@ -2703,6 +2878,12 @@
   ui.modPanel.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') { ev.preventDefault(); closeModPanel(); } });
   ui.modUser.addEventListener('input', () => { if (S.modPanel) { S.modPanel.confirmOwner = null; setModStatus('', ''); renderModPanel(); } });
   ui.rejoinButton.addEventListener('click', () => rejoin(S.active));
+  ui.modLogButton.addEventListener('click', () => {
+    if (S.modLog && S.active && S.modLog.room === S.active.name) closeModLog(); else openModLog();
+  });
+  ui.modLogClose.addEventListener('click', closeModLog);
+  ui.modLogMore.addEventListener('click', () => { if (S.modLog) loadModLog(S.modLog); });
+  ui.modLogPanel.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') { ev.preventDefault(); closeModLog(); } });
 
   ui.toggleRooms.addEventListener('click', () => {
     ui.app.classList.toggle('show-rooms');

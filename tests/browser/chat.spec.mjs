@@ -1573,6 +1573,202 @@ test('v2: the owner makes a member a moderator: he gets the settings button and 
   await joinRoom(bob.page, 'lobby');
 });
 
+// ------------------------------------------------------------------ protocol v2: the moderation log
+// The entries of the open moderation log, top to bottom.
+const modLogItems = (page) => page.$$eval('[data-testid="modlog-item"]', (els) => els.map((e) => {
+  const text = (id) => { const x = e.querySelector(`[data-testid="${id}"]`); return x ? x.textContent : null; };
+  return {
+    seq: Number(e.getAttribute('data-seq')), action: e.getAttribute('data-action'), by: e.getAttribute('data-by'),
+    user: e.getAttribute('data-user'), until: e.getAttribute('data-until') == null ? null : Number(e.getAttribute('data-until')),
+    time: text('modlog-time'), byName: text('modlog-by'), actionText: text('modlog-action'), userName: text('modlog-user'),
+    detail: text('modlog-detail'), untilText: text('modlog-until'), reason: text('modlog-reason'),
+  };
+}));
+// Open the moderation log of the active room; wait until its first load is done.
+async function openModLog(page) {
+  await tid(page, 'modlog-button').click();
+  await page.waitForSelector('[data-testid="modlog-panel"][data-state="done"]', { timeout: WAIT });
+}
+// Wait until the open log lists `n` entries with `action` on top.
+async function waitForModLogTop(page, n, action) {
+  await page.waitForFunction(({ n, action }) => {
+    const items = document.querySelectorAll('[data-testid="modlog-item"]');
+    return items.length === n && items[0].getAttribute('data-action') === action;
+  }, { n, action }, { timeout: WAIT }).catch(async () => {
+    throw new Error(`moderation log: wanted ${n} entries with ${action} on top, got ${JSON.stringify(await modLogItems(page))}`);
+  });
+}
+// Requests over a socket of `name`'s own (in a blank page of the server's origin), in order, each
+// tried again while rate_limited; returns the replies.
+async function requestsAs(name, room, requests) {
+  const ctx = await browser.newContext();
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  await page.goto(baseUrl() + 'healthz', { timeout: WAIT });
+  try {
+    return await page.evaluate(async ({ url, name, room, requests }) => {
+      const ws = new WebSocket(url);
+      const waiting = new Map();
+      let nextId = 1;
+      ws.onmessage = (e) => {
+        for (const line of String(e.data).split('\n')) {
+          if (!line.trim()) continue;
+          const m = JSON.parse(line);
+          if (m.id != null && waiting.has(m.id)) { waiting.get(m.id)(m); waiting.delete(m.id); }
+        }
+      };
+      await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error('websocket error')); });
+      const req = (o) => new Promise((res, rej) => {
+        const id = nextId++;
+        const t = setTimeout(() => rej(new Error('no reply to ' + o.type)), 10000);
+        waiting.set(id, (m) => { clearTimeout(t); res(m); });
+        ws.send(JSON.stringify({ ...o, id }));
+      });
+      const w = await req({ type: 'hello', name });
+      if (w.type !== 'welcome') throw new Error('hello: ' + JSON.stringify(w));
+      const j = await req({ type: 'join', room });
+      if (j.type !== 'joined') throw new Error('join: ' + JSON.stringify(j));
+      const replies = [];
+      const deadline = Date.now() + 60000;
+      for (const o of requests) {
+        for (;;) {
+          if (Date.now() > deadline) throw new Error('the requests took too long');
+          const a = await req({ room, ...o });
+          if (a.type === 'error' && a.code === 'rate_limited') { await new Promise((r) => setTimeout(r, 100)); continue; }
+          if (a.type === 'error') throw new Error(o.type + ': ' + JSON.stringify(a));
+          replies.push(a);
+          break;
+        }
+      }
+      ws.close(1000);
+      return replies;
+    }, { url: wsUrl(), name, room, requests });
+  } finally {
+    await ctx.close();
+  }
+}
+
+test('v2: the owner\'s moderation log lists the room\'s actions newest first, and a new one on top live', async () => {
+  await joinRoom(alice.page, 'log-room');        // a new room: alice owns it
+  await joinRoom(bob.page, 'log-room');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+  await tid(alice.page, 'modlog-button').waitFor({ timeout: WAIT });
+  await changeSettings(alice.page, { topic: 'audited' });
+  await waitForSystemLine(alice.page, 'You set the topic to “audited”');
+  await sendMessage(bob.page, 'a message is no moderation');
+  await waitForMessage(alice.page, 'a message is no moderation');
+  const before = Date.now();
+  await moderateOk(alice.page, bob.user, 'mute', { reason: 'shouting <b>in caps</b>', duration: '600' });
+  await waitForSystemLineLike(alice.page, new RegExp(`^You muted ${known(bob)} for 10 min: shouting <b>in caps</b>$`));
+  await tid(alice.page, 'mod-close').click();
+
+  await openModLog(alice.page);
+  await waitForModLogTop(alice.page, 2, 'mute');
+  const [mute, topic] = await modLogItems(alice.page);
+  assert.ok(mute.seq > topic.seq, `newest first: ${mute.seq}, ${topic.seq}`);
+  assert.deepEqual({ ...mute, time: null, until: null, untilText: null }, {
+    seq: mute.seq, action: 'mute', by: alice.user, user: bob.user, until: null, time: null, byName: alice.name,
+    actionText: 'mute', userName: bob.name, detail: null, untilText: null, reason: 'shouting <b>in caps</b>' });
+  assert.match(mute.untilText, /^for 10 min, until .+$/);
+  assert.ok(mute.until >= before + 600000 - 5000 && mute.until <= Date.now() + 600000 + 5000, `until ${mute.until}`);
+  assert.ok(mute.time, 'a time');
+  assert.equal(await alice.page.locator('[data-testid="modlog-reason"] b').count(), 0, 'HTML stays text');
+  assert.deepEqual({ ...topic, time: null }, {
+    seq: topic.seq, action: 'settings', by: alice.user, user: null, until: null, time: null, byName: alice.name,
+    actionText: 'settings', userName: null, detail: 'set the topic to “audited”', untilText: null, reason: null });
+  assert.equal(await tid(alice.page, 'modlog-more').isHidden(), true, 'the whole history was read: nothing older');
+  assert.match(await tid(alice.page, 'modlog-summary').textContent(), /^Moderation log of #log-room · 2 entries$/);
+  assert.equal(await tid(alice.page, 'modlog-button').getAttribute('aria-expanded'), 'true');
+
+  // a kick while the log is open: on top, live
+  await moderateOk(alice.page, bob.user, 'kick', { reason: 'enough' });
+  await waitForModLogTop(alice.page, 3, 'kick');
+  const [kick, ...rest] = await modLogItems(alice.page);
+  assert.deepEqual(rest.map((x) => x.seq), [mute.seq, topic.seq]);
+  assert.ok(kick.seq > mute.seq);
+  assert.deepEqual([kick.by, kick.user, kick.userName, kick.reason, kick.untilText], [alice.user, bob.user, bob.name, 'enough', null]);
+  await tid(alice.page, 'mod-close').click();
+  await alice.page.screenshot({ path: path.join(ARTIFACTS, 'chat-modlog.png') });
+  // Escape closes it; so does another room
+  await tid(alice.page, 'modlog-close').focus();
+  await alice.page.keyboard.press('Escape');
+  await tid(alice.page, 'modlog-panel').waitFor({ state: 'hidden', timeout: WAIT });
+  assert.equal(await tid(alice.page, 'modlog-button').getAttribute('aria-expanded'), 'false');
+  await openModLog(alice.page);
+  await waitForModLogTop(alice.page, 3, 'kick');
+  await joinRoom(alice.page, 'lobby');
+  await tid(alice.page, 'modlog-panel').waitFor({ state: 'hidden', timeout: WAIT });
+
+  await tid(bob.page, 'kicked-notice').waitFor({ timeout: WAIT });
+  await tid(bob.page, 'rejoin-button').click();
+  await bob.page.waitForSelector('[data-testid="room-item"][data-room="log-room"][data-joined="true"]:not([data-left])', { state: 'attached', timeout: WAIT });
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: a member gets no moderation log; made a moderator he does, and loses it again as a member', async () => {
+  await joinRoom(alice.page, 'log-room2');
+  await joinRoom(bob.page, 'log-room2');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+  await tid(alice.page, 'modlog-button').waitFor({ timeout: WAIT });
+  assert.equal(await tid(bob.page, 'room-role').textContent(), 'member');
+  assert.equal(await tid(bob.page, 'modlog-button').isHidden(), true, 'a member gets no moderation log button');
+  assert.equal(await tid(bob.page, 'modlog-panel').isHidden(), true);
+
+  await moderateOk(alice.page, bob.user, 'role', { role: 'moderator' });
+  await tid(alice.page, 'mod-close').click();
+  await bob.page.waitForSelector('[data-testid="room-role"][data-role="moderator"]', { timeout: WAIT });
+  await openModLog(bob.page);
+  await waitForModLogTop(bob.page, 1, 'role');
+  const [role] = await modLogItems(bob.page);
+  assert.deepEqual([role.by, role.user, role.detail], [alice.user, bob.user, 'new role: moderator']);
+
+  // a member again: the log closes and its button goes
+  await moderateOk(alice.page, bob.user, 'role', { role: 'member' });
+  await tid(alice.page, 'mod-close').click();
+  await bob.page.waitForSelector('[data-testid="room-role"][data-role="member"]', { timeout: WAIT });
+  await tid(bob.page, 'modlog-panel').waitFor({ state: 'hidden', timeout: WAIT });
+  await tid(bob.page, 'modlog-button').waitFor({ state: 'hidden', timeout: WAIT });
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
+test('v2: the moderation log pages back through history with "Load older"', async () => {
+  await joinRoom(alice.page, 'log-room3');       // a new room: alice owns it
+  await joinRoom(bob.page, 'log-room3');
+  await presenceOf(alice.page, bob.user).waitFor({ timeout: WAIT });
+  // the oldest entry, then more topic changes than one page of history holds
+  const changes = 110;
+  const replies = await requestsAs('alice', 'log-room3', [
+    { type: 'mute', user: bob.user, reason: 'the oldest entry', seconds: 60 },
+    ...Array.from({ length: changes }, (_, i) => ({ type: 'room_set', topic: 'topic ' + (i + 1) })),
+  ]);
+  await waitForTopic(alice.page, 'topic ' + changes);
+  await openModLog(alice.page);
+  // the first load stops after a page that found enough entries; older ones wait for the button
+  await tid(alice.page, 'modlog-more').waitFor({ timeout: WAIT });
+  let items = await modLogItems(alice.page);
+  assert.ok(items.length >= 50 && items.length < changes, `a first batch: ${items.length}`);
+  assert.equal(items[0].detail, `set the topic to “topic ${changes}”`);
+  assert.ok(items.every((x, i) => i === 0 || x.seq < items[i - 1].seq), 'newest first');
+  assert.ok(!items.some((x) => x.action === 'mute'));
+  assert.match(await tid(alice.page, 'modlog-summary').textContent(), new RegExp(`^Moderation log of #log-room3 · ${items.length}\\+ entries$`));
+  await tid(alice.page, 'modlog-more').click();
+  await alice.page.waitForSelector('[data-testid="modlog-panel"][data-state="done"][data-more="false"]', { timeout: WAIT });
+  await tid(alice.page, 'modlog-more').waitFor({ state: 'hidden', timeout: WAIT });
+  items = await modLogItems(alice.page);
+  assert.equal(items.length, changes + 1);
+  assert.equal(new Set(items.map((x) => x.seq)).size, items.length, 'each entry once');
+  assert.ok(items.every((x, i) => i === 0 || x.seq < items[i - 1].seq), 'newest first');
+  const oldest = items[items.length - 1];
+  assert.deepEqual([oldest.action, oldest.user, oldest.reason, oldest.seq], ['mute', bob.user, 'the oldest entry', replies[0].seq]);
+  assert.match(oldest.untilText, /^for 1 min, until .+$/);
+  // the first topic change says what it changed from (the defaults: the log reached the start)
+  assert.equal(items[items.length - 2].detail, 'set the topic to “topic 1”');
+  await tid(alice.page, 'modlog-close').click();
+  await joinRoom(alice.page, 'lobby');
+  await joinRoom(bob.page, 'lobby');
+});
+
 test('sign in with a token from `chatd token`', async (t) => {
   const out = spawnSync(CHATD, ['--jwt-secret', JWT_SECRET, 'token', '--user', 'carol', '--name', 'Carol', '--ttl', '1h'],
     { encoding: 'utf8', timeout: 10000, env: { ...process.env, CHAT_JWT_SECRET: JWT_SECRET } });
