@@ -9,6 +9,14 @@ metrics& global_metrics() {
   return m;
 }
 
+void metrics::count_moderation(std::string_view action) {
+  for (size_t i = 0; i < moderation_actions.size(); ++i)
+    if (action == moderation_actions[i]) {
+      moderation[i].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+}
+
 void metrics::count_error(errc code) {
   errors[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
 }
@@ -74,6 +82,11 @@ std::string metrics::render_prometheus() {
   for (size_t i = 0; i < errc_count; ++i)
     o << "chat_errors_total{code=\"" << to_string(static_cast<errc>(i)) << "\"} "
       << errors[i].load(r) << '\n';
+  o << "# HELP chat_moderation_actions_total Moderation actions stored, by action (room"
+       " actions and server-wide bans).\n# TYPE chat_moderation_actions_total counter\n";
+  for (size_t i = 0; i < moderation_actions.size(); ++i)
+    o << "chat_moderation_actions_total{action=\"" << moderation_actions[i] << "\"} "
+      << moderation[i].load(r) << '\n';
   o << "# HELP chat_room_rtt_seconds Time from a client's send to its ack (room round trip, "
        "store commit included).\n# TYPE chat_room_rtt_seconds histogram\n";
   uint64_t cum = 0;

@@ -39,6 +39,12 @@ struct metrics {
   std::mutex store_mtx;
   std::string store_status = "not open";
 
+  // Moderation actions stored (the room's and the server API's), by action.
+  static constexpr std::array<const char*, 9> moderation_actions = {
+      "role", "kick", "ban", "unban", "mute", "unmute", "settings", "server_ban", "server_unban"};
+  std::array<std::atomic<uint64_t>, moderation_actions.size()> moderation{};
+  void count_moderation(std::string_view action);
+
   void count_error(errc code);
   // Transitional, for callers that still hold the code as text (room.cpp,
   // websocket_session.cpp): maps it through errc_from_string (unknown: internal).

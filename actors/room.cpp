@@ -261,8 +261,13 @@ void publish(room_actor* self, stored_msg&& msg, reply_to* sender, int64_t t0_us
   global_metrics().messages_stored.fetch_add(1, std::memory_order_relaxed);
   if (msg.kind == event_kind::message && !msg.mentions.empty() && !st.dm)
     notify_mentions(self, msg);
-  if (msg.kind == event_kind::moderation && (msg.text == "kick" || msg.text == "ban"))
-    eject(self, msg);
+  if (msg.kind == event_kind::moderation) {
+    // The server-wide moderation log: every action, once, when stored.
+    global_metrics().count_moderation(msg.text);
+    spdlog::info("event=moderation room={} seq={} action={} by={} detail={}", st.room, msg.seq,
+                 msg.text, msg.from, msg.data);
+    if (msg.text == "kick" || msg.text == "ban") eject(self, msg);
+  }
   if (msg.kind != event_kind::message && msg.kind != event_kind::moderation) {
     // The target's current state follows, wherever the room holds it.
     if (!st.recent.apply(msg)) {
@@ -277,8 +282,16 @@ void dispatch(room_actor* self);
 
 // A stored read position: the reply, and the user's other connections hear
 // it. A stored invite: an ack without seq, and the invited user hears it.
+void continue_join(room_actor* self, const join_req& req);
+
 void answer_read(room_actor* self, room_state::read_waiter& r) {
   auto& st = self->state;
+  if (r.join) {
+    // Unless the connection left (or the room moved) meanwhile.
+    if (st.pending_joins.erase({r.join->conn.gateway, r.join->conn.id}) > 0)
+      continue_join(self, *r.join);
+    return;
+  }
   if (r.part) {
     answer(self, r.to, left_msg{0, {}, st.room, true});
     return;
@@ -312,6 +325,12 @@ void requeue_members(room_actor* self) {
 // The store committed the batch it hands back: the flying sends, in order.
 void on_committed(room_actor* self, append_batch& done) {
   auto& st = self->state;
+  // First joins whose membership this batch stored are answered before its
+  // messages are published: they get those live, as if joined when asked.
+  std::vector<room_state::read_waiter> joins, others;
+  for (auto& r : st.reads_flying) (r.join ? joins : others).push_back(std::move(r));
+  st.reads_flying = std::move(others);
+  for (auto& r : joins) answer_read(self, r);
   auto flying = std::move(st.flying);
   st.flying.clear();
   for (size_t i = 0; i < flying.size() && i < done.msgs.size(); ++i) {
@@ -746,9 +765,21 @@ void drain_held(room_actor* self) {
 
 // --- requests --------------------------------------------------------------------------------
 
+void handle_send_to(room_actor* self, send_req& req, reply_to to);
+
 void handle_send(room_actor* self, send_req& req) {
   auto& st = self->state;
   auto to = reply_target(self, req.conn, req.req_id);
+  if (!req.trusted && !st.dm && req.conn.gateway && !is_member(self, req.conn) &&
+      st.pending_joins.count({req.conn.gateway, req.conn.id}) > 0) {
+    st.after_join[{req.conn.gateway, req.conn.id}].emplace_back(std::move(req), std::move(to));
+    return;
+  }
+  handle_send_to(self, req, std::move(to));
+}
+
+void handle_send_to(room_actor* self, send_req& req, reply_to to) {
+  auto& st = self->state;
   if (!req.trusted &&
       (st.dm ? !is_participant(self, req.who.user) : !is_member(self, req.conn))) {
     if (st.dm)
@@ -781,6 +812,23 @@ void handle_send(room_actor* self, send_req& req) {
   drain_held(self);
 }
 
+// The sends parked behind a connection's pending join: run now that it
+// joined (run), or refused (`code`, `why`) when the join will not happen.
+void release_parked(room_actor* self, const std::pair<gateway_actor, uint64_t>& key, bool run,
+                    errc code = errc::not_member, const std::string& why = {}) {
+  auto& st = self->state;
+  auto it = st.after_join.find(key);
+  if (it == st.after_join.end()) return;
+  auto reqs = std::move(it->second);
+  st.after_join.erase(it);
+  for (auto& [r, to] : reqs) {
+    if (run)
+      handle_send_to(self, r, std::move(to));
+    else
+      answer_error(self, to, code, why);
+  }
+}
+
 void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> recovered,
                  int8_t recovered_flag, uint64_t unread) {
   auto& st = self->state;
@@ -808,6 +856,7 @@ void finish_join(room_actor* self, const join_req& req, std::vector<stored_msg> 
   out.info.settings = st.settings;
   out.member = !st.dm;
   if (req.conn.gateway) self->send(req.conn.gateway, std::move(out));
+  release_parked(self, {req.conn.gateway, req.conn.id}, true);
 }
 
 void copy_window(room_actor* self, uint64_t from, std::vector<stored_msg>& out) {
@@ -855,9 +904,27 @@ void handle_join(room_actor* self, const join_req& req) {
     membership m{req.who.user,
                  st.last_seq == 0 && st.memberships.empty() ? member_role::owner : member_role::member,
                  st.last_seq};
-    it = st.memberships.emplace(m.user, m).first;
+    st.memberships.emplace(m.user, m);
     st.member_dirty[m.user] = m;
+    st.pending_joins.insert({req.conn.gateway, req.conn.id});
+    room_state::read_waiter w;
+    w.user = m.user;
+    w.join = req;
+    st.reads_waiting.push_back(std::move(w));
     dispatch(self);
+    return;
+  }
+  continue_join(self, req);
+}
+
+// A join of a member: unread counted in the window, or by the store for an
+// older read position (the join waits for it).
+void continue_join(room_actor* self, const join_req& req) {
+  auto& st = self->state;
+  auto it = st.memberships.find(req.who.user);
+  if (it == st.memberships.end()) {  // parted or kicked while the join waited
+    join_with_unread(self, req, 0);
+    return;
   }
   uint64_t read_seq = it->second.read_seq;
   if (read_seq >= st.last_seq || st.recent.covers(read_seq + 1, st.last_seq + 1)) {
@@ -1027,6 +1094,23 @@ void handle_history(room_actor* self, const history_req& req, reply_to to) {
   if (!req.admin && is_banned(self, req.user, now_ms()))
     return answer_error(self, to, errc::forbidden, "you are banned from this room");
   uint64_t before = req.before == 0 ? st.last_seq + 1 : std::min(req.before, st.last_seq + 1);
+  if (req.moderation_only) {
+    // The audit view: the store's moderation events, one more to tell `more`.
+    range_query q{st.room, 0, before, req.limit + 1, true, true};
+    self->request(st.deps.store, st.deps.cfg.store_timeout, range_atom_v, q)
+        .then(
+            [=](std::vector<stored_msg>& got, uint64_t first) mutable {
+              learn_first_seq(self, first);
+              bool more = got.size() > req.limit;
+              if (more) got.erase(got.begin());  // oldest first: the extra is the oldest
+              more = cap_history(got, self->state.deps.cfg.history_bytes) || more;
+              answer_history(self, to, std::move(got), more);
+            },
+            [=](caf::error&) mutable {
+              answer_error(self, to, errc::unavailable, "the moderation log is unavailable");
+            });
+    return;
+  }
   uint64_t lo = before > req.limit ? before - req.limit : 1;
   lo = std::max(lo, st.first_seq);
   if (before <= lo) {
@@ -1142,6 +1226,8 @@ void handle_invite(room_actor* self, const invite_req& req) {
 void handle_leave(room_actor* self, const leave_req& req) {
   auto& st = self->state;
   st.pending_joins.erase({req.conn.gateway, req.conn.id});
+  release_parked(self, {req.conn.gateway, req.conn.id}, false, errc::not_member,
+                 "join the room first");
   remove_member(self, req.conn.gateway, req.conn.id);
   if (req.reply) {
     auto to = reply_target(self, req.conn, req.req_id);
@@ -1266,7 +1352,15 @@ void step_down(room_actor* self, const std::string& owner, uint64_t term) {
   for (auto& p : st.queued) refuse(p);
   for (auto& p : st.held) refuse(p);
   for (auto* reads : {&st.reads_waiting, &st.reads_flying})
-    for (auto& r : *reads) answer_error(self, r.to, errc::unavailable, why);
+    for (auto& r : *reads) {
+      if (!r.join)
+        answer_error(self, r.to, errc::unavailable, why);
+      else if (st.pending_joins.erase({r.join->conn.gateway, r.join->conn.id}) > 0)
+        self->send(st.deps.directory, std::move(*r.join));  // to the new home, as below
+    }
+  for (auto& [key, reqs] : st.after_join)
+    for (auto& [req, to] : reqs) refuse_moved_send(self, to, why);
+  st.after_join.clear();
   st.reads_waiting.clear();
   st.reads_flying.clear();
   st.flying.clear();
@@ -1328,7 +1422,12 @@ caf::behavior room_impl(room_actor* self, std::string name, room_deps deps) {
   // A gateway (or, in a cluster, its node) is gone: drop its connections.
   self->set_down_handler([=](caf::down_msg& dm) {
     auto gw = caf::actor_cast<gateway_actor>(dm.source);
-    auto& by_gw = self->state.members.by_gateway;
+    auto& st = self->state;
+    for (auto it = st.after_join.begin(); it != st.after_join.end();)
+      it = it->first.first == gw ? st.after_join.erase(it) : std::next(it);
+    for (auto it = st.pending_joins.begin(); it != st.pending_joins.end();)
+      it = it->first == gw ? st.pending_joins.erase(it) : std::next(it);
+    auto& by_gw = st.members.by_gateway;
     auto it = by_gw.find(gw);
     if (it == by_gw.end()) return;
     std::vector<uint64_t> ids;

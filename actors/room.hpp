@@ -115,6 +115,13 @@ struct room_state {
 
   room_members members;
   std::set<std::pair<gateway_actor, uint64_t>> pending_joins;  // waiting for a store read
+  // Sends of a connection whose join is pending (a first join waits for its
+  // membership to be stored): run in order once it has joined, so that a
+  // client may send right behind its join without waiting for `joined`.
+  // Each with its reply target, made when it arrived (a promise belongs to
+  // the message being handled).
+  std::map<std::pair<gateway_actor, uint64_t>, std::vector<std::pair<send_req, reply_to>>>
+      after_join;
 
   // Send pipeline: one append in flight; the rest queue and go as the next batch.
   // A change (edit, delete, react) or reply to a message older than the
@@ -142,6 +149,9 @@ struct room_state {
     std::string invited_by;  // an invite: the user is told who invited them
     bool invite = false;
     bool part = false;  // a part: answered `parted` once the membership's end is stored
+    // A first join: `joined` once the membership is stored, so that the
+    // user's my_rooms (read from the store) lists the room from then on.
+    std::optional<join_req> join{};
   };
   std::vector<read_waiter> reads_waiting, reads_flying;
   bool in_flight = false;

@@ -4,7 +4,7 @@
 // percentiles. No actors: what the backend and its database cost.
 //
 //   store-bench [--backend sqlite|postgres] [--messages N] [--batch B] [--rooms R]
-//               [--text-bytes T] [--claim] [--sync full|normal] [--path FILE]
+//               [--text-bytes T] [--claim] [--index] [--sync full|normal] [--path FILE]
 //               [--pragma SQL]... [--pg-url URL] [--members-per-user M [--users U]]
 //
 // --members-per-user M: after the appends, U users (default 100) each become
@@ -12,6 +12,12 @@
 // the bench times user_rooms (what `my_rooms` costs: every room with its
 // unread count) and count_unread (what a `joined` with an old read position
 // costs), per call.
+//
+// --index (SQLite): search indexing as the store actor runs it between
+// commits (a step of 512 messages once that many wait), and the rest of
+// the backlog at the end; the time includes them. Texts are words of a
+// 5,000-word vocabulary (as many bytes as --text-bytes), so that the index
+// does real work.
 //
 // --claim claims every room first and fences every batch with its term, as a
 // cluster node does. PostgreSQL: --pg-url (default $CHAT_PG_URL); each run
@@ -41,6 +47,7 @@ struct options {
   std::string backend = "sqlite";
   std::string pg_url;
   bool claim = false;
+  bool index = false;
   uint64_t messages = 20000;
   uint64_t batch = 1;
   uint64_t rooms = 1;
@@ -55,7 +62,7 @@ struct options {
 [[noreturn]] void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--backend sqlite|postgres] [--messages N] [--batch B] [--rooms R]"
-               " [--text-bytes T] [--claim] [--sync full|normal] [--path FILE] [--pragma SQL]..."
+               " [--text-bytes T] [--claim] [--index] [--sync full|normal] [--path FILE] [--pragma SQL]..."
                " [--pg-url URL] [--members-per-user M [--users U]]\n",
                argv0);
   std::exit(2);
@@ -68,6 +75,10 @@ options parse(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--claim") {
       o.claim = true;
+      continue;
+    }
+    if (a == "--index") {
+      o.index = true;
       continue;
     }
     if (i + 1 >= argc) usage(argv[0]);
@@ -158,7 +169,31 @@ int main(int argc, char** argv) {
     terms[r] = o.claim ? s.term : 0;
   }
 
-  const std::string text(o.text_bytes, 'x');
+  // Words w0..w4999 picked by a fixed LCG: every run writes the same texts.
+  uint64_t lcg = 12345;
+  auto make_text = [&] {
+    std::string t;
+    while (t.size() < o.text_bytes) {
+      lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+      if (!t.empty()) t.push_back(' ');
+      t += "w" + std::to_string((lcg >> 33) % 5000);
+    }
+    t.resize(o.text_bytes);
+    return t;
+  };
+  double index_ms = 0;
+  uint64_t index_steps = 0;
+  auto index_step = [&](size_t budget) {
+    bool more = false;
+    auto t0 = clock::now();
+    if (!b->index_search(budget, more, err)) {
+      std::fprintf(stderr, "index_search: %s\n", err.c_str());
+      std::exit(1);
+    }
+    index_ms += std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    ++index_steps;
+    return more;
+  };
   std::vector<double> latencies_ms;
   uint64_t done = 0;
   uint64_t next_room = 0;
@@ -178,7 +213,7 @@ int main(int argc, char** argv) {
       m.ts = 1764090000000 + static_cast<int64_t>(done + i);
       m.from = "user-" + std::to_string(i % 50);
       m.name = "User";
-      m.text = text;
+      m.text = make_text();
       ab.msgs.push_back(std::move(m));
     }
     next_room = (next_room + n) % o.rooms;
@@ -189,18 +224,27 @@ int main(int argc, char** argv) {
     }
     latencies_ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
     done += n;
+    // As the store: a step once 512 messages wait (or 20 ms later: not here).
+    if (o.index && b->search_backlog() >= 512) index_step(512);
   }
+  if (o.index)
+    while (index_step(4096)) {
+    }
   double secs = std::chrono::duration<double>(clock::now() - start).count();
   auto commits = latencies_ms.size();
   double p50 = percentile(latencies_ms, 0.50);
   double p99 = percentile(latencies_ms, 0.99);
   std::printf(
       "%s rooms=%llu batch=%llu messages=%llu text=%zuB%s%s: %.0f msgs/s, %.0f commits/s,"
-      " commit p50=%.3f ms p99=%.3f ms\n",
+      " commit p50=%.3f ms p99=%.3f ms%s\n",
       o.backend.c_str(), static_cast<unsigned long long>(o.rooms),
       static_cast<unsigned long long>(o.batch), static_cast<unsigned long long>(done), o.text_bytes,
       o.backend == "sqlite" ? (" sync=" + o.sync).c_str() : "", o.claim ? " fenced" : "",
-      static_cast<double>(done) / secs, static_cast<double>(commits) / secs, p50, p99);
+      static_cast<double>(done) / secs, static_cast<double>(commits) / secs, p50, p99,
+      o.index ? (", search indexing " + std::to_string(static_cast<int>(index_ms)) + " ms in " +
+                 std::to_string(index_steps) + " steps")
+                    .c_str()
+              : "");
   if (o.members_per_user == 0) return 0;
 
   // Memberships: user u is in rooms (u * 7 + j * 13) % R, read half-way.

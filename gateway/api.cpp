@@ -175,6 +175,8 @@ route_result match_api_route(std::string_view method, std::string_view path, api
       ops = {{"GET", api_op::presence}};
     } else if (n == 3 && seg[2] == "history") {
       ops = {{"GET", api_op::history}};
+    } else if (n == 3 && seg[2] == "moderation") {
+      ops = {{"GET", api_op::moderation}};
     } else if (n == 3 && seg[2] == "search") {
       ops = {{"GET", api_op::search}};
     } else if (n == 3 && seg[2] == "members") {
@@ -188,6 +190,11 @@ route_result match_api_route(std::string_view method, std::string_view path, api
   } else if (n == 3 && seg[0] == "users" && seg[2] == "disconnect") {
     if (!percent_decode(seg[1], out.user)) return route_result::not_found;
     ops = {{"POST", api_op::disconnect}};
+  } else if (n == 3 && seg[0] == "users" && seg[2] == "ban") {
+    if (!percent_decode(seg[1], out.user)) return route_result::not_found;
+    ops = {{"GET", api_op::user_ban_get},
+           {"POST", api_op::user_ban_set},
+           {"DELETE", api_op::user_ban_lift}};
   }
   if (ops.empty()) return route_result::not_found;
   for (auto& [m, op] : ops)
@@ -282,6 +289,39 @@ bool parse_disconnect(std::string_view body, const std::string& user, api_call& 
   }
   call.op = api_op::disconnect;
   call.kick = std::move(k);
+  return true;
+}
+
+bool parse_user_ban(std::string_view body, const std::string& user, api_op op, api_call& call,
+                    api_error& err) {
+  if (!valid_user_id(user)) return bad(err, "not a user id: " + user.substr(0, 64));
+  call.op = op;
+  call.ban = user_ban{user, 0, "", op == api_op::user_ban_lift};
+  call.seconds = 0;
+  if (op != api_op::user_ban_set || body.find_first_not_of(" \t\r\n") == std::string_view::npos)
+    return true;
+  json j;
+  if (!parse_object(body, limits{}, j, err)) return false;
+  auto secs = j.find("seconds");
+  if (secs != j.end() && !secs->is_null()) {
+    // At most ten years: anything longer is "until lifted" (no seconds).
+    if (!secs->is_number_integer() || secs->get<int64_t>() <= 0 ||
+        secs->get<int64_t>() > 10ll * 366 * 24 * 3600)
+      return bad(err, "'seconds' must be a whole number of seconds from 1 to ten years");
+    call.seconds = secs->get<int64_t>();
+  }
+  std::string reason;
+  if (!opt_string(j, "reason", reason, err)) return false;
+  // As a room ban's reason: one line of UTF-8, at most max_topic_chars.
+  size_t n = 0;
+  bool line = for_each_code_point(reason, [&n](uint32_t cp) {
+    ++n;
+    return cp >= 0x20 && cp != 0x7F;
+  });
+  if (!line || n > max_topic_chars)
+    return bad(err, "'reason' must be one line of valid UTF-8, at most " +
+                        std::to_string(max_topic_chars) + " characters");
+  call.ban.reason = std::move(reason);
   return true;
 }
 
@@ -547,7 +587,9 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
       call.room = route.room;
       break;
     case api_op::history:
+    case api_op::moderation:  // paged as history
       ok = parse_history_query(query, route.room, ctx.lim, call, err);
+      call.op = route.op;
       break;
     case api_op::rooms:
       call.op = api_op::rooms;
@@ -582,6 +624,11 @@ void handle_api(http_request&& req, server_context& ctx, net::io_context& ioc,
       break;
     case api_op::search:
       ok = parse_search_query(query, route.room, ctx.lim, call, err);
+      break;
+    case api_op::user_ban_get:
+    case api_op::user_ban_set:
+    case api_op::user_ban_lift:
+      ok = parse_user_ban(body, route.user, route.op, call, err);
       break;
   }
   if (!ok) return reply_now(err);

@@ -50,6 +50,10 @@ bool parse_publish(std::string_view body, const std::string& room, const limits&
 bool parse_dm(std::string_view body, const limits& lim, api_call& call, api_error& err);
 bool parse_disconnect(std::string_view body, const std::string& user, api_call& call,
                       api_error& err);
+// Server-wide bans (GET, POST, DELETE /api/users/{user}/ban): the POST body
+// {"seconds"?, "reason"?} may be empty.
+bool parse_user_ban(std::string_view body, const std::string& user, api_op op, api_call& call,
+                    api_error& err);
 bool parse_history_query(std::string_view query, const std::string& room, const limits& lim,
                          api_call& call, api_error& err);
 bool parse_room_param(const std::string& room, bool allow_dm, api_error& err);

@@ -4,7 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "actors/metrics.hpp"
 #include "gateway/server_context.hpp"
+#include "messages/clock.hpp"
 #include "messages/codec.hpp"
 
 namespace chat {
@@ -144,6 +146,45 @@ void start_v2(api_actor* self, api_call& call, const responder& done) {
   }
 }
 
+// {"user", "banned", "until" (ms since the epoch, null: until lifted), "reason"}
+std::string ban_body(const std::string& user, const std::optional<user_ban>& b) {
+  ordered j{{"user", user}, {"banned", b.has_value()}};
+  if (b) {
+    j["until"] = b->until == user_ban::forever ? ordered(nullptr) : ordered(b->until);
+    j["reason"] = b->reason;
+  }
+  return dump(j);
+}
+
+// Server-wide bans: this node's registry applies and stores the ban (the
+// answer waits for that), then every other live node's registry gets it;
+// the user's home registry closes their connections with 4003.
+void start_user_ban(api_actor* self, api_call& call, const responder& done) {
+  auto& ctx = *self->state.ctx;
+  auto user = call.ban.user;
+  if (call.op == api_op::user_ban_get) {
+    if (!ctx.bans) return done.fail(errc::unavailable, "no ban list on this node");
+    return done.ok(ban_body(user, ctx.bans->active(user, now_ms())));
+  }
+  auto ban = call.ban;
+  if (call.op == api_op::user_ban_set)
+    ban.until = call.seconds > 0 ? now_ms() + call.seconds * 1000 : user_ban::forever;
+  auto local = ctx.users;
+  self->request(local, self->state.timeout, ban)
+      .then(
+          [=](bool stored) {
+            if (!stored) return done.fail(errc::unavailable, "bans are not kept on this node");
+            // anon: their answers (stored or not) are theirs to log.
+            for (auto& reg : self->state.ctx->routes->registries())
+              if (reg != local) caf::anon_send(reg, ban);
+            global_metrics().count_moderation(ban.lift ? "server_unban" : "server_ban");
+            std::optional<user_ban> now;
+            if (!ban.lift) now = ban;
+            done.ok(ban_body(user, now));
+          },
+          [=](caf::error& err) { done.fail(err, "the user registry"); });
+}
+
 void start(api_actor* self, api_call& call) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
@@ -183,7 +224,8 @@ void start(api_actor* self, api_call& call) {
               [=](caf::error& err) { done.fail(err, "the directory"); });
       return;
     case api_op::presence:
-    case api_op::history: {
+    case api_op::history:
+    case api_op::moderation: {
       auto dir = ctx.routes->directory_for(call.room);
       if (!dir) return done.fail(errc::unavailable, "the room's node is unreachable");
       // A room exists when it has (or had) stored messages or has members:
@@ -198,7 +240,9 @@ void start(api_actor* self, api_call& call) {
                 },
                 [=](caf::error& err) { done.fail(err, "the room"); });
       } else {
-        self->request(dir, timeout, history_req{call.room, {}, {}, call.before, call.limit})
+        history_req req{call.room, {}, {}, call.before, call.limit};
+        req.moderation_only = call.op == api_op::moderation;
+        self->request(dir, timeout, std::move(req))
             .then(
                 [=](const history_page& h) {
                   if (!h.exists) return done.fail(errc::not_found, "no such room: " + room);
@@ -218,6 +262,10 @@ void start(api_actor* self, api_call& call) {
     case api_op::del:
     case api_op::search:
       return start_v2(self, call, done);
+    case api_op::user_ban_get:
+    case api_op::user_ban_set:
+    case api_op::user_ban_lift:
+      return start_user_ban(self, call, done);
   }
 }
 

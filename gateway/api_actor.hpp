@@ -21,6 +21,8 @@ enum class api_op {
   publish, dm, disconnect, presence, history, rooms,
   // protocol v2
   room_create, room_get, room_update, members, member_set, member_del, edit, del, search,
+  user_ban_get, user_ban_set, user_ban_lift,  // server-wide bans
+  moderation,                                 // a room's moderation log
 };
 
 // Completes one HTTP request with a status and a JSON body. Called at most once,
@@ -41,6 +43,8 @@ struct api_call {
   invite_req invite;
   std::string user;
   std::string query;  // search
+  user_ban ban;       // user_ban_*: the user, the reason, lift; `until` set by the actor
+  int64_t seconds = 0;  // user_ban_set: how long, 0 = until lifted
   api_reply reply;
 };
 

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <csignal>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -140,6 +141,10 @@ int run_server(chat::server_config cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A closed stdout (a parent that stopped reading) must not kill the server
+  // when something prints to it; sockets never raise it (Asio sends with
+  // MSG_NOSIGNAL).
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"chatd: real-time chat server (WebSocket, CAF actors)"};
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   chat::server_config cfg;

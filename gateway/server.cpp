@@ -46,8 +46,22 @@ bool server::start(std::string& err) {
   scfg.retention.max_messages = cfg.retention_max_messages;
   scfg.retention.max_age_ms = cfg.retention_max_age_s * 1000;
   scfg.health_interval = std::chrono::seconds(5);
+  // The server-wide bans before the first hello can come (the registry
+  // reads them again, for a store that was not reachable yet).
+  ctx_->bans = std::make_shared<ban_list>();
+  {
+    std::vector<user_ban> bans;
+    std::string ban_err;
+    if (backend->user_bans(bans, ban_err)) {
+      for (auto& b : bans)
+        if (b.active(now_ms())) ctx_->bans->apply(b);
+    } else {
+      spdlog::warn("event=user_bans_load_failed error=\"{}\"", ban_err);
+    }
+  }
   store_ = spawn_store(sys_, backend, scfg);
-  ctx_->users = sys_.spawn(user_registry_impl, cfg.max_conns_per_user);
+  ctx_->users =
+      sys_.spawn(user_registry_impl, cfg.max_conns_per_user, registry_deps{ctx_->bans, store_});
   std::vector<std::string> names;
   size_t self_index = 0;
   for (auto& n : cluster_.nodes) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/ban_list.hpp"
 #include "actors/cluster/routes.hpp"
 #include "caf/all.hpp"
 #include "gateway/auth.hpp"
@@ -67,6 +68,7 @@ struct server_context : std::enable_shared_from_this<server_context> {
   caf::actor users;      // this node's
   caf::actor api;        // the server API's actor (gateway/api_actor.hpp)
   std::shared_ptr<cluster_routes> routes;  // home node of each room and user
+  std::shared_ptr<ban_list> bans;          // server-wide bans (the registry writes them)
   std::atomic<bool> draining{false};
   session_count sessions;
   std::shared_ptr<edge_guard> edge;  // per-address limits, proxies, origins (set by server::start)

@@ -7,6 +7,7 @@
 
 #include "actors/metrics.hpp"
 #include "actors/store/store.hpp"
+#include "actors/user_registry.hpp"
 #include "messages/validate.hpp"
 #include "gateway/ws_start.hpp"
 
@@ -469,6 +470,14 @@ void websocket_session::handle_hello(client_req& req) {
     send_error(req.id, "unauthorized", r.error);
     close(4001, "unauthorized");
     return;
+  }
+  if (ctx_.bans) {
+    if (auto ban = ctx_.bans->active(r.id.user, now_ms())) {
+      send_error(req.id, "unauthorized",
+                 std::string{banned_reason} + (ban->reason.empty() ? "" : ": " + ban->reason));
+      close(4003, banned_reason);
+      return;
+    }
   }
   authed_ = true;
   ident_ = std::move(r.id);

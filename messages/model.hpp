@@ -134,6 +134,21 @@ inline bool operator==(const restriction& a, const restriction& b) {
   return a.user == b.user && a.ban_until == b.ban_until && a.mute_until == b.mute_until;
 }
 
+// A server-wide ban (server API: POST /api/users/{user}/ban): the user's
+// connections close with 4003 and `hello` is refused until `until` (ms since
+// the epoch; forever = until lifted). Every node holds every ban.
+struct user_ban {
+  std::string user;
+  int64_t until = 0;
+  std::string reason;
+  bool lift = false;  // this message lifts the ban (DELETE /api/users/{user}/ban)
+  static constexpr int64_t forever = INT64_MAX;
+  bool active(int64_t now) const { return !lift && until > now; }
+};
+inline bool operator==(const user_ban& a, const user_ban& b) {
+  return a.user == b.user && a.until == b.until && a.reason == b.reason && a.lift == b.lift;
+}
+
 // One row of `my_rooms`.
 struct user_room {
   std::string room;

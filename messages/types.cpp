@@ -51,6 +51,8 @@ void register_message_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<read_req>("chat::read_req");
   cfg.add_message_type<room_settings>("chat::room_settings");
   cfg.add_message_type<restriction>("chat::restriction");
+  cfg.add_message_type<user_ban>("chat::user_ban");
+  cfg.add_message_type<std::vector<user_ban>>("std::vector<chat::user_ban>");
   cfg.add_message_type<invite_req>("chat::invite_req");
   cfg.add_message_type<room_req>("chat::room_req");
   cfg.add_message_type<room_info>("chat::room_info");

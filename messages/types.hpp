@@ -34,6 +34,8 @@ using event_atom = caf::atom_constant<caf::atom("event")>;
 using my_rooms_atom = caf::atom_constant<caf::atom("my_rooms")>;
 using unread_atom = caf::atom_constant<caf::atom("unread")>;
 using search_atom = caf::atom_constant<caf::atom("search")>;
+using index_atom = caf::atom_constant<caf::atom("index")>;
+using bans_atom = caf::atom_constant<caf::atom("bans")>;
 constexpr auto flush_now_atom_v = flush_now_atom::value;
 constexpr auto idle_chk_atom_v = idle_chk_atom::value;
 constexpr auto presence_tick_atom_v = presence_tick_atom::value;
@@ -67,6 +69,8 @@ constexpr auto event_atom_v = event_atom::value;
 constexpr auto my_rooms_atom_v = my_rooms_atom::value;
 constexpr auto unread_atom_v = unread_atom::value;
 constexpr auto search_atom_v = search_atom::value;
+constexpr auto index_atom_v = index_atom::value;
+constexpr auto bans_atom_v = bans_atom::value;
 
 // --- shared values -----------------------------------------------------------
 
@@ -92,6 +96,10 @@ typename Inspector::result_type inspect(Inspector& f, membership& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, restriction& x) {
   return f(caf::meta::type_name("restriction"), x.user, x.ban_until, x.mute_until);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, user_ban& x) {
+  return f(caf::meta::type_name("user_ban"), x.user, x.until, x.reason, x.lift);
 }
 
 template <class Inspector>
@@ -391,11 +399,12 @@ struct history_req {
   // Who reads (a private room answers its non-members not_found); empty: the server API.
   std::string user{};
   bool admin = false;
+  bool moderation_only = false;  // the audit view: only `moderation` events, from the store
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, history_req& x) {
   return f(caf::meta::type_name("history_req"), x.room, x.conn, x.req_id, x.before, x.limit,
-           x.user, x.admin);
+           x.user, x.admin, x.moderation_only);
 }
 
 // `search` (protocol v2): messages whose current text holds every word.
@@ -558,10 +567,12 @@ struct range_query {
   uint64_t before = 0;  // exclusive, 0 = no bound
   uint32_t limit = 50;
   bool newest = true;   // true: the newest `limit` in range; false: the oldest
+  bool moderation_only = false;  // only `moderation` events (the audit view)
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, range_query& x) {
-  return f(caf::meta::type_name("range_query"), x.room, x.after, x.before, x.limit, x.newest);
+  return f(caf::meta::type_name("range_query"), x.room, x.after, x.before, x.limit, x.newest,
+           x.moderation_only);
 }
 
 // --- protocol errors between actors ----------------------------------------------

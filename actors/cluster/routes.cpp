@@ -138,4 +138,12 @@ std::vector<caf::actor> cluster_routes::directories() const {
   return out;
 }
 
+std::vector<caf::actor> cluster_routes::registries() const {
+  std::lock_guard<std::mutex> lock{mtx_};
+  std::vector<caf::actor> out;
+  for (auto& u : users_)
+    if (u) out.push_back(u);
+  return out;
+}
+
 }  // namespace chat

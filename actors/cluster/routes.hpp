@@ -51,6 +51,8 @@ class cluster_routes {
   caf::actor users_for(std::string_view user) const;
   // Every live node's directory (my_rooms asks them all).
   std::vector<caf::actor> directories() const;
+  // Every live node's user registry (a server-wide ban goes to all).
+  std::vector<caf::actor> registries() const;
   // Home among the live nodes.
   size_t home_of(std::string_view key) const;
   // Home when every configured node is up (the preferred home).

@@ -103,7 +103,8 @@ class store_backend {
   // Search (protocol v2): the messages of `room` with seq < before (0: no
   // bound) whose current text holds every word of `query`, case-insensitive,
   // newest first, at most `limit`. Deleted messages and text an edit
-  // replaced never match. SQLite: FTS5, unicode61 with remove_diacritics 2;
+  // replaced never match. SQLite: FTS5, unicode61 with remove_diacritics 2
+  // (indexed after the commit: see index_search);
   // PostgreSQL: a tsvector of the 'simple' configuration; memory: words
   // compared after lower-casing ASCII.
   virtual bool search(const std::string& room, const std::string& query, uint64_t before,
@@ -133,11 +134,34 @@ class store_backend {
   virtual bool trim(const retention_policy& p, int64_t now_ms, uint64_t& removed,
                     std::string& err) = 0;
 
+  // Server-wide bans: stores `ban` (replacing the user's) or, ban.lift,
+  // deletes the user's; user_bans lists what is stored (expired ones too:
+  // the caller drops them).
+  virtual bool store_user_ban(const user_ban& ban, std::string& err) = 0;
+  virtual bool user_bans(std::vector<user_ban>& out, std::string& err) = 0;
+
   // True when the store can take writes ("ok"), else a reason in `err`.
   virtual bool healthy(std::string& err) = 0;
 
   // How many calls may run at once from different threads (1: one at a time).
   virtual size_t concurrency() const { return 1; }
+
+  // Search indexing off the acking commit (SQLite): appends leave new
+  // events unindexed; the store's indexer actor calls index_search on its own
+  // thread until no room has a backlog. `search` indexes its room's backlog
+  // first, so a backlog never hides a message (nor shows a deleted one).
+  // Indexes up to about `budget` messages; `more` says whether a backlog is left.
+  virtual bool index_search(size_t budget, bool& more, std::string& err) {
+    (void)budget;
+    (void)err;
+    more = false;
+    return true;
+  }
+  // About how many messages wait to be indexed (cheap: no database access).
+  virtual size_t search_backlog() const { return 0; }
+  // Whether index_search should run (on a thread of its own: it uses a
+  // connection of its own, and may run beside every other call).
+  virtual bool has_search_indexer() const { return false; }
 };
 
 // In-memory history, lost on restart: every start makes fresh epochs.

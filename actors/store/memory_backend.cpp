@@ -155,6 +155,15 @@ class memory_backend final : public store_backend {
         hi = std::min(hi, q.before - 1);
       }
       if (lo > hi) return true;
+      if (q.moderation_only) {
+        auto at = [&](uint64_t seq) -> const stored_msg& { return r.msgs[seq - r.first_seq()]; };
+        for (uint64_t i = 0; i <= hi - lo && out.size() < q.limit; ++i) {
+          auto& m = at(q.newest ? hi - i : lo + i);
+          if (m.kind == event_kind::moderation) out.push_back(m);
+        }
+        if (q.newest) std::reverse(out.begin(), out.end());
+        return true;
+      }
       uint64_t take = std::min<uint64_t>(hi - lo + 1, q.limit);
       uint64_t start = q.newest ? hi - take + 1 : lo;
       auto first = r.msgs.begin() + static_cast<std::ptrdiff_t>(start - r.first_seq());
@@ -272,6 +281,20 @@ class memory_backend final : public store_backend {
     return true;
   }
 
+  bool store_user_ban(const user_ban& ban, std::string&) override {
+    if (ban.lift)
+      user_bans_.erase(ban.user);
+    else
+      user_bans_[ban.user] = user_ban{ban.user, ban.until, ban.reason, false};
+    return true;
+  }
+
+  bool user_bans(std::vector<user_ban>& out, std::string&) override {
+    out.clear();
+    for (auto& [user, b] : user_bans_) out.push_back(b);
+    return true;
+  }
+
  private:
   static void snapshot(const mem_room& r, uint32_t recent_limit, int64_t idem_since_ms,
                        room_snapshot& out) {
@@ -359,6 +382,7 @@ class memory_backend final : public store_backend {
 
   uint64_t max_per_room_;
   std::map<std::string, mem_room> rooms_;
+  std::map<std::string, user_ban> user_bans_;
 };
 
 }  // namespace

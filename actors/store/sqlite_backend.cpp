@@ -11,6 +11,9 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <system_error>
 #include <unordered_map>
 #include <vector>
@@ -98,26 +101,23 @@ const migration migrations[] = {
      "CREATE TABLE restrictions(room TEXT NOT NULL, user_id TEXT NOT NULL,"
      " ban_until INTEGER NOT NULL DEFAULT 0, mute_until INTEGER NOT NULL DEFAULT 0,"
      " PRIMARY KEY(room, user_id)) WITHOUT ROWID;"},
+    // The search index moves to a file of its own (search_file below),
+    // rebuilt there in the background from the events.
+    {8, "DROP TABLE search_index; DROP TABLE search_rows;"},
+    // Server-wide bans (until: ms since the epoch, INT64_MAX = until lifted).
+    // And the moderation log (GET /api/rooms/{room}/moderation) without a scan.
+    {9,
+     "CREATE TABLE user_bans(user_id TEXT PRIMARY KEY, until_ms INTEGER NOT NULL,"
+     " reason TEXT NOT NULL DEFAULT '') WITHOUT ROWID;"
+     "CREATE INDEX messages_moderation ON messages(room, seq) WHERE kind = 4;"},
 };
 
-constexpr int latest_schema = 7;
-
-// A room name as one FTS5 token: 'r' and its bytes in upper-case hex, as
-// SQLite's hex() writes them (the migration indexes with hex()).
-std::string room_key(const std::string& room) {
-  static const char* digits = "0123456789ABCDEF";
-  std::string out = "r";
-  for (unsigned char c : room) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
+constexpr int latest_schema = 9;
 
 // The words of a query as an FTS5 expression: each one a quoted string (so
 // that no word is read as an operator), all of them required.
-std::string fts_query(const std::string& room, const std::string& query) {
-  std::string out = "room_key : " + room_key(room) + " AND body : (";
+std::string fts_query(const std::string& query) {
+  std::string out;
   size_t words = 0;
   size_t i = 0;
   while (i < query.size()) {
@@ -132,7 +132,7 @@ std::string fts_query(const std::string& room, const std::string& query) {
     }
     out += (words++ ? " \"" : "\"") + w + "\"";
   }
-  return words ? out + ")" : std::string{};
+  return out;
 }
 
 
@@ -196,6 +196,405 @@ class use {
 
  private:
   sqlite3_stmt* s_;
+};
+
+// --- the search index, in a file of its own ---------------------------------------
+//
+// Version 5 of the schema indexed each message in the commit that acked it:
+// FTS5 costs ~35 us a message on these machines, which halved the store's
+// throughput. Now the index lives in `<db>.search`, written by the store's
+// indexer on a thread and a connection of its own (its own file, so its
+// write lock never holds an acking commit), from the events the main file
+// holds: a message is indexed with its current text, an edit re-indexes its
+// target, a delete takes it out, a trim cuts the room's range. `indexed`
+// says how far each room is indexed, in the same transactions as the index,
+// so a crash (or a deleted .search file) leaves a backlog to index again,
+// never a hole. A search indexes its own room's backlog first, so a backlog
+// never hides a message, nor shows a deleted one.
+//
+// Rowid of a message in the index: the room's rowid in the main file in the
+// high bits, the seq in the low 36 (a room past the 134 millionth created,
+// or a seq past 68 billion, is not searchable).
+constexpr int search_seq_bits = 36;
+constexpr uint64_t search_seq_end = uint64_t{1} << search_seq_bits;
+int64_t search_base(int64_t room_id) {
+  if (room_id <= 0 || room_id >= (int64_t{1} << (62 - search_seq_bits))) return 0;
+  return room_id << search_seq_bits;
+}
+
+class search_file {
+ public:
+  search_file() = default;
+  search_file(const search_file&) = delete;
+  search_file& operator=(const search_file&) = delete;
+  ~search_file() {
+    stmts_.clear();
+    for (auto* s : {&lock_, &main_room_, &get_indexed_, &put_indexed_, &events_, &current_,
+                    &add_, &edit_, &del_, &cut_, &find_, &begin_, &commit_, &behind_})
+      s->reset();
+    if (db_) sqlite3_close(db_);
+  }
+
+  // Opens (or creates) `<main_path>.search` and attaches the main file to
+  // read its rooms and events; every room behind is noted.
+  bool open(const std::string& main_path, std::string& err) {
+    auto path = main_path + ".search";
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
+      err = db_ ? db_error(db_, "cannot open '" + path + "'") : "cannot open '" + path + "'";
+      return false;
+    }
+    sqlite3_extended_result_codes(db_, 1);
+    sqlite3_busy_timeout(db_, default_busy_timeout_ms);
+    // NORMAL: a commit lost to a power cut takes its `indexed` rows with it.
+    // secure_delete: the index's copy of a deleted message is overwritten too.
+    for (auto sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+                     "PRAGMA secure_delete=ON",
+                     "CREATE TABLE IF NOT EXISTS search_meta(key TEXT PRIMARY KEY, value TEXT)",
+                     "CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(body,"
+                     " columnsize=0, tokenize = 'unicode61 remove_diacritics 2')",
+                     "CREATE TABLE IF NOT EXISTS indexed(room TEXT PRIMARY KEY, epoch TEXT NOT NULL,"
+                     " room_id INTEGER NOT NULL, seq INTEGER NOT NULL, first_seq INTEGER NOT NULL)"
+                     " WITHOUT ROWID"})
+      if (!exec(sql, err)) {
+        err = "'" + path + "': " + err;
+        return false;
+      }
+    {
+      stmt attach;
+      if (!attach.prepare(db_, "ATTACH DATABASE ?1 AS m", err)) return false;
+      use u{attach};
+      u.bind(1, main_path);
+      if (u.step() != SQLITE_DONE) {
+        err = db_error(db_, "attach '" + main_path + "' to its search index");
+        return false;
+      }
+    }
+    auto add = [&](std::unique_ptr<stmt>& s, const char* sql) {
+      s = std::make_unique<stmt>();
+      if (!s->prepare(db_, sql, err)) return false;
+      stmts_.push_back(&s);
+      return true;
+    };
+    bool ok =
+        add(begin_, "BEGIN") && add(commit_, "COMMIT") &&
+        // The first write of a transaction: takes this file's write lock (and
+        // only this file's: BEGIN IMMEDIATE would lock the main file too).
+        add(lock_, "INSERT OR REPLACE INTO search_meta(key, value) VALUES('writer', '')") &&
+        add(main_room_,
+            "SELECT rowid, epoch, last_seq, first_seq FROM m.rooms WHERE name=?1") &&
+        add(get_indexed_, "SELECT epoch, room_id, seq, first_seq FROM indexed WHERE room=?1") &&
+        add(put_indexed_,
+            "INSERT OR REPLACE INTO indexed(room, epoch, room_id, seq, first_seq)"
+            " VALUES(?1, ?2, ?3, ?4, ?5)") &&
+        add(events_,
+            "SELECT seq, kind, target, deleted, text FROM m.messages WHERE room=?1 AND seq>?2"
+            " ORDER BY seq LIMIT ?3") &&
+        add(current_,
+            "SELECT text FROM m.messages WHERE room=?1 AND seq=?2 AND kind=0 AND deleted=0") &&
+        add(add_, "INSERT INTO search_index(rowid, body) VALUES(?1, ?2)") &&
+        add(edit_, "UPDATE search_index SET body=?2 WHERE rowid=?1") &&
+        add(del_, "DELETE FROM search_index WHERE rowid=?1") &&
+        add(cut_, "DELETE FROM search_index WHERE rowid>?1 AND rowid<?2") &&
+        add(find_,
+            "SELECT rowid FROM search_index WHERE search_index MATCH ?1 AND rowid>?2 AND rowid<?3"
+            " ORDER BY rowid DESC LIMIT ?4") &&
+        add(behind_,
+            "SELECT r.name, r.last_seq - coalesce(i.seq, 0) FROM m.rooms r"
+            " LEFT JOIN indexed i ON i.room = r.name"
+            " WHERE i.room IS NULL OR i.seq < r.last_seq OR i.epoch != r.epoch"
+            " OR i.room_id != r.rowid OR i.first_seq < r.first_seq");
+    if (!ok) return false;
+    use u{*behind_};
+    int rc;
+    while ((rc = u.step()) == SQLITE_ROW) note(u.text(0), static_cast<size_t>(std::max<int64_t>(u.i64(1), 1)));
+    if (rc == SQLITE_DONE) return true;
+    err = db_error(db_, "list the rooms to index");
+    return false;
+  }
+
+  // A room got `n` events (any thread; never waits for a step).
+  void note(const std::string& room, size_t n) {
+    std::lock_guard<std::mutex> lock{notes_mtx_};
+    auto& e = notes_[room];
+    ++e.generation;
+    backlog_ += n;
+  }
+
+  size_t backlog() const {
+    std::lock_guard<std::mutex> lock{notes_mtx_};
+    return notes_.empty() ? 0 : std::max<size_t>(backlog_, 1);
+  }
+
+  // One transaction: about `budget` events of the noted rooms (indexer thread).
+  bool step(size_t budget, bool& more, std::string& err) {
+    std::vector<std::pair<std::string, uint64_t>> rooms;  // with their generation
+    {
+      std::lock_guard<std::mutex> lock{notes_mtx_};
+      for (auto& [room, e] : notes_) rooms.emplace_back(room, e.generation);
+    }
+    more = false;
+    if (rooms.empty()) return true;
+    std::lock_guard<std::mutex> lock{mtx_};
+    if (!begin_write(err)) return false;
+    // In rowid order, so that the index's rowids only grow within the
+    // transaction (FTS5 flushes its pending terms when one does not).
+    std::vector<std::tuple<int64_t, std::string, uint64_t>> order;
+    for (auto& [room, gen] : rooms) {
+      main_row r;
+      if (!read_main(room, r, err)) return rollback(err);
+      order.emplace_back(r.found ? r.id : 0, room, gen);
+    }
+    std::sort(order.begin(), order.end());
+    size_t done = 0;
+    std::vector<std::pair<std::string, uint64_t>> finished;
+    for (auto& [id, room, gen] : order) {
+      if (done >= budget) break;
+      bool caught_up = false;
+      if (!index_room(room, budget - done, done, caught_up, err)) return rollback(err);
+      if (caught_up) finished.emplace_back(room, gen);
+    }
+    if (!done_write(err)) return false;
+    std::lock_guard<std::mutex> nl{notes_mtx_};
+    for (auto& [room, gen] : finished) {
+      auto it = notes_.find(room);
+      if (it != notes_.end() && it->second.generation == gen) notes_.erase(it);  // else noted again since
+    }
+    backlog_ = notes_.empty() ? 0 : backlog_ - std::min(backlog_, done);
+    more = !notes_.empty();
+    return true;
+  }
+
+  // Indexes the whole backlog of `room`, then finds the seqs of its messages
+  // matching `expr` with seq < before (0: no bound), newest first.
+  bool find(const std::string& room, const std::string& expr, uint64_t before, uint32_t limit,
+            std::vector<uint64_t>& seqs, std::string& err) {
+    seqs.clear();
+    std::lock_guard<std::mutex> lock{mtx_};
+    main_row r;
+    if (!read_main(room, r, err)) return false;
+    if (!r.found) return true;
+    indexed_row i;
+    if (!read_indexed(room, i, err)) return false;
+    if (!i.found || i.seq < r.last_seq || i.epoch != r.epoch || i.room_id != r.id ||
+        i.first_seq < r.first_seq) {
+      if (!begin_write(err)) return false;
+      bool caught_up = false;
+      size_t done = 0;
+      while (!caught_up)
+        if (!index_room(room, 4096, done, caught_up, err)) return rollback(err);
+      if (!done_write(err)) return false;
+    }
+    auto base = search_base(r.id);
+    if (base == 0) return true;
+    auto end = before == 0 || before > search_seq_end ? search_seq_end : before;
+    use u{*find_};
+    u.bind(1, expr);
+    u.bind(2, base);
+    u.bind(3, base + static_cast<int64_t>(end));
+    u.bind(4, static_cast<int64_t>(limit));
+    int rc;
+    while ((rc = u.step()) == SQLITE_ROW) seqs.push_back(static_cast<uint64_t>(u.i64(0) - base));
+    if (rc == SQLITE_DONE) return true;
+    seqs.clear();
+    err = db_error(db_, "search '" + room + "'");
+    return false;
+  }
+
+ private:
+  struct main_row {
+    bool found = false;
+    int64_t id = 0;
+    std::string epoch;
+    uint64_t last_seq = 0, first_seq = 1;
+  };
+  struct indexed_row {
+    bool found = false;
+    std::string epoch;
+    int64_t room_id = 0;
+    uint64_t seq = 0, first_seq = 1;
+  };
+  struct note_entry {
+    uint64_t generation = 0;
+  };
+
+  bool exec(const char* sql, std::string& err) {
+    char* msg = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &msg) == SQLITE_OK) return true;
+    err = std::string{sql} + ": " + (msg ? msg : sqlite3_errmsg(db_));
+    sqlite3_free(msg);
+    return false;
+  }
+  bool begin_write(std::string& err) {
+    {
+      use u{*begin_};
+      if (u.step() != SQLITE_DONE) {
+        err = db_error(db_, "begin indexing");
+        return false;
+      }
+    }
+    use u{*lock_};
+    if (u.step() == SQLITE_DONE) return true;
+    err = db_error(db_, "lock the search index");
+    return rollback(err);
+  }
+  bool done_write(std::string& err) {
+    use u{*commit_};
+    if (u.step() == SQLITE_DONE) return true;
+    err = db_error(db_, "commit the search index");
+    return rollback(err);
+  }
+  bool rollback(std::string&) {
+    if (db_ && !sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return false;
+  }
+  bool read_main(const std::string& room, main_row& r, std::string& err) {
+    use u{*main_room_};
+    u.bind(1, room);
+    int rc = u.step();
+    if (rc == SQLITE_DONE) return true;
+    if (rc != SQLITE_ROW) {
+      err = db_error(db_, "read room '" + room + "' to index");
+      return false;
+    }
+    r.found = true;
+    r.id = u.i64(0);
+    r.epoch = u.text(1);
+    r.last_seq = static_cast<uint64_t>(u.i64(2));
+    r.first_seq = static_cast<uint64_t>(u.i64(3));
+    return true;
+  }
+  bool read_indexed(const std::string& room, indexed_row& i, std::string& err) {
+    use u{*get_indexed_};
+    u.bind(1, room);
+    int rc = u.step();
+    if (rc == SQLITE_DONE) return true;
+    if (rc != SQLITE_ROW) {
+      err = db_error(db_, "read how far '" + room + "' is indexed");
+      return false;
+    }
+    i.found = true;
+    i.epoch = u.text(0);
+    i.room_id = u.i64(1);
+    i.seq = static_cast<uint64_t>(u.i64(2));
+    i.first_seq = static_cast<uint64_t>(u.i64(3));
+    return true;
+  }
+  bool run_rowid(stmt& s, int64_t rowid, const std::string* text, std::string& err,
+                 const char* what) {
+    use u{s};
+    u.bind(1, rowid);
+    if (text) u.bind(2, *text);
+    if (u.step() == SQLITE_DONE) return true;
+    err = db_error(db_, what);
+    return false;
+  }
+
+  // Inside a write transaction: the room's events after what is indexed, at
+  // most `limit`; `caught_up` once the room is indexed to its last seq.
+  bool index_room(const std::string& room, size_t limit, size_t& done, bool& caught_up,
+                  std::string& err) {
+    main_row r;
+    if (!read_main(room, r, err)) return false;
+    caught_up = true;
+    if (!r.found) return true;  // gone (a replaced main file): nothing to index
+    indexed_row i;
+    if (!read_indexed(room, i, err)) return false;
+    auto base = search_base(r.id);
+    if (!i.found || i.epoch != r.epoch || i.room_id != r.id) {
+      // New here, or another history under this name or rowid: start afresh.
+      if (base != 0 && !cut(base, search_seq_end, err)) return false;
+      i = indexed_row{true, r.epoch, r.id, 0, 1};
+    }
+    if (r.first_seq > i.first_seq) {  // retention trimmed a prefix
+      if (base != 0 && !cut(base, std::min(r.first_seq, search_seq_end), err)) return false;
+      i.first_seq = r.first_seq;
+    }
+    uint64_t upto = i.seq;
+    size_t n = 0;
+    if (i.seq < r.last_seq) {
+      use u{*events_};
+      u.bind(1, room);
+      u.bind(2, clamp_i64(i.seq));
+      u.bind(3, static_cast<int64_t>(limit));
+      int rc;
+      while ((rc = u.step()) == SQLITE_ROW) {
+        ++n;
+        upto = static_cast<uint64_t>(u.i64(0));
+        auto kind = u.i64(1);
+        auto target = static_cast<uint64_t>(u.i64(2));
+        if (base == 0) continue;
+        if (kind == static_cast<int64_t>(event_kind::message)) {
+          if (u.i64(3) != 0 || upto >= search_seq_end) continue;  // deleted since
+          auto text = u.text(4);
+          if (!run_rowid(*add_, base + static_cast<int64_t>(upto), &text, err, "index a message"))
+            return false;
+        } else if ((kind == static_cast<int64_t>(event_kind::edited) ||
+                    kind == static_cast<int64_t>(event_kind::deleted)) &&
+                   target > 0 && target < search_seq_end) {
+          auto rowid = base + static_cast<int64_t>(target);
+          if (kind == static_cast<int64_t>(event_kind::deleted)) {
+            if (!run_rowid(*del_, rowid, nullptr, err, "unindex a deleted message")) return false;
+            continue;
+          }
+          // The target's text as it is now (a later edit's, if any: harmless).
+          std::string text;
+          bool live = false;
+          {
+            use c{*current_};
+            c.bind(1, room);
+            c.bind(2, clamp_i64(target));
+            int crc = c.step();
+            if (crc == SQLITE_ROW) {
+              live = true;
+              text = c.text(0);
+            } else if (crc != SQLITE_DONE) {
+              err = db_error(db_, "read an edited message");
+              return false;
+            }
+          }
+          if (live && !run_rowid(*edit_, rowid, &text, err, "re-index an edit")) return false;
+        }
+      }
+      if (rc != SQLITE_DONE) {
+        err = db_error(db_, "read the events of '" + room + "' to index");
+        return false;
+      }
+      if (n < limit) upto = r.last_seq;  // read to the end (the rest was trimmed)
+    }
+    use u{*put_indexed_};
+    u.bind(1, room);
+    u.bind(2, r.epoch);
+    u.bind(3, r.id);
+    u.bind(4, clamp_i64(upto));
+    u.bind(5, clamp_i64(i.first_seq));
+    if (u.step() != SQLITE_DONE) {
+      err = db_error(db_, "record how far '" + room + "' is indexed");
+      return false;
+    }
+    done += std::max<size_t>(n, 1);
+    caught_up = upto >= r.last_seq;
+    return true;
+  }
+
+  // Removes the room's index rows with seq < end.
+  bool cut(int64_t base, uint64_t end, std::string& err) {
+    use u{*cut_};
+    u.bind(1, base);
+    u.bind(2, base + static_cast<int64_t>(end));
+    if (u.step() == SQLITE_DONE) return true;
+    err = db_error(db_, "unindex trimmed messages");
+    return false;
+  }
+
+  sqlite3* db_ = nullptr;
+  std::mutex mtx_;  // the connection: the indexer's steps and the store's searches
+  std::vector<std::unique_ptr<stmt>*> stmts_;
+  std::unique_ptr<stmt> lock_, main_room_, get_indexed_, put_indexed_, events_, current_, add_,
+      edit_, del_, cut_, find_, begin_, commit_, behind_;
+  mutable std::mutex notes_mtx_;
+  std::map<std::string, note_entry> notes_;  // rooms with events not indexed yet
+  size_t backlog_ = 0;                       // about how many events
 };
 
 struct room_row {
@@ -270,7 +669,10 @@ class sqlite_backend final : public store_backend {
       err = "'" + path + "': " + err;
       return false;
     }
-    return prepare_all(err);
+    if (!prepare_all(err)) return false;
+    if (in_memory) return true;
+    search_ = std::make_unique<search_file>();
+    return search_->open(path, err);
   }
 
   bool load_room(const std::string& room, uint32_t recent_limit, int64_t idem_since_ms,
@@ -338,7 +740,8 @@ class sqlite_backend final : public store_backend {
     out.clear();
     try {
       if (q.limit == 0 || q.after >= static_cast<uint64_t>(max_i64)) return true;
-      use u{q.newest ? *range_desc_ : *range_asc_};
+      use u{q.moderation_only ? (q.newest ? *range_mod_desc_ : *range_mod_asc_)
+                              : (q.newest ? *range_desc_ : *range_asc_)};
       u.bind(1, q.room);
       u.bind(2, static_cast<int64_t>(q.after));
       u.bind(3, q.before == 0 ? max_i64 : clamp_i64(q.before));
@@ -402,14 +805,25 @@ class sqlite_backend final : public store_backend {
               std::vector<stored_msg>& out, std::string& err) override {
     out.clear();
     try {
-      auto expr = fts_query(room, query);
+      auto expr = fts_query(query);
       if (expr.empty() || limit == 0) return true;
-      use u{*search_};
-      u.bind(1, expr);
-      u.bind(2, room);
-      u.bind(3, before == 0 ? max_i64 : clamp_i64(before));
-      u.bind(4, static_cast<int64_t>(limit));
-      return read_msgs(u, room, out, err, "search");
+      if (!search_) {
+        err = "search needs a database file (this SQLite store is in memory)";
+        return false;
+      }
+      std::vector<uint64_t> seqs;
+      if (!search_->find(room, expr, before, limit, seqs, err)) return false;
+      // Each message as it is now, from this file (reactions included).
+      for (auto seq : seqs) {
+        std::vector<stored_msg> got;
+        use u{*get_event_};
+        u.bind(1, room);
+        u.bind(2, clamp_i64(seq));
+        if (!read_msgs(u, room, got, err, "read a found message")) return false;
+        if (!got.empty() && got[0].kind == event_kind::message && !got[0].deleted)
+          out.push_back(std::move(got[0]));
+      }
+      return true;
     } catch (const std::exception& e) {
       out.clear();
       err = std::string{"sqlite store: "} + e.what();
@@ -630,8 +1044,8 @@ class sqlite_backend final : public store_backend {
             return abort_write(db_error(db_, "insert message into '" + b.room + "'"), err);
         }
         if (!apply_to_target(b.room, m, err)) return abort_write(err);
-        if (!index_event(b.room, m, err)) return abort_write(err);
       }
+      if (search_) search_->note(b.room, b.msgs.size());  // indexed after the commit
       use u{*set_last_seq_};
       u.bind(1, b.room);
       u.bind(2, static_cast<int64_t>(b.msgs.back().seq));
@@ -715,49 +1129,53 @@ class sqlite_backend final : public store_backend {
     return false;
   }
 
-  // The search index follows each message's current text: a message is
-  // indexed, an edit re-indexes its target, a delete takes it out.
-  bool index_event(const std::string& room, const stored_msg& m, std::string& err) {
-    auto fail = [&](const char* what) {
-      err = db_error(db_, std::string{what} + " in '" + room + "'");
+  bool index_search(size_t budget, bool& more, std::string& err) override {
+    more = false;
+    try {
+      return !search_ || search_->step(budget, more, err);
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite search index: "} + e.what();
       return false;
-    };
-    if (m.kind == event_kind::message) {
-      {
-        use u{*search_row_add_};
-        u.bind(1, room);
-        u.bind(2, clamp_i64(m.seq));
-        if (u.step() != SQLITE_DONE) return fail("index a message");
+    }
+  }
+  size_t search_backlog() const override { return search_ ? search_->backlog() : 0; }
+  bool has_search_indexer() const override { return search_ != nullptr; }
+
+  bool store_user_ban(const user_ban& ban, std::string& err) override {
+    try {
+      use u{ban.lift ? *del_user_ban_ : *set_user_ban_};
+      u.bind(1, ban.user);
+      if (!ban.lift) {
+        u.bind(2, ban.until);
+        u.bind(3, ban.reason);
       }
-      auto key = room_key(room);
-      use u{*search_add_};
-      u.bind(1, static_cast<int64_t>(sqlite3_last_insert_rowid(db_)));
-      u.bind(2, m.text);
-      u.bind(3, key);
-      return u.step() == SQLITE_DONE || fail("index a message");
-    }
-    if (m.kind == event_kind::edited) {
-      use u{*search_edit_};
-      u.bind(1, room);
-      u.bind(2, clamp_i64(m.target));
-      u.bind(3, m.text);
-      return u.step() == SQLITE_DONE || fail("re-index an edit");
-    }
-    if (m.kind == event_kind::deleted) {
-      {
-        use u{*search_del_};
-        u.bind(1, room);
-        u.bind(2, clamp_i64(m.target));
-        if (u.step() != SQLITE_DONE) return fail("unindex a deleted message");
+      if (u.step() == SQLITE_DONE) {
+        write_error_.clear();
+        return true;
       }
-      use u{*search_row_del_};
-      u.bind(1, room);
-      u.bind(2, clamp_i64(m.target));
-      return u.step() == SQLITE_DONE || fail("unindex a deleted message");
+      return write_failed(db_error(db_, "store the server ban of '" + ban.user + "'"), err);
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
     }
-    return true;
   }
 
+  bool user_bans(std::vector<user_ban>& out, std::string& err) override {
+    out.clear();
+    try {
+      use u{*user_bans_};
+      int rc;
+      while ((rc = u.step()) == SQLITE_ROW) out.push_back({u.text(0), u.i64(1), u.text(2), false});
+      if (rc == SQLITE_DONE) return true;
+      err = db_error(db_, "read the server bans");
+      return false;
+    } catch (const std::exception& e) {
+      err = std::string{"sqlite store: "} + e.what();
+      return false;
+    }
+  }
+
+ private:
   // A change event just inserted: its target's stored state follows it (as
   // apply_change does in memory), in the same transaction.
   bool apply_to_target(const std::string& room, const stored_msg& m, std::string& err) {
@@ -847,6 +1265,7 @@ class sqlite_backend final : public store_backend {
       uint64_t first_seq;
     };
     std::vector<todo> all;
+    std::vector<std::string> trimmed;  // their index rows go too (search_file)
     {
       use u{*all_rooms_};
       int rc;
@@ -884,12 +1303,7 @@ class sqlite_backend final : public store_backend {
         if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "delete messages"), err);
         removed += static_cast<uint64_t>(sqlite3_changes(db_));
       }
-      for (auto* st : {&search_trim_, &search_row_trim_}) {
-        use u{**st};
-        u.bind(1, r.name);
-        u.bind(2, static_cast<int64_t>(keep_from));
-        if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "unindex trimmed messages"), err);
-      }
+      trimmed.push_back(r.name);
       {
         use u{*trim_reactions_};
         u.bind(1, r.name);
@@ -902,6 +1316,8 @@ class sqlite_backend final : public store_backend {
       if (u.step() != SQLITE_DONE) return abort_write(db_error(db_, "update first_seq"), err);
     }
     if (!step_done(*commit_, "commit", err)) return abort_write(err);
+    if (search_)
+      for (auto& room : trimmed) search_->note(room, 1);
     write_error_.clear();
     return true;
   }
@@ -1152,15 +1568,11 @@ class sqlite_backend final : public store_backend {
     auto desc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq DESC LIMIT ?4");
     auto asc = sel("room=?1 AND seq>?2 AND seq<?3 ORDER BY seq LIMIT ?4");
     auto one = sel("room=?1 AND seq=?2");
-    std::string mcols;
-    for (auto c : {"seq", "ts", "from_user", "name", "text", "data", "idem_key", "kind", "target",
-                   "reply_to", "mentions", "emoji", "on_flag", "edited_ts", "deleted"})
-      mcols += std::string{mcols.empty() ? "" : ", "} + "m." + c;
-    auto search = "SELECT " + mcols +
-                  " FROM search_index s JOIN search_rows r ON r.id = s.rowid"
-                  " JOIN messages m ON m.room = r.room AND m.seq = r.seq"
-                  " WHERE search_index MATCH ?1 AND r.room = ?2 AND r.seq < ?3 AND m.deleted = 0"
-                  " ORDER BY r.seq DESC LIMIT ?4";
+    // Forced, as idem: the partial index holds only the moderation events.
+    auto mod = std::string{"SELECT "} + cols + " FROM messages INDEXED BY messages_moderation" +
+               " WHERE room=?1 AND seq>?2 AND seq<?3 AND kind=4 ORDER BY seq";
+    auto mod_desc = mod + " DESC LIMIT ?4";
+    auto mod_asc = mod + " LIMIT ?4";
     return add(begin_, "BEGIN IMMEDIATE") && add(commit_, "COMMIT") &&
            add(get_room_,
                "SELECT epoch, last_seq, first_seq, term, owner, topic, private, read_only, slow_mode"
@@ -1180,6 +1592,7 @@ class sqlite_backend final : public store_backend {
                " VALUES(?1, ?2, 0, 1, ?3)") &&
            add(recent_, recent.c_str()) && add(idem_, idem.c_str()) &&
            add(range_desc_, desc.c_str()) && add(range_asc_, asc.c_str()) &&
+           add(range_mod_desc_, mod_desc.c_str()) && add(range_mod_asc_, mod_asc.c_str()) &&
            add(insert_msg_,
                "INSERT INTO messages(room, seq, ts, from_user, name, text, data, idem_key, kind,"
                " target, reply_to, mentions, emoji, on_flag)"
@@ -1201,20 +1614,13 @@ class sqlite_backend final : public store_backend {
                "SELECT seq, emoji, user_id FROM reactions WHERE room=?1 AND seq>=?2 AND seq<=?3"
                " ORDER BY seq, pos") &&
            add(trim_reactions_, "DELETE FROM reactions WHERE room=?1 AND seq<?2") &&
-           add(search_row_add_, "INSERT INTO search_rows(room, seq) VALUES(?1, ?2)") &&
-           add(search_add_, "INSERT INTO search_index(rowid, body, room_key) VALUES(?1, ?2, ?3)") &&
-           add(search_edit_,
-               "UPDATE search_index SET body=?3 WHERE rowid="
-               " (SELECT id FROM search_rows WHERE room=?1 AND seq=?2)") &&
-           add(search_del_,
-               "DELETE FROM search_index WHERE rowid="
-               " (SELECT id FROM search_rows WHERE room=?1 AND seq=?2)") &&
-           add(search_row_del_, "DELETE FROM search_rows WHERE room=?1 AND seq=?2") &&
-           add(search_trim_,
-               "DELETE FROM search_index WHERE rowid IN"
-               " (SELECT id FROM search_rows WHERE room=?1 AND seq<?2)") &&
-           add(search_row_trim_, "DELETE FROM search_rows WHERE room=?1 AND seq<?2") &&
-           add(search_, search.c_str()) &&
+
+           add(set_user_ban_,
+               "INSERT INTO user_bans(user_id, until_ms, reason) VALUES(?1, ?2, ?3)"
+               " ON CONFLICT(user_id) DO UPDATE SET until_ms=excluded.until_ms,"
+               " reason=excluded.reason") &&
+           add(del_user_ban_, "DELETE FROM user_bans WHERE user_id=?1") &&
+           add(user_bans_, "SELECT user_id, until_ms, reason FROM user_bans ORDER BY user_id") &&
            add(set_member_,
                "INSERT INTO members(room, user_id, role, read_seq) VALUES(?1, ?2, ?3, ?4)"
                " ON CONFLICT(room, user_id) DO UPDATE SET role=excluded.role,"
@@ -1242,12 +1648,14 @@ class sqlite_backend final : public store_backend {
   std::string write_error_;  // last failed write, "" once a write succeeds
   std::vector<std::unique_ptr<stmt>*> stmts_;
   std::unique_ptr<stmt> begin_, commit_, get_room_, claim_, insert_room_, recent_, idem_,
-      range_desc_, range_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
+      range_desc_, range_asc_, range_mod_desc_, range_mod_asc_, insert_msg_, set_last_seq_, set_first_seq_, all_rooms_, first_young_,
       delete_before_, schema_version_, health_probe_, get_event_, apply_edit_, apply_delete_,
       drop_reactions_, add_reaction_, remove_reaction_, reactions_in_, trim_reactions_,
-      set_member_, del_member_, members_of_, rooms_of_, unread_, search_row_add_, search_add_,
-      search_edit_, search_del_, search_row_del_, search_trim_, search_row_trim_, search_,
-      set_settings_, restrictions_of_, set_restriction_, del_restriction_;
+      set_member_, del_member_, members_of_, rooms_of_, unread_, set_settings_, restrictions_of_,
+      set_restriction_, del_restriction_, set_user_ban_, del_user_ban_, user_bans_;
+  // Null for an in-memory database. Destroyed first (declared last): it is
+  // a connection of its own, and the indexer thread is gone by then.
+  std::unique_ptr<search_file> search_;
 };
 
 }  // namespace

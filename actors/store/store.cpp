@@ -1,5 +1,11 @@
 #include "actors/store/store.hpp"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <spdlog/spdlog.h>
 
 #include <unordered_set>
@@ -127,6 +133,16 @@ void finish(store_pointer self, std::vector<store_state::pending_append>& done,
       ++it;
 }
 
+// Events a search-indexing step takes: FTS5 costs ~35 us a message on these
+// machines, so a step holds the index (and a search waiting for it) ~35 ms.
+constexpr size_t index_budget = 1024;
+
+void poke_indexer(store_pointer self) {
+  auto& st = self->state;
+  // anon: a typed actor may not send() to an untyped one (and wants no answer)
+  if (st.indexer && st.backend->search_backlog() > 0) caf::anon_send(st.indexer, index_atom_v);
+}
+
 // Hands what is pending to a free committer: every batch whose room is not in
 // a commit under way (those wait for it, so a room's batches stay in order).
 void dispatch(store_pointer self) {
@@ -181,6 +197,7 @@ void flush(store_pointer self) {
   for (auto& p : pending) batches.push_back(std::move(p.batch));
   auto outcomes = commit_batches(*st.backend, batches);
   finish(self, pending, outcomes, batches);
+  poke_indexer(self);
 }
 
 // Whether a read of `room` must wait for appends handed in before it. Inline
@@ -283,6 +300,14 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
   self->state.backend = std::move(backend);
   self->state.cfg = cfg;
   probe_health(self);
+  if (self->state.backend->has_search_indexer()) {
+    // Linked: it goes when the store goes (after the step it is in).
+    self->state.indexer =
+        cfg.own_threads
+            ? self->spawn<caf::detached + caf::linked>(indexer_impl, self->state.backend, true)
+            : self->spawn<caf::linked>(indexer_impl, self->state.backend, false);
+    poke_indexer(self);  // a backlog left by the last run
+  }
   if (cfg.retention.max_messages > 0 || cfg.retention.max_age_ms > 0)
     self->delayed_send(self, cfg.trim_interval, trim_atom_v);
   if (cfg.health_interval.count() > 0) self->delayed_send(self, cfg.health_interval, health_atom_v);
@@ -426,6 +451,17 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
         };
         return ordered_read<bool>(self, room, read);
       },
+      [=](const user_ban& b) -> caf::result<bool> {
+        std::string err;
+        if (!self->state.backend->store_user_ban(b, err)) return store_error(err);
+        return true;
+      },
+      [=](bans_atom) -> caf::result<std::vector<user_ban>> {
+        std::vector<user_ban> out;
+        std::string err;
+        if (!self->state.backend->user_bans(out, err)) return store_error(err);
+        return out;
+      },
       [=](flush_now_atom) { flush(self); },
       [=](trim_atom) {
         auto& st = self->state;
@@ -435,11 +471,38 @@ store_actor::behavior_type store_impl(store_pointer self, std::shared_ptr<store_
           spdlog::warn("event=store_trim_failed error=\"{}\"", err);
         else if (removed > 0)
           spdlog::info("event=store_trim removed={}", removed);
+        poke_indexer(self);  // the trimmed messages leave the search index
         self->delayed_send(self, st.cfg.trim_interval, trim_atom_v);
       },
       [=](health_atom) {
         probe_health(self);
         self->delayed_send(self, self->state.cfg.health_interval, health_atom_v);
+      },
+  };
+}
+
+caf::behavior indexer_impl(caf::event_based_actor* self, std::shared_ptr<store_backend> backend,
+                           bool own_thread) {
+  if (own_thread) {
+    // Its thread yields to the ones that carry messages (room, store, I/O):
+    // indexing may lag, a search indexes its own room anyway. Linux applies
+    // a nice value to the calling thread only.
+    errno = 0;
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19) != 0)
+      spdlog::warn("event=search_indexer_nice_failed errno={}", errno);
+  }
+  return {
+      [=](index_atom) {
+        if (backend->search_backlog() == 0) return;  // a poke after the work was done
+        bool more = false;
+        std::string err;
+        if (!backend->index_search(index_budget, more, err)) {
+          // Searches still index their own room; try the backlog again later.
+          spdlog::warn("event=search_index_failed error=\"{}\"", err);
+          self->delayed_send(self, std::chrono::seconds(1), index_atom_v);
+          return;
+        }
+        if (more) self->send(self, index_atom_v);
       },
   };
 }

@@ -52,6 +52,9 @@ using store_actor = caf::typed_actor<
     caf::replies_to<exists_atom, std::string>::with<bool>,
     // Which of a node's claimed rooms another node has claimed since.
     caf::replies_to<claims_atom, claim_check>::with<std::vector<std::string>>,
+    // Server-wide bans: store one (or lift it); every one stored.
+    caf::replies_to<user_ban>::with<bool>,
+    caf::replies_to<bans_atom>::with<std::vector<user_ban>>,
     caf::reacts_to<flush_now_atom>, caf::reacts_to<trim_atom>, caf::reacts_to<health_atom>>;
 
 struct store_config {
@@ -95,6 +98,9 @@ struct store_state {
   };
   std::vector<pending_append> pending;
   bool flush_scheduled = false;
+  // Runs the backend's search indexing (SQLite) on a thread of its own;
+  // poked after each commit that leaves a backlog. Null: no indexer.
+  caf::actor indexer;
   // Parallel commits (empty: commits run inline).
   std::vector<committer_actor> committers;
   std::vector<committer_actor> idle_committers;
@@ -117,6 +123,13 @@ struct store_state {
 
 store_actor::behavior_type store_impl(store_actor::stateful_pointer<store_state> self,
                                       std::shared_ptr<store_backend> backend, store_config cfg);
+
+// The search indexer: index_atom runs one step of store_backend::index_search
+// and, while a backlog is left, sends itself another (pokes from the store
+// and its own steps share one queue).
+// own_thread: detached (production); its thread then runs at nice 19.
+caf::behavior indexer_impl(caf::event_based_actor* self, std::shared_ptr<store_backend> backend,
+                           bool own_thread);
 
 // detached = its own thread (production); false under the test coordinator
 // (committers then run on the test scheduler too).

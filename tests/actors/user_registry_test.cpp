@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "actors/user_registry.hpp"
+#include "messages/clock.hpp"
 #include "tests/support/chat_fakes.hpp"
 
 using namespace caf;
@@ -16,18 +17,26 @@ using namespace chat_test;
 namespace {
 
 struct UserRegistryTest : ::testing::Test, test_coordinator_fixture<test_config> {
+  std::shared_ptr<store_backend> backend{make_memory_backend(0)};
+  std::shared_ptr<ban_list> bans = std::make_shared<ban_list>();
+  store_actor store;
   actor reg;
   std::vector<actor> spawned;
 
-  UserRegistryTest() { reg = spawn_registry(3); }
+  UserRegistryTest() {
+    store = spawn_store(sys, backend, store_config{}, /*detached=*/false);
+    sched.run();
+    reg = spawn_registry(3);
+  }
 
   ~UserRegistryTest() override {
     for (auto& a : spawned) anon_send_exit(a, exit_reason::kill);
+    anon_send_exit(store, exit_reason::kill);
     sched.run();
   }
 
   actor spawn_registry(size_t cap) {
-    auto r = sys.spawn(user_registry_impl, cap);
+    auto r = sys.spawn(user_registry_impl, cap, registry_deps{bans, store});
     spawned.push_back(r);
     sched.run();
     return r;
@@ -159,6 +168,67 @@ TEST_F(UserRegistryTest, UserDeliverSendsOneMessagePerGateway) {
   ASSERT_EQ(rec(gw1).conns_delivers.size(), 2u);
   EXPECT_EQ(rec(gw1).conns_delivers[1].conns, (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(st().gateways.count(as_gw(gw2)), 0u);  // no connection there any more
+}
+
+// A server-wide ban closes every connection of the user with 4003, is stored,
+// refuses the user's next registration, and comes back in a new registry from
+// the store (a restart); a lifted one lets them in again. An expired ban (its
+// time passed) counts for nothing.
+TEST_F(UserRegistryTest, ServerWideBanClosesConnectionsIsStoredAndLifts) {
+  auto gw1 = gateway();
+  auto gw2 = gateway();
+  online("alice", gw1, 1);
+  online("alice", gw2, 2);
+  online("bob", gw1, 3);
+  sched.run();
+  bool stored = false;
+  auto h = self->request(reg, infinite, user_ban{"alice", user_ban::forever, "spam", false});
+  sched.run();
+  h.receive([&](bool ok) { stored = ok; }, [&](error& e) { ADD_FAILURE() << to_string(e); });
+  EXPECT_TRUE(stored);
+  ASSERT_EQ(rec(gw1).closes.size(), 1u);
+  EXPECT_EQ(rec(gw1).closes[0].code, 4003);
+  EXPECT_EQ(rec(gw1).closes[0].reason, banned_reason);
+  ASSERT_EQ(rec(gw2).closes.size(), 1u);
+  EXPECT_EQ(conns_of("alice"), 0u);
+  EXPECT_EQ(conns_of("bob"), 1u);
+  ASSERT_TRUE(bans->active("alice", now_ms()));
+  EXPECT_EQ(bans->active("alice", now_ms())->reason, "spam");
+  std::vector<user_ban> in_store;
+  std::string err;
+  ASSERT_TRUE(backend->user_bans(in_store, err)) << err;
+  EXPECT_EQ(in_store, (std::vector<user_ban>{{"alice", user_ban::forever, "spam", false}}));
+
+  // A connection that registers anyway (said hello elsewhere) is closed.
+  online("alice", gw2, 4);
+  sched.run();
+  ASSERT_EQ(rec(gw2).closes.size(), 2u);
+  EXPECT_EQ(rec(gw2).closes[1].conn, 4u);
+  EXPECT_EQ(rec(gw2).closes[1].code, 4003);
+  EXPECT_EQ(conns_of("alice"), 0u);
+
+  // A restart: a new registry with an empty list reads the store.
+  bans = std::make_shared<ban_list>();
+  reg = spawn_registry(3);
+  EXPECT_TRUE(bans->active("alice", now_ms()));
+
+  // Lifted: stored as gone, and alice may connect again.
+  self->send(reg, user_ban{"alice", 0, "", true});
+  sched.run();
+  EXPECT_FALSE(bans->active("alice", now_ms()));
+  ASSERT_TRUE(backend->user_bans(in_store, err)) << err;
+  EXPECT_TRUE(in_store.empty());
+  online("alice", gw1, 5);
+  sched.run();
+  EXPECT_EQ(conns_of("alice"), 1u);
+  EXPECT_EQ(rec(gw1).closes.size(), 1u);
+
+  // A ban whose time has passed is none; one still running is.
+  bans->apply(user_ban{"carol", 1000, "", false});
+  EXPECT_FALSE(bans->active("carol", 1000));
+  EXPECT_TRUE(bans->active("carol", 999));
+  EXPECT_TRUE(bans->all(1000).empty());
+  EXPECT_EQ(bans->all(999).size(), 1u);
 }
 
 TEST_F(UserRegistryTest, KickUserClosesEveryConnection) {

@@ -376,3 +376,51 @@ TEST_F(Api, RoomsWithOwnersSettingsMembersEditsDeletesAndSearch) {
   EXPECT_EQ((*gone)["room"], "news");
   EXPECT_EQ(get("/api/rooms/news")["member_count"], 1);
 }
+
+// The audit view: a room's moderation events only, newest page first, paged
+// with before/limit like history; 404 for a room that never existed.
+TEST_F(Api, ModerationLogListsOnlyModerationEventsPaged) {
+  ws_client a, b;
+  hello(a, "alice");
+  hello(b, "bob");
+  auto ja = a.request({{"type", "join"}, {"room", "mods"}}, 3);
+  ASSERT_TRUE(ja && (*ja)["role"] == "owner") << (ja ? *ja : json());
+  join(b, "mods");
+  int id = 10;
+  auto ask = [&](ws_client& c, json req) {
+    auto r = c.request(std::move(req), id++);
+    return r ? *r : json();
+  };
+  EXPECT_EQ(ask(a, {{"type", "send"}, {"room", "mods"}, {"text", "one"}})["seq"], 1);
+  EXPECT_EQ(ask(a, {{"type", "room_set"}, {"room", "mods"}, {"topic", "rules"}})["seq"], 2);
+  EXPECT_EQ(ask(b, {{"type", "send"}, {"room", "mods"}, {"text", "two"}})["seq"], 3);
+  EXPECT_EQ(ask(a, {{"type", "mute"}, {"room", "mods"}, {"user", "bob"}, {"seconds", 60}})["seq"], 4);
+  EXPECT_EQ(ask(a, {{"type", "send"}, {"room", "mods"}, {"text", "three"}})["seq"], 5);
+  auto log = get("/api/rooms/mods/moderation");
+  ASSERT_EQ(log["messages"].size(), 2u) << log;
+  EXPECT_EQ(log["messages"][0]["seq"], 2);
+  EXPECT_EQ(log["messages"][0]["action"], "settings");
+  EXPECT_EQ(log["messages"][1]["seq"], 4);
+  EXPECT_EQ(log["messages"][1]["action"], "mute");
+  EXPECT_EQ(log["messages"][1]["user"], "bob");
+  EXPECT_EQ(log["messages"][1]["by"], "alice");
+  EXPECT_EQ(log["more"], false);
+  auto page = get("/api/rooms/mods/moderation?limit=1");
+  ASSERT_EQ(page["messages"].size(), 1u) << page;
+  EXPECT_EQ(page["messages"][0]["seq"], 4);
+  EXPECT_EQ(page["more"], true);
+  page = get("/api/rooms/mods/moderation?before=4");
+  ASSERT_EQ(page["messages"].size(), 1u) << page;
+  EXPECT_EQ(page["messages"][0]["seq"], 2);
+  EXPECT_EQ(page["more"], false);
+  get("/api/rooms/never-was/moderation", 404);
+  get("/api/rooms/mods/moderation?limit=0", 400);
+  json out;
+  EXPECT_EQ(call("POST", "/api/rooms/mods/moderation", "{}", out), 405);
+  // Counted in /metrics by action.
+  std::string metrics;
+  ASSERT_EQ(http_get(server.port(), "/metrics", metrics), 200);
+  EXPECT_NE(metrics.find("chat_moderation_actions_total{action=\"mute\"} 1"), std::string::npos)
+      << metrics.substr(0, 200);
+  EXPECT_NE(metrics.find("chat_moderation_actions_total{action=\"settings\"} 1"), std::string::npos);
+}

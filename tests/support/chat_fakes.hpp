@@ -299,6 +299,17 @@ class counting_backend : public chat::store_backend {
   }
   bool healthy(std::string& err) override { return inner_->healthy(err); }
   size_t concurrency() const override { return parallel; }
+  bool index_search(size_t budget, bool& more, std::string& err) override {
+    return inner_->index_search(budget, more, err);
+  }
+  size_t search_backlog() const override { return inner_->search_backlog(); }
+  bool has_search_indexer() const override { return inner_->has_search_indexer(); }
+  bool store_user_ban(const chat::user_ban& ban, std::string& err) override {
+    return inner_->store_user_ban(ban, err);
+  }
+  bool user_bans(std::vector<chat::user_ban>& out, std::string& err) override {
+    return inner_->user_bans(out, err);
+  }
 
   // Everything stored for a room, oldest first (read directly, outside the actor:
   // safe under the single-threaded test coordinator).

@@ -143,7 +143,7 @@ struct ClusterDslTest : ::testing::Test, test_network_fixture_base<planet> {
     auto& n = nodes[i];
     n.routes = std::make_shared<cluster_routes>(node_names, i);
     n.store = spawn_store(p.sys, make_memory_backend(1000), store_config{}, /*detached=*/false);
-    n.users = p.sys.spawn(user_registry_impl, size_t{10});
+    n.users = p.sys.spawn(user_registry_impl, size_t{10}, registry_deps{});
     n.directory = p.sys.spawn(directory_impl, room_deps{n.store, nullptr, n.users, {}, n.routes, {}});
     n.routes->set_node(i, n.directory, n.users);
     n.node = p.sys.spawn(node_impl, n.directory, n.users, node_names[i], cluster_digest(three_nodes()));

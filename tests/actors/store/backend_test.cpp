@@ -529,7 +529,8 @@ TYPED_TEST(store_backend_test, search_finds_every_word_in_the_current_text_newes
   EXPECT_TRUE(find("secret").empty());                             // deleted
   EXPECT_TRUE(find("elsewhere").empty());                          // another room's
   EXPECT_TRUE(find("   ").empty());
-  EXPECT_TRUE(find("\"deploy\" OR x*").empty() || true);           // operators are words, not syntax
+  EXPECT_TRUE(find("\"deploy\" OR x*").empty());  // operators are words ("or" is in no message)
+  EXPECT_EQ(find("\"deploy\" failed"), (std::vector<uint64_t>{3, 1}));  // quotes are no syntax
   std::vector<stored_msg> out;
   std::string err;
   ASSERT_TRUE(this->b_->search("general", "new", 0, 10, out, err)) << err;
@@ -539,6 +540,53 @@ TYPED_TEST(store_backend_test, search_finds_every_word_in_the_current_text_newes
   // Trimmed messages leave the index.
   this->trim(4, 0, 100000);
   EXPECT_TRUE(find("deploy").empty());
+}
+
+// The moderation log: range with moderation_only reads only those events.
+TYPED_TEST(store_backend_test, range_of_moderation_events_only) {
+  this->load("general");
+  append_batch b;
+  b.room = "general";
+  for (uint64_t s = 1; s <= 12; ++s) {
+    if (s % 4 == 0) {
+      auto m = change(s, event_kind::moderation, 0);
+      m.text = "kick";
+      b.msgs.push_back(m);
+    } else {
+      b.msgs.push_back(msg(s, static_cast<int64_t>(s) * 1000));
+    }
+  }
+  this->append_ok({b});
+  range_query q{"general", 0, 0, 2, true, true};
+  std::vector<stored_msg> out;
+  std::string err;
+  ASSERT_TRUE(this->b_->range(q, out, err)) << err;
+  EXPECT_EQ(seqs_of(out), (std::vector<uint64_t>{8, 12}));  // the newest two, oldest first
+  q.before = 8;
+  ASSERT_TRUE(this->b_->range(q, out, err)) << err;
+  EXPECT_EQ(seqs_of(out), (std::vector<uint64_t>{4}));
+  q = range_query{"general", 4, 0, 10, false, true};
+  ASSERT_TRUE(this->b_->range(q, out, err)) << err;
+  EXPECT_EQ(seqs_of(out), (std::vector<uint64_t>{8, 12}));
+}
+
+// Server-wide bans: stored, replaced, lifted; a restart keeps them.
+TYPED_TEST(store_backend_test, user_bans_are_stored_replaced_and_lifted) {
+  std::string err;
+  std::vector<user_ban> all;
+  ASSERT_TRUE(this->b_->user_bans(all, err)) << err;
+  EXPECT_TRUE(all.empty());
+  ASSERT_TRUE(this->b_->store_user_ban({"mallory", user_ban::forever, "spam", false}, err)) << err;
+  ASSERT_TRUE(this->b_->store_user_ban({"zoë", 5000, "", false}, err)) << err;
+  ASSERT_TRUE(this->b_->store_user_ban({"mallory", 9000, "spam again", false}, err)) << err;
+  if (TypeParam::persistent) this->reopen();
+  ASSERT_TRUE(this->b_->user_bans(all, err)) << err;
+  EXPECT_EQ(all, (std::vector<user_ban>{{"mallory", 9000, "spam again", false}, {"zoë", 5000, "", false}}));
+  ASSERT_TRUE(this->b_->store_user_ban({"mallory", 0, "", true}, err)) << err;
+  ASSERT_TRUE(this->b_->store_user_ban({"nobody", 0, "", true}, err)) << err;  // lifting none: fine
+  if (TypeParam::persistent) this->reopen();
+  ASSERT_TRUE(this->b_->user_bans(all, err)) << err;
+  EXPECT_EQ(all, (std::vector<user_ban>{{"zoë", 5000, "", false}}));
 }
 
 TYPED_TEST(store_backend_test, message_room_field_is_the_batch_room) {
@@ -1188,7 +1236,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "7");
+  EXPECT_EQ(v, "9");
   ASSERT_TRUE(raw_exec(path_, "PRAGMA journal_mode", &v));
   EXPECT_EQ(v, "wal");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
@@ -1208,7 +1256,7 @@ TEST_F(sqlite_backend_test, migrates_an_empty_file_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "7");
+  EXPECT_EQ(v, "9");
 }
 
 TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
@@ -1231,7 +1279,7 @@ TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
   ASSERT_NE(b, nullptr);
   std::string v;
   ASSERT_TRUE(raw_exec(path_, "SELECT value FROM meta WHERE key='schema_version'", &v));
-  EXPECT_EQ(v, "7");
+  EXPECT_EQ(v, "9");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;
@@ -1241,9 +1289,104 @@ TEST_F(sqlite_backend_test, migrates_a_version_1_file_and_keeps_its_rooms) {
   EXPECT_EQ(s.owner, "");
   ASSERT_EQ(s.recent.size(), 1u);
   EXPECT_EQ(s.recent[0].text, "old");
+  // The old message is searchable: the search file notes the room at open.
+  EXPECT_TRUE(b->search_backlog());
+  std::vector<stored_msg> found;
+  ASSERT_TRUE(b->search("general", "OLD", 0, 10, found, err)) << err;
+  EXPECT_EQ(seqs_of(found), (std::vector<uint64_t>{1}));
+  ASSERT_TRUE(raw_exec(path_ + ".search",
+                       "SELECT count(*) FROM search_index WHERE search_index MATCH 'old'", &v));
+  EXPECT_EQ(v, "1");
   ASSERT_TRUE(b->claim_room("general", "node-a", 10, 0, s, err)) << err;
   EXPECT_EQ(s.term, 1u);
   EXPECT_TRUE(b->append({batch("general", 2, 2)}, err)) << err;
+}
+
+// Search indexing is off the acking commit, in a file of its own
+// (<db>.search): an append leaves a backlog, index_search steps (the store's
+// indexer thread) drain it, a backlog left by a stop is found again at open,
+// edits and deletes reach the index with the events after them, and a search
+// indexes its room first. A deleted .search file is rebuilt.
+TEST_F(sqlite_backend_test, search_indexes_after_the_commit_and_keeps_a_backlog_across_a_restart) {
+  auto b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->has_search_indexer());
+  room_snapshot snap;
+  std::string err, v;
+  ASSERT_TRUE(b->load_room("general", 10, 0, snap, err)) << err;
+  append_batch first;
+  first.room = "general";
+  first.msgs = {msg(1, 1000, "alpha one"), msg(2, 2000, "beta two"), msg(3, 3000, "alpha three")};
+  ASSERT_TRUE(b->append({first}, err)) << err;
+  EXPECT_TRUE(b->search_backlog());
+  auto search_path = path_ + ".search";
+  auto indexed = [&](const std::string& match) {
+    std::string n;
+    EXPECT_TRUE(raw_exec(search_path,
+                         "SELECT count(*) FROM search_index WHERE search_index MATCH '" + match + "'",
+                         &n));
+    return n;
+  };
+  EXPECT_EQ(indexed("alpha"), "0");  // not in the acking commit
+  b.reset();
+  b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->search_backlog());  // found again at open
+  bool more = false;
+  ASSERT_TRUE(b->index_search(2, more, err)) << err;
+  EXPECT_TRUE(more);  // a budget of 2 leaves the third
+  EXPECT_EQ(indexed("alpha"), "1");
+  ASSERT_TRUE(b->index_search(256, more, err)) << err;
+  EXPECT_FALSE(more);
+  EXPECT_FALSE(b->search_backlog());
+  EXPECT_EQ(indexed("alpha"), "2");
+  ASSERT_TRUE(raw_exec(search_path, "SELECT seq FROM indexed WHERE room='general'", &v));
+  EXPECT_EQ(v, "3");
+  // An edit and a delete of indexed messages: the next step applies them.
+  append_batch changes;
+  changes.room = "general";
+  auto e = change(4, event_kind::edited, 1);
+  e.text = "gamma one";
+  changes.msgs = {e, change(5, event_kind::deleted, 3)};
+  ASSERT_TRUE(b->append({changes}, err)) << err;
+  ASSERT_TRUE(b->index_search(256, more, err)) << err;
+  EXPECT_EQ(indexed("alpha"), "0");
+  EXPECT_EQ(indexed("gamma"), "1");
+  // A message edited and another deleted before any step: indexed as they are then.
+  append_batch late;
+  late.room = "general";
+  auto e2 = change(7, event_kind::edited, 6);
+  e2.text = "epsilon";
+  late.msgs = {msg(6, 6000, "delta"), e2, msg(8, 8000, "secret"), change(9, event_kind::deleted, 8)};
+  ASSERT_TRUE(b->append({late}, err)) << err;
+  ASSERT_TRUE(b->index_search(256, more, err)) << err;
+  EXPECT_FALSE(more);
+  EXPECT_EQ(indexed("delta"), "0");
+  EXPECT_EQ(indexed("epsilon"), "1");
+  EXPECT_EQ(indexed("secret"), "0");
+  // A search does not wait for a step.
+  append_batch last;
+  last.room = "general";
+  last.msgs = {msg(10, 10000, "zeta")};
+  ASSERT_TRUE(b->append({last}, err)) << err;
+  EXPECT_TRUE(b->search_backlog());
+  std::vector<stored_msg> found;
+  ASSERT_TRUE(b->search("general", "zeta", 0, 10, found, err)) << err;
+  EXPECT_EQ(seqs_of(found), (std::vector<uint64_t>{10}));
+  ASSERT_TRUE(b->search("general", "gamma", 0, 10, found, err)) << err;
+  EXPECT_EQ(seqs_of(found), (std::vector<uint64_t>{1}));
+  // The .search file deleted: rebuilt from the events.
+  b.reset();
+  for (auto suffix : {"", "-wal", "-shm"}) fs::remove(search_path + suffix);
+  b = open_ok();
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->search_backlog());
+  ASSERT_TRUE(b->search("general", "beta", 0, 10, found, err)) << err;
+  EXPECT_EQ(seqs_of(found), (std::vector<uint64_t>{2}));
+  ASSERT_TRUE(b->search("general", "secret", 0, 10, found, err)) << err;
+  EXPECT_TRUE(found.empty());
+  ASSERT_TRUE(b->search("general", "epsilon", 0, 10, found, err)) << err;
+  EXPECT_EQ(seqs_of(found), (std::vector<uint64_t>{6}));
 }
 
 TEST_F(sqlite_backend_test, creates_missing_parent_directories) {
@@ -1472,7 +1615,7 @@ class postgres_backend : public ::testing::Test {
 TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "8");
   for (auto name : {"meta", "rooms", "messages", "messages_idem", "messages_target", "reactions",
                     "members", "members_by_user"})
     EXPECT_EQ(sql(std::string{"SELECT to_regclass('"} + name + "') IS NOT NULL"), "t") << name;
@@ -1489,7 +1632,7 @@ TEST_F(postgres_backend, migrates_an_empty_database_to_the_current_schema) {
   b.reset();
   b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "8");
   std::string err;
   EXPECT_TRUE(b->healthy(err)) << err;
   EXPECT_EQ(err, "ok");
@@ -1507,7 +1650,7 @@ TEST_F(postgres_backend, nodes_starting_together_on_a_fresh_database_all_open) {
     threads.emplace_back([&, i] { opened[i] = make_postgres_backend(url_, 1, errs[i]); });
   for (auto& t : threads) t.join();
   for (int i = 0; i < nodes; ++i) EXPECT_NE(opened[i], nullptr) << "node " << i << ": " << errs[i];
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "8");
 }
 
 TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
@@ -1526,7 +1669,7 @@ TEST_F(postgres_backend, migrates_a_version_1_database_and_keeps_its_rooms) {
       " ('general', 1, 1000, 'alice', 'Alice', 'old')");
   auto b = open_ok();
   ASSERT_NE(b, nullptr);
-  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "7");
+  EXPECT_EQ(sql("SELECT value FROM meta WHERE key = 'schema_version'"), "8");
   room_snapshot s;
   std::string err;
   ASSERT_TRUE(b->load_room("general", 10, 0, s, err)) << err;

@@ -2,6 +2,8 @@
 // answers in order, and what rooms do when the store fails. The backend is the
 // memory backend wrapped in a decorator that counts appends and fails on demand.
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <utility>
@@ -687,6 +689,67 @@ TEST_F(StoreActorTest, RoomWhoseLoadFailsAnswersUnavailableAndGoesAway) {
   sched.clock().advance_time(std::chrono::seconds(5));
   sched.run();
   EXPECT_EQ(rec(gw).downs.size(), 1u);
+}
+
+// --- search indexing (SQLite) ----------------------------------------------------
+
+// The SQLite store under the test coordinator, on a real file.
+struct SqliteStoreTest : ::testing::Test, test_coordinator_fixture<test_config> {
+  std::string dir;
+  std::shared_ptr<store_backend> backend;
+  store_actor store;
+
+  SqliteStoreTest() {
+    char tmpl[] = "/tmp/chat-store-test-XXXXXX";
+    dir = mkdtemp(tmpl) ? tmpl : "";
+    std::string err;
+    backend = std::shared_ptr<store_backend>(make_sqlite_backend(dir + "/chat.db", err));
+    EXPECT_NE(backend, nullptr) << err;
+    store = spawn_store(sys, backend, store_config{}, /*detached=*/false);
+    sched.run();
+  }
+  ~SqliteStoreTest() override {
+    anon_send_exit(store, exit_reason::kill);
+    sched.run();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+// The commit that acks does not index for search: the answer leaves first,
+// then a step the store sends itself indexes the backlog, and a search sees it.
+TEST_F(SqliteStoreTest, TheAnswerLeavesBeforeTheSearchIndexStep) {
+  ASSERT_NE(backend, nullptr);
+  room_snapshot snap;
+  std::string err;
+  ASSERT_TRUE(backend->load_room("general", 10, 0, snap, err)) << err;
+  auto client = sys.spawn(client_impl, store);
+  sched.run();
+  auto b = batch("general", 1, 3);
+  b.msgs[1].text = "a needle in the haystack";
+  self->send(client, std::vector<append_batch>{b});
+  expect((std::vector<append_batch>), from(self).to(client));
+  expect((append_atom, append_batch), from(client).to(store));
+  expect((flush_now_atom), from(store).to(store));
+  expect((append_batch), from(store).to(client));
+  EXPECT_EQ(state_of<client_state>(client).answers, (answers{{"general#1", 3}}));
+  EXPECT_TRUE(backend->search_backlog());  // acked, not yet indexed
+  auto indexer = static_cast<store_actor::stateful_base<store_state>*>(
+                     caf::actor_cast<caf::abstract_actor*>(store))
+                     ->state.indexer;
+  ASSERT_TRUE(indexer);
+  expect((index_atom), from(_).to(indexer));  // the store pokes its indexer (anon)
+  EXPECT_FALSE(backend->search_backlog());
+  EXPECT_FALSE(sched.has_job());
+  std::vector<stored_msg> found;
+  auto h = self->request(store, infinite, search_atom_v, std::string{"general"},
+                         std::string{"NEEDLE"}, uint64_t{0}, uint32_t{10});
+  sched.run();
+  h.receive([&](std::vector<stored_msg>& out) { found = std::move(out); },
+            [&](error& e) { ADD_FAILURE() << sys.render(e); });
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].seq, 2u);
+  anon_send_exit(client, exit_reason::kill);
 }
 
 }  // namespace
